@@ -1,0 +1,123 @@
+// Choosing and preparing the tfjs backend, once, at start.
+// Order for 'auto': tensorflow (tfjs-node-gpu, then tfjs-node), native, wasm, cpu.
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+
+export type BackendName = 'auto' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
+export const BACKEND_NAMES: BackendName[] = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'];
+
+export interface BackendChoice {
+  /** What was asked for. */
+  requested: BackendName;
+  /** What runs: 'tensorflow' | 'native' | 'wasm' | 'cpu'. */
+  name: Exclude<BackendName, 'auto'>;
+  /** The tfjs backend name registered with the engine ('tensorflow', 'native', 'wasm', 'cpu'). */
+  tfBackend: string;
+  /** One human line: which backend, and why the others were skipped. */
+  message: string;
+}
+
+export class BackendUnavailableError extends Error {
+  constructor(readonly backend: string, reason: string) {
+    super(`backend "${backend}" is unavailable: ${reason}`);
+    this.name = 'BackendUnavailableError';
+  }
+}
+
+async function tryTensorflow(): Promise<string> {
+  const reasons: string[] = [];
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      // Never imported at load time: these packages download libtensorflow at install and may be absent.
+      await import(pkg);
+      if (tf.findBackend('tensorflow') && (await tf.setBackend('tensorflow'))) return pkg;
+      reasons.push(`${pkg} loaded but did not register the tensorflow backend`);
+    } catch (e) {
+      const msg = (e as Error).message.split('\n')[0];
+      reasons.push(/Cannot find (package|module)/.test(msg) ? `${pkg} is not installed` : `${pkg} failed to load (${msg})`);
+    }
+  }
+  throw new BackendUnavailableError('tensorflow', `${reasons.join('; ')}. Install with: npm install @tensorflow/tfjs-node (CPU) or @tensorflow/tfjs-node-gpu (CUDA 11.2 + cuDNN 8.1)`);
+}
+
+async function tryNative(): Promise<void> {
+  const mod = await import('./native/index.js');
+  await mod.registerNativeBackend();
+  if (!(await tf.setBackend('native'))) throw new BackendUnavailableError('native', 'tf.setBackend("native") failed');
+}
+
+async function tryWasm(): Promise<void> {
+  try {
+    await import('@tensorflow/tfjs-backend-wasm');
+  } catch (e) {
+    throw new BackendUnavailableError('wasm', `@tensorflow/tfjs-backend-wasm failed to load: ${(e as Error).message}`);
+  }
+  if (!(await tf.setBackend('wasm'))) throw new BackendUnavailableError('wasm', 'tf.setBackend("wasm") failed');
+}
+
+async function tryCpu(): Promise<void> {
+  if (!(await tf.setBackend('cpu'))) throw new BackendUnavailableError('cpu', 'tf.setBackend("cpu") failed');
+}
+
+const attempts: Record<Exclude<BackendName, 'auto'>, () => Promise<unknown>> = {
+  tensorflow: tryTensorflow,
+  native: tryNative,
+  wasm: tryWasm,
+  cpu: tryCpu,
+};
+
+function reasonOf(e: unknown): string {
+  return e instanceof BackendUnavailableError ? e.message.replace(/^backend "[^"]+" is unavailable: /, '') : (e as Error).message;
+}
+
+/** Resolves the backend from an explicit choice, else KARLO_BACKEND, else 'auto'. */
+export function requestedBackend(explicit?: string): BackendName {
+  const v = (explicit ?? process.env.KARLO_BACKEND ?? 'auto').trim();
+  if (!(BACKEND_NAMES as string[]).includes(v)) {
+    throw new Error(`unknown backend "${v}"${explicit ? '' : ' (from KARLO_BACKEND)'}: choose one of ${BACKEND_NAMES.join(', ')}`);
+  }
+  return v as BackendName;
+}
+
+/**
+ * Initialises the backend. A named backend that is unavailable is an error that says why; 'auto' falls through
+ * tensorflow → native → wasm → cpu and says which it took and why it skipped the others.
+ */
+export async function initBackend(name?: string, opts: { log?: (line: string) => void } = {}): Promise<BackendChoice> {
+  const requested = requestedBackend(name);
+  const order: Exclude<BackendName, 'auto'>[] = requested === 'auto' ? ['tensorflow', 'native', 'wasm', 'cpu'] : [requested];
+  const skipped: string[] = [];
+  for (const b of order) {
+    try {
+      await attempts[b]();
+      await tf.ready();
+      const message = requested === 'auto'
+        ? `backend: ${b} (auto${skipped.length ? `; skipped ${skipped.join('; ')}` : ''})`
+        : `backend: ${b}`;
+      opts.log?.(message);
+      return { requested, name: b, tfBackend: tf.getBackend(), message };
+    } catch (e) {
+      if (requested !== 'auto') {
+        throw e instanceof BackendUnavailableError ? e : new BackendUnavailableError(b, (e as Error).message);
+      }
+      skipped.push(`${b}: ${reasonOf(e)}`);
+    }
+  }
+  throw new Error(`no backend could be initialised: ${skipped.join('; ')}`);
+}
+
+/** Which of the given backends can be initialised here (for tests that run on every backend). */
+export async function availableBackends(candidates: Exclude<BackendName, 'auto'>[]): Promise<Exclude<BackendName, 'auto'>[]> {
+  const prev = tf.getBackend();
+  const ok: Exclude<BackendName, 'auto'>[] = [];
+  for (const b of candidates) {
+    try {
+      await attempts[b]();
+      ok.push(b);
+    } catch {
+      /* unavailable */
+    }
+  }
+  if (prev) await tf.setBackend(prev);
+  return ok;
+}

@@ -1,0 +1,5 @@
+// Every `karlo` subcommand, one module each (a yargs CommandModule as the default export).
+import type { CommandModule } from 'yargs';
+
+export const COMMANDS: CommandModule<any, any>[] = [
+];

@@ -1,0 +1,131 @@
+// Basic layers with PyTorch parameter names: Linear, Conv2d (NHWC activations), LayerNorm, GroupNorm (NHWC),
+// Embedding, and the activations Karlo uses.
+import * as tf from '@tensorflow/tfjs-core';
+import { Module, Parameter } from './module.js';
+
+export class Linear extends Module {
+  readonly weight: Parameter;
+  readonly bias: Parameter | null;
+  constructor(readonly inFeatures: number, readonly outFeatures: number, bias = true) {
+    super();
+    // PyTorch layout [out, in]; forward multiplies with transposeB, so no conversion is needed.
+    this.weight = this.param('weight', [outFeatures, inFeatures]);
+    this.bias = bias ? this.param('bias', [outFeatures]) : null;
+  }
+
+  /** x: [..., in] → [..., out] */
+  forward(x: tf.Tensor): tf.Tensor {
+    return this.emit(tf.tidy(() => {
+      const lead = x.shape.slice(0, -1);
+      const last = x.shape[x.shape.length - 1];
+      if (last !== this.inFeatures) throw new Error(`${this.path || 'Linear'}: input has ${last} features, ${this.inFeatures} expected`);
+      const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
+      const y = tf.fused.matMul({ a: x2, b: this.weight.value as tf.Tensor2D, transposeB: true, bias: this.bias?.value });
+      return y.reshape([...lead, this.outFeatures]);
+    }));
+  }
+}
+
+export class Conv2d extends Module {
+  readonly weight: Parameter;
+  readonly bias: Parameter | null;
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number,
+    readonly opts: { stride?: number; padding?: number; bias?: boolean } = {},
+  ) {
+    super();
+    this.weight = this.param('weight', [outChannels, inChannels, kernelSize, kernelSize], 'conv2d');
+    this.bias = opts.bias === false ? null : this.param('bias', [outChannels]);
+  }
+
+  /** x: NHWC */
+  forward(x: tf.Tensor4D): tf.Tensor4D {
+    return this.emit(tf.tidy(() => {
+      if (x.shape[3] !== this.inChannels) throw new Error(`${this.path || 'Conv2d'}: input has ${x.shape[3]} channels, ${this.inChannels} expected`);
+      const stride = this.opts.stride ?? 1;
+      const pad = this.opts.padding ?? 0;
+      return tf.fused.conv2d({
+        x,
+        filter: this.weight.value as tf.Tensor4D,
+        strides: stride,
+        pad,
+        dataFormat: 'NHWC',
+        bias: this.bias?.value,
+      });
+    }));
+  }
+}
+
+export class LayerNorm extends Module {
+  readonly weight: Parameter;
+  readonly bias: Parameter;
+  constructor(readonly dim: number, readonly eps = 1e-5) {
+    super();
+    this.weight = this.param('weight', [dim]);
+    this.bias = this.param('bias', [dim]);
+  }
+
+  forward(x: tf.Tensor): tf.Tensor {
+    return this.emit(tf.tidy(() => {
+      const { mean, variance } = tf.moments(x, -1, true);
+      const xn = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, this.eps)));
+      return tf.add(tf.mul(xn, this.weight.value), this.bias.value);
+    }));
+  }
+}
+
+/** GroupNorm over NHWC activations (PyTorch's nn.GroupNorm: biased variance, per-channel affine). */
+export class GroupNorm extends Module {
+  readonly weight: Parameter;
+  readonly bias: Parameter;
+  constructor(readonly numGroups: number, readonly numChannels: number, readonly eps = 1e-5) {
+    super();
+    if (numChannels % numGroups !== 0) throw new Error(`GroupNorm: ${numChannels} channels are not divisible into ${numGroups} groups`);
+    this.weight = this.param('weight', [numChannels]);
+    this.bias = this.param('bias', [numChannels]);
+  }
+
+  /** x: [N, H, W, C] or [N, L, C] (channels last). */
+  forward(x: tf.Tensor): tf.Tensor {
+    return this.emit(tf.tidy(() => {
+      const shape = x.shape;
+      const c = shape[shape.length - 1];
+      if (c !== this.numChannels) throw new Error(`${this.path || 'GroupNorm'}: input has ${c} channels, ${this.numChannels} expected`);
+      const g = this.numGroups;
+      const xg = x.reshape([shape[0], -1, g, c / g]);
+      const { mean, variance } = tf.moments(xg, [1, 3], true);
+      const xn = tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, this.eps))).reshape(shape);
+      return tf.add(tf.mul(xn, this.weight.value), this.bias.value);
+    }));
+  }
+}
+
+export class Embedding extends Module {
+  readonly weight: Parameter;
+  constructor(readonly numEmbeddings: number, readonly dim: number) {
+    super();
+    this.weight = this.param('weight', [numEmbeddings, dim]);
+  }
+
+  forward(ids: tf.Tensor): tf.Tensor {
+    return this.emit(tf.tidy(() => tf.gather(this.weight.value, ids.toInt())));
+  }
+}
+
+// ---------- activations ----------
+
+export function silu(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.mul(x, tf.sigmoid(x)));
+}
+
+/** Exact GELU, 0.5·x·(1 + erf(x/√2)) (torch's default approximate='none'). */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))));
+}
+
+/** OpenAI CLIP's QuickGELU: x·σ(1.702x). */
+export function quickGelu(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702))));
+}

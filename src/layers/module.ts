@@ -1,0 +1,259 @@
+// The Module base: a small torch.nn.Module look-alike. Children and parameters are registered under the
+// attribute names PyTorch uses, so namedParameters() yields exactly the reference state-dict keys and loading
+// is one loop over those names (no translation tables).
+import * as tf from '@tensorflow/tfjs-core';
+import type { TensorData } from '../io/safetensors.js';
+
+/**
+ * How a parameter's tfjs tensor relates to its PyTorch state-dict tensor.
+ * - 'torch': same layout (Linear weights stay [out, in]; we multiply with transposeB).
+ * - 'conv2d': PyTorch [out, in, kh, kw] is stored as tfjs [kh, kw, in, out].
+ */
+export type ParamLayout = 'torch' | 'conv2d';
+
+export class Parameter {
+  /** The variable; created when weights are loaded (or initialised), so building a 1B model costs nothing. */
+  private v: tf.Variable | null = null;
+  constructor(
+    /** Full dotted state-dict key from the root (updated when the owner is registered). */
+    public name: string,
+    /** Shape in the PyTorch state dict. */
+    readonly torchShape: number[],
+    readonly layout: ParamLayout = 'torch',
+  ) {}
+
+  get loaded(): boolean {
+    return this.v !== null;
+  }
+
+  /** The tfjs tensor used in forward passes. */
+  get value(): tf.Variable {
+    if (!this.v) throw new Error(`parameter "${this.name}" used before weights were loaded`);
+    return this.v;
+  }
+
+  /** Shape of the tfjs tensor. */
+  get tfShape(): number[] {
+    const s = this.torchShape;
+    return this.layout === 'conv2d' ? [s[2], s[3], s[1], s[0]] : [...s];
+  }
+
+  /** Sets the value from PyTorch-layout data (converted once here). */
+  setFromTorch(data: Float32Array, trainable = true): void {
+    const t = tf.tidy(() => {
+      const x = tf.tensor(data, this.torchShape, 'float32');
+      return this.layout === 'conv2d' ? tf.transpose(x, [2, 3, 1, 0]) : x;
+    });
+    this.assign(t, trainable);
+    t.dispose();
+  }
+
+  /** Sets the value from a tfjs-layout tensor (copied). */
+  assign(t: tf.Tensor, trainable = true): void {
+    if (!arraysEqual(t.shape, this.tfShape)) {
+      throw new Error(`parameter "${this.name}": tfjs shape [${t.shape}] given, [${this.tfShape}] expected`);
+    }
+    if (this.v) this.v.assign(t);
+    else this.v = tf.variable(t, trainable, undefined, 'float32');
+  }
+
+  /** The value in PyTorch layout (a new tensor the caller owns). */
+  toTorch(): tf.Tensor {
+    return tf.tidy(() => (this.layout === 'conv2d' ? tf.transpose(this.value, [3, 2, 0, 1]) : this.value.clone()));
+  }
+
+  dispose(): void {
+    this.v?.dispose();
+    this.v = null;
+  }
+}
+
+export type OutputHook = (path: string, output: tf.Tensor) => void;
+
+export interface LoadReport {
+  missing: string[];
+  unexpected: string[];
+  misshaped: { key: string; expected: number[]; got: number[] }[];
+}
+
+/** Anything that hands out state-dict tensors by name (a safetensors file, a Map, a torch checkpoint). */
+export interface TensorSource {
+  names(): string[];
+  shape(name: string): number[];
+  read(name: string): TensorData;
+  /** For error messages: the file the tensors come from. */
+  describe(name?: string): string;
+}
+
+export function mapSource(m: Map<string, TensorData>, label = 'state dict'): TensorSource {
+  return {
+    names: () => [...m.keys()],
+    shape: (n) => m.get(n)!.shape,
+    read: (n) => m.get(n)!,
+    describe: () => label,
+  };
+}
+
+export class Module {
+  /** Dotted path from the root (the state-dict prefix), '' for the root. */
+  path = '';
+  private readonly _params = new Map<string, Parameter>();
+  private readonly _children = new Map<string, Module>();
+  private _hook: OutputHook | null = null;
+
+  /** Registers a parameter under its PyTorch attribute name. */
+  protected param(name: string, torchShape: number[], layout: ParamLayout = 'torch'): Parameter {
+    if (this._params.has(name) || this._children.has(name)) throw new Error(`duplicate member "${name}" in ${this.constructor.name}`);
+    const p = new Parameter(joinPath(this.path, name), torchShape, layout);
+    this._params.set(name, p);
+    return p;
+  }
+
+  /** Registers a child module under its PyTorch attribute name (use '0', '1', … for list entries). */
+  protected module<M extends Module>(name: string, m: M): M {
+    if (this._params.has(name) || this._children.has(name)) throw new Error(`duplicate member "${name}" in ${this.constructor.name}`);
+    this._children.set(name, m);
+    m.setPath(joinPath(this.path, name));
+    return m;
+  }
+
+  /** Registers a list of modules as `name.0`, `name.1`, … (like nn.ModuleList). */
+  protected moduleList<M extends Module>(name: string, items: M[]): M[] {
+    const list = new ModuleList(items);
+    this.module(name, list);
+    return items;
+  }
+
+  private setPath(p: string): void {
+    this.path = p;
+    for (const [k, prm] of this._params) prm.name = joinPath(p, k);
+    for (const [k, c] of this._children) c.setPath(joinPath(p, k));
+  }
+
+  children(): [string, Module][] {
+    return [...this._children];
+  }
+
+  /** Every (module path, module) pair, depth first, this module included. */
+  namedModules(): [string, Module][] {
+    const out: [string, Module][] = [[this.path, this]];
+    for (const [, c] of this._children) out.push(...c.namedModules());
+    return out;
+  }
+
+  /** Every parameter with its state-dict key relative to this module, in registration order. */
+  namedParameters(): [string, Parameter][] {
+    const out: [string, Parameter][] = [];
+    const walk = (m: Module, prefix: string) => {
+      for (const [k, p] of m._params) out.push([joinPath(prefix, k), p]);
+      for (const [k, c] of m._children) walk(c, joinPath(prefix, k));
+    };
+    walk(this, '');
+    return out;
+  }
+
+  parameters(): Parameter[] {
+    return this.namedParameters().map(([, p]) => p);
+  }
+
+  /** Trainable variables (for optimizers), keyed by state-dict name. */
+  variables(): Record<string, tf.Variable> {
+    const out: Record<string, tf.Variable> = {};
+    for (const [k, p] of this.namedParameters()) out[k] = p.value;
+    return out;
+  }
+
+  numParameters(): number {
+    let n = 0;
+    for (const p of this.parameters()) n += p.torchShape.reduce((a, b) => a * b, 1);
+    return n;
+  }
+
+  /**
+   * Loads weights by state-dict key. Reports every missing, unexpected and mis-shaped key (naming the source
+   * file); with strict (the default) any of them is an error and nothing is assigned.
+   */
+  loadStateDict(src: TensorSource | Map<string, TensorData>, opts: { strict?: boolean; prefix?: string; trainable?: boolean } = {}): LoadReport {
+    const source = src instanceof Map ? mapSource(src) : src;
+    const strict = opts.strict ?? true;
+    const prefix = opts.prefix ?? '';
+    const params = this.namedParameters();
+    const available = new Set(source.names().filter((n) => n.startsWith(prefix)).map((n) => n.slice(prefix.length)));
+    const report: LoadReport = { missing: [], unexpected: [], misshaped: [] };
+    const wanted = new Set<string>();
+    for (const [k, p] of params) {
+      wanted.add(k);
+      if (!available.has(k)) { report.missing.push(k); continue; }
+      const got = source.shape(prefix + k);
+      if (!arraysEqual(got, p.torchShape)) report.misshaped.push({ key: k, expected: p.torchShape, got });
+    }
+    for (const k of available) if (!wanted.has(k)) report.unexpected.push(k);
+    if (strict && (report.missing.length || report.unexpected.length || report.misshaped.length)) {
+      throw new Error(formatLoadReport(report, source.describe(), this.constructor.name));
+    }
+    for (const [k, p] of params) {
+      if (!available.has(k) || report.misshaped.some((m) => m.key === k)) continue;
+      const t = source.read(prefix + k);
+      if (t.dtype !== 'float32') throw new Error(`${source.describe(prefix + k)}: tensor "${prefix + k}" is an integer tensor, a float parameter was expected`);
+      p.setFromTorch(t.data as Float32Array, opts.trainable ?? true);
+    }
+    return report;
+  }
+
+  /** The state dict in PyTorch layout (new tensors, owned by the caller). */
+  stateDict(): Map<string, tf.Tensor> {
+    const out = new Map<string, tf.Tensor>();
+    for (const [k, p] of this.namedParameters()) out.set(k, p.toTorch());
+    return out;
+  }
+
+  /** Frees every parameter. */
+  dispose(): void {
+    for (const p of this.parameters()) p.dispose();
+  }
+
+  // ---------- output hooks ----------
+
+  /** Installs (or with null removes) a hook on this module and all descendants: fn(path, output). */
+  setOutputHook(fn: OutputHook | null): void {
+    for (const [, m] of this.namedModules()) m._hook = fn;
+  }
+
+  /** Reports an output to the hook, if one is installed; returns it unchanged. Costs nothing otherwise. */
+  protected emit<T extends tf.Tensor>(out: T, suffix?: string): T {
+    if (this._hook) this._hook(suffix ? joinPath(this.path, suffix) : this.path, out);
+    return out;
+  }
+}
+
+/** nn.ModuleList: children named '0', '1', … */
+export class ModuleList<M extends Module = Module> extends Module {
+  readonly items: M[];
+  constructor(items: M[]) {
+    super();
+    this.items = items;
+    items.forEach((m, i) => this.module(String(i), m));
+  }
+}
+
+export function joinPath(a: string, b: string): string {
+  return a ? (b ? `${a}.${b}` : a) : b;
+}
+
+export function arraysEqual(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+export function formatLoadReport(r: LoadReport, source: string, model: string): string {
+  const lines = [`${source}: weights do not match ${model}`];
+  const list = (title: string, keys: string[]) => {
+    if (!keys.length) return;
+    lines.push(`  ${title} (${keys.length}): ${keys.slice(0, 20).join(', ')}${keys.length > 20 ? ', …' : ''}`);
+  };
+  list('missing keys', r.missing);
+  list('unexpected keys', r.unexpected);
+  if (r.misshaped.length) {
+    lines.push(`  mis-shaped keys (${r.misshaped.length}): ` + r.misshaped.slice(0, 20).map((m) => `${m.key} expected [${m.expected}] got [${m.got}]`).join('; '));
+  }
+  return lines.join('\n');
+}

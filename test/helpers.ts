@@ -1,0 +1,45 @@
+// Shared test helpers: fixture paths, tensor comparison with the project's tolerance rule, backends under test.
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, availableBackends, type BackendName } from '../src/backend/index.js';
+import { compareArrays, type Comparison } from '../src/parity/compare.js';
+
+export const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
+export const fixture = (...p: string[]) => path.join(FIXTURES, ...p);
+
+/**
+ * Backends the parity tests run on: KARLO_TEST_BACKENDS (comma list) or every one of native, cpu that is
+ * available here. wasm is added when asked for explicitly.
+ */
+export async function backendsUnderTest(): Promise<Exclude<BackendName, 'auto'>[]> {
+  const env = process.env.KARLO_TEST_BACKENDS;
+  const wanted = (env ? env.split(',').map((s) => s.trim()) : ['native', 'cpu']) as Exclude<BackendName, 'auto'>[];
+  const ok = await availableBackends(wanted);
+  if (env && ok.length !== wanted.length) {
+    throw new Error(`KARLO_TEST_BACKENDS=${env}: unavailable here: ${wanted.filter((b) => !ok.includes(b)).join(', ')}`);
+  }
+  return ok;
+}
+
+export async function useBackend(b: string): Promise<void> {
+  await initBackend(b);
+}
+
+/** Throws with a readable message when ours differs from ref beyond the project's tolerance. */
+export function assertClose(
+  name: string,
+  ours: tf.Tensor | Float32Array | Int32Array | number[],
+  ref: { data: Float32Array | Int32Array; shape?: number[] } | Float32Array | number[],
+  tol: { atol?: number; rtol?: number; scaleByMax?: boolean } = {},
+): Comparison {
+  const o = ours instanceof tf.Tensor ? (ours.dataSync() as Float32Array) : ours;
+  const r = Array.isArray(ref) || ArrayBuffer.isView(ref) ? (ref as Float32Array) : (ref as { data: Float32Array }).data;
+  if (ours instanceof tf.Tensor && !Array.isArray(ref) && !ArrayBuffer.isView(ref) && (ref as { shape?: number[] }).shape) {
+    const rs = (ref as { shape: number[] }).shape;
+    if (ours.shape.join(',') !== rs.join(',')) throw new Error(`${name}: shape [${ours.shape}] vs reference [${rs}]`);
+  }
+  const c = compareArrays(name, o, r, tol);
+  if (!c.ok) throw new Error(`${name}: max abs err ${c.maxAbs.toExponential(3)} > allowed ${c.allowed.toExponential(3)} (max |ref| ${c.maxRef.toExponential(3)}, at index ${c.argmax})`);
+  return c;
+}
