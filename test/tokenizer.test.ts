@@ -67,7 +67,7 @@ test('padding "longest" / false and truncation off', () => {
   assert.equal(u.inputIds[0].slice(0, 76), long.input_ids.slice(0, 76));
 });
 
-test("decode joins BPE symbols back into words (\"</w>\" = word end)', () => {
+test('decode joins BPE symbols back into words ("</w>" ends a word)', () => {
   const e = tok.encode(['a high-resolution photograph of a frog'], { padding: false });
   assert.is(tok.decode(e.inputIds[0], { skipSpecialTokens: true }), 'a high - resolution photograph of a frog');
 });
