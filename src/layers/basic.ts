@@ -19,9 +19,9 @@ export class Linear extends Module {
       const lead = x.shape.slice(0, -1);
       const last = x.shape[x.shape.length - 1];
       if (last !== this.inFeatures) throw new Error(`${this.path || 'Linear'}: input has ${last} features, ${this.inFeatures} expected`);
-      const x2 = x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
+      const x2 = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
       const y = tf.fused.matMul({ a: x2, b: this.weight.value as tf.Tensor2D, transposeB: true, bias: this.bias?.value });
-      return y.reshape([...lead, this.outFeatures]);
+      return tf.reshape(y, [...lead, this.outFeatures]);
     }));
   }
 }
@@ -94,9 +94,9 @@ export class GroupNorm extends Module {
       const c = shape[shape.length - 1];
       if (c !== this.numChannels) throw new Error(`${this.path || 'GroupNorm'}: input has ${c} channels, ${this.numChannels} expected`);
       const g = this.numGroups;
-      const xg = x.reshape([shape[0], -1, g, c / g]);
+      const xg = tf.reshape(x, [shape[0], -1, g, c / g]);
       const { mean, variance } = tf.moments(xg, [1, 3], true);
-      const xn = tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, this.eps))).reshape(shape);
+      const xn = tf.reshape(tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, this.eps))), shape);
       return tf.add(tf.mul(xn, this.weight.value), this.bias.value);
     }));
   }
@@ -110,7 +110,7 @@ export class Embedding extends Module {
   }
 
   forward(ids: tf.Tensor): tf.Tensor {
-    return this.emit(tf.tidy(() => tf.gather(this.weight.value, ids.toInt())));
+    return this.emit(tf.tidy(() => tf.gather(this.weight.value, tf.cast(ids, 'int32'))));
   }
 }
 
