@@ -1,0 +1,57 @@
+// `karlo parity` for UnCLIPTextProjModel fixture folders (fixtures README e): config.json + weights + io.safetensors
+// with image_embeddings, prompt_embeds, text_encoder_hidden_states and the two outputs (CFG on).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { loadSafetensors } from '../io/safetensors.js';
+import { readJson } from '../io/weights.js';
+import { loadTextProj } from '../models/text_proj.js';
+import { compareArrays, type Comparison } from './compare.js';
+import type { ParityKind, ParityOptions } from './registry.js';
+
+export function isComponentFolder(dir: string, className: string): boolean {
+  const cfg = path.join(dir, 'config.json');
+  if (!fs.existsSync(cfg) || !fs.existsSync(path.join(dir, 'io.safetensors'))) return false;
+  try {
+    return readJson<{ _class_name?: string }>(cfg)._class_name === className;
+  } catch {
+    return false;
+  }
+}
+
+export async function runTextProjParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
+  const file = path.join(dir, 'io.safetensors');
+  const io = loadSafetensors(file);
+  const get = (n: string) => {
+    const t = io.get(n);
+    if (!t) throw new Error(`${file}: tensor "${n}" is missing`);
+    return tf.tensor(t.data, t.shape, t.dtype);
+  };
+  const model = loadTextProj(dir);
+  try {
+    const out = tf.tidy(() => {
+      const r = model.forward({
+        imageEmbeddings: get('image_embeddings') as tf.Tensor2D,
+        promptEmbeds: get('prompt_embeds') as tf.Tensor2D,
+        textEncoderHiddenStates: get('text_encoder_hidden_states') as tf.Tensor3D,
+        doClassifierFreeGuidance: true,
+      });
+      return [r.textEncoderHiddenStates, r.additiveClipTimeEmbeddings];
+    });
+    const atol = opts.atol ?? 1e-4;
+    const res = [
+      compareArrays('out_text_encoder_hidden_states', out[0].dataSync(), io.get('out_text_encoder_hidden_states')!.data, { atol }),
+      compareArrays('out_additive_clip_time_embeddings', out[1].dataSync(), io.get('out_additive_clip_time_embeddings')!.data, { atol }),
+    ];
+    tf.dispose(out);
+    return res;
+  } finally {
+    model.dispose();
+  }
+}
+
+export const textProjParity: ParityKind = {
+  name: 'text_proj',
+  detect: (dir) => isComponentFolder(dir, 'UnCLIPTextProjModel'),
+  run: runTextProjParity,
+};
