@@ -1,0 +1,119 @@
+// diffusers ResnetBlock2D (the residual block of every Karlo UNet), with its up/down variants and the 2x
+// resampling helpers, on NHWC activations.
+import * as tf from '@tensorflow/tfjs-core';
+import { Module } from './module.js';
+import { Conv2d, GroupNorm, Linear, silu } from './basic.js';
+
+export type TimeEmbeddingNorm = 'default' | 'scale_shift';
+
+export interface ResnetBlock2DOptions {
+  inChannels: number;
+  /** Defaults to inChannels. */
+  outChannels?: number;
+  /** Width of the time embedding; null: no time_emb_proj (the block then takes temb = null). */
+  tembChannels: number | null;
+  /** GroupNorm groups of norm1 (and norm2 unless groupsOut). diffusers default 32. */
+  groups?: number;
+  groupsOut?: number;
+  /** GroupNorm eps. diffusers' ResnetBlock2D default is 1e-6; the UNets pass norm_eps (1e-5). */
+  eps?: number;
+  /** 'default': h + proj(temb) before norm2; 'scale_shift': norm2(h)·(1 + scale) + shift. */
+  timeEmbeddingNorm?: TimeEmbeddingNorm;
+  /** Skip the SiLU on temb before time_emb_proj (diffusers `skip_time_act`). */
+  skipTimeAct?: boolean;
+  /** Output divided by this (diffusers `output_scale_factor`). */
+  outputScaleFactor?: number;
+  /** Nearest 2x upsample of both the hidden path (after norm1 + SiLU) and the input (ResnetUpsampleBlock2D). */
+  up?: boolean;
+  /** 2x2 average pool, stride 2, of both paths (ResnetDownsampleBlock2D). */
+  down?: boolean;
+}
+
+/** nn.AvgPool2d(2, 2) on NHWC (odd sizes floor, as torch). */
+export function avgPool2x(x: tf.Tensor4D): tf.Tensor4D {
+  return tf.avgPool(x, 2, 2, 'valid');
+}
+
+/** F.interpolate(scale_factor=2, mode="nearest") on NHWC. */
+export function nearestUpsample2x(x: tf.Tensor4D): tf.Tensor4D {
+  const [n, h, w, c] = x.shape;
+  // Each pixel repeated 2x2 by broadcasting: exact, and differentiable through plain reshapes.
+  return tf.tidy(() => tf.reshape(tf.broadcastTo(tf.reshape(x, [n, h, 1, w, 1, c]), [n, h, 2, w, 2, c]), [n, 2 * h, 2 * w, c]) as tf.Tensor4D);
+}
+
+export class ResnetBlock2D extends Module {
+  readonly inChannels: number;
+  readonly outChannels: number;
+  readonly timeEmbeddingNorm: TimeEmbeddingNorm;
+  readonly norm1: GroupNorm;
+  readonly conv1: Conv2d;
+  readonly time_emb_proj: Linear | null;
+  readonly norm2: GroupNorm;
+  readonly conv2: Conv2d;
+  readonly conv_shortcut: Conv2d | null;
+
+  constructor(readonly opts: ResnetBlock2DOptions) {
+    super();
+    const cin = opts.inChannels;
+    const cout = opts.outChannels ?? cin;
+    const groups = opts.groups ?? 32;
+    const eps = opts.eps ?? 1e-6;
+    const mode = opts.timeEmbeddingNorm ?? 'default';
+    if (mode !== 'default' && mode !== 'scale_shift') {
+      throw new Error(`ResnetBlock2D: time_embedding_norm "${mode}" is not supported (default, scale_shift)`);
+    }
+    if (opts.up && opts.down) throw new Error('ResnetBlock2D: up and down are exclusive');
+    this.inChannels = cin;
+    this.outChannels = cout;
+    this.timeEmbeddingNorm = mode;
+    this.norm1 = this.module('norm1', new GroupNorm(groups, cin, eps));
+    this.conv1 = this.module('conv1', new Conv2d(cin, cout, 3, { padding: 1 }));
+    this.time_emb_proj = opts.tembChannels != null
+      ? this.module('time_emb_proj', new Linear(opts.tembChannels, mode === 'scale_shift' ? 2 * cout : cout))
+      : null;
+    this.norm2 = this.module('norm2', new GroupNorm(opts.groupsOut ?? groups, cout, eps));
+    this.conv2 = this.module('conv2', new Conv2d(cout, cout, 3, { padding: 1 }));
+    this.conv_shortcut = cin !== cout ? this.module('conv_shortcut', new Conv2d(cin, cout, 1)) : null;
+  }
+
+  /** x: NHWC [N, H, W, in]; temb: [N, tembChannels] (or null when the block has no time_emb_proj). */
+  forward(x: tf.Tensor4D, temb: tf.Tensor2D | null): tf.Tensor4D {
+    return this.emit(tf.tidy(() => {
+      const name = this.path || 'ResnetBlock2D';
+      if (x.rank !== 4 || x.shape[3] !== this.inChannels) {
+        throw new Error(`${name}: input must be NHWC with ${this.inChannels} channels, got [${x.shape}]`);
+      }
+      let input: tf.Tensor4D = x;
+      let h = silu(this.norm1.forward(x)) as tf.Tensor4D;
+      if (this.opts.up) {
+        input = nearestUpsample2x(input);
+        h = nearestUpsample2x(h);
+      } else if (this.opts.down) {
+        input = avgPool2x(input);
+        h = avgPool2x(h);
+      }
+      h = this.conv1.forward(h);
+
+      let t: tf.Tensor | null = null;
+      if (this.time_emb_proj) {
+        if (!temb) throw new Error(`${name}: a time embedding is required (time_emb_proj exists)`);
+        t = this.time_emb_proj.forward(this.opts.skipTimeAct ? temb : silu(temb));
+        t = tf.reshape(t, [t.shape[0], 1, 1, t.shape[t.rank - 1]]); // [N, 1, 1, C]: broadcast over H, W (NHWC)
+      }
+      if (this.timeEmbeddingNorm === 'scale_shift') {
+        if (!t) throw new Error(`${name}: scale_shift needs a time embedding`);
+        const [scale, shift] = tf.split(t, 2, 3);
+        h = tf.add(tf.mul(this.norm2.forward(h), tf.add(scale, 1)), shift) as tf.Tensor4D;
+      } else {
+        if (t) h = tf.add(h, t);
+        h = this.norm2.forward(h) as tf.Tensor4D;
+      }
+      h = this.conv2.forward(silu(h) as tf.Tensor4D);
+      if (this.conv_shortcut) input = this.conv_shortcut.forward(input);
+      let out = tf.add(input, h) as tf.Tensor4D;
+      const osf = this.opts.outputScaleFactor ?? 1;
+      if (osf !== 1) out = tf.div(out, osf);
+      return out;
+    }));
+  }
+}
