@@ -1,6 +1,7 @@
 // Fixture-folder kinds that `karlo parity DIR` understands. Each kind detects its folder layout (the format of
 // the fixtures README) and returns one Comparison per compared tensor.
 import type { Comparison } from './compare.js';
+import { schedulersParity } from './schedulers.js';
 
 export interface ParityOptions {
   /** Absolute tolerance factor (the project default 1e-4 · max(1, max|ref|)). */
@@ -16,4 +17,5 @@ export interface ParityKind {
 }
 
 export const PARITY_KINDS: ParityKind[] = [
+  schedulersParity,
 ];
