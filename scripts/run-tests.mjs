@@ -3,7 +3,8 @@
 // with one line "N passed, N failed" from uvu's totals. Extra args are a regex filtering test files.
 import { spawn } from 'node:child_process';
 
-const pattern = process.argv[2] ?? '\\.test\\.ts$';
+// Only *.test.ts files run; an argument narrows them (it is matched against the path under test/).
+const pattern = process.argv[2] ? `^(?=.*(?:${process.argv[2]})).*\\.test\\.ts$` : '\\.test\\.ts$';
 const child = spawn(process.execPath, ['--import', 'tsx', 'node_modules/uvu/bin.js', 'test', pattern], {
   stdio: ['inherit', 'pipe', 'inherit'],
   env: { ...process.env, FORCE_COLOR: process.env.FORCE_COLOR ?? '0' },
