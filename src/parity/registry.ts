@@ -2,6 +2,10 @@
 // the fixtures README) and returns one Comparison per compared tensor.
 import type { Comparison } from './compare.js';
 import { schedulersParity } from './schedulers.js';
+import { tokenizerParity } from './tokenizer.js';
+import { clipTextParity } from './clip_text.js';
+import { rngParity } from './rng.js';
+import { superResParity } from './super_res.js';
 
 export interface ParityOptions {
   /** Absolute tolerance factor (the project default 1e-4 · max(1, max|ref|)). */
@@ -17,5 +21,9 @@ export interface ParityKind {
 }
 
 export const PARITY_KINDS: ParityKind[] = [
+  superResParity,
+  rngParity,
   schedulersParity,
+  tokenizerParity,
+  clipTextParity,
 ];

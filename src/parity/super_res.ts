@@ -1,0 +1,79 @@
+// `karlo parity` for super-resolution UNet2DModel fixtures (fixtures README g): either one UNet2DModel folder
+// (config.json + weights + io.safetensors with sample, timestep, output and optional block_out.*), or a folder
+// holding super_res_first/ and/or super_res_last/ such folders.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import { readJson } from '../io/weights.js';
+import { loadUNet2D } from '../models/unet2d.js';
+import { compareArrays, type Comparison } from './compare.js';
+import type { ParityKind, ParityOptions } from './registry.js';
+
+const SUBFOLDERS = ['super_res_first', 'super_res_last'];
+
+function isUNet2DFolder(dir: string): boolean {
+  const cfg = path.join(dir, 'config.json');
+  if (!fs.existsSync(cfg) || !fs.existsSync(path.join(dir, 'io.safetensors'))) return false;
+  try {
+    return readJson<{ _class_name?: string }>(cfg)._class_name === 'UNet2DModel';
+  } catch {
+    return false;
+  }
+}
+
+/** One UNet2DModel fixture folder: output and every block_out.* (names prefixed with `prefix`). */
+export async function runUNet2DParity(dir: string, opts: ParityOptions = {}, prefix = ''): Promise<Comparison[]> {
+  const file = path.join(dir, 'io.safetensors');
+  const io = loadSafetensors(file);
+  const need = (n: string): TensorData => {
+    const t = io.get(n);
+    if (!t) throw new Error(`${file}: tensor "${n}" is missing`);
+    return t;
+  };
+  const sampleData = need('sample');
+  const tsData = need('timestep');
+  if (sampleData.shape.length !== 4) throw new Error(`${file}: "sample" must be NCHW, got shape [${sampleData.shape}]`);
+  const model = loadUNet2D(dir);
+  const captured = new Map<string, Float32Array>();
+  const wanted = new Set([...io.keys()].filter((k) => k.startsWith('block_out.')).map((k) => k.slice('block_out.'.length)));
+  if (wanted.size) model.setOutputHook((p, t) => { if (wanted.has(p)) captured.set(p, t.dataSync() as Float32Array); });
+  try {
+    const out = tf.tidy(() => {
+      const sample = tf.tensor4d(sampleData.data as Float32Array, sampleData.shape as [number, number, number, number]);
+      const ts = tf.tensor(Array.from(tsData.data), tsData.shape.length ? tsData.shape : [], 'float32');
+      return model.forward(sample, ts);
+    });
+    const atol = opts.atol ?? 1e-4;
+    const res: Comparison[] = [compareArrays(`${prefix}output`, out.dataSync(), need('output').data, { atol })];
+    out.dispose();
+    for (const name of [...wanted].sort()) {
+      const ours = captured.get(name);
+      const ref = need(`block_out.${name}`);
+      res.push(ours
+        ? compareArrays(`${prefix}block_out.${name}`, ours, ref.data, { atol })
+        : { name: `${prefix}block_out.${name} (not produced by our model)`, maxAbs: Infinity, maxRel: Infinity, maxRef: NaN, allowed: 0, argmax: -1, ok: false });
+    }
+    return res;
+  } finally {
+    model.dispose();
+  }
+}
+
+export async function runSuperResParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
+  if (isUNet2DFolder(dir)) return runUNet2DParity(dir, opts);
+  const subs = SUBFOLDERS.filter((s) => isUNet2DFolder(path.join(dir, s)));
+  if (!subs.length) throw new Error(`${dir}: neither a UNet2DModel fixture folder nor one holding ${SUBFOLDERS.join('/ or ')}/`);
+  const res: Comparison[] = [];
+  for (const s of subs) {
+    opts.log?.(`${s}:`);
+    res.push(...(await runUNet2DParity(path.join(dir, s), opts, `${s}.`)));
+  }
+  return res;
+}
+
+export const superResParity: ParityKind = {
+  name: 'super_res',
+  detect: (dir) => isUNet2DFolder(dir) || SUBFOLDERS.some((s) => isUNet2DFolder(path.join(dir, s))),
+  run: runSuperResParity,
+};
