@@ -2,9 +2,6 @@
 // the fixtures README) and returns one Comparison per compared tensor.
 import type { Comparison } from './compare.js';
 import { schedulersParity } from './schedulers.js';
-import { tokenizerParity } from './tokenizer.js';
-import { clipTextParity } from './clip_text.js';
-import { rngParity } from './rng.js';
 import { superResParity } from './super_res.js';
 
 export interface ParityOptions {
@@ -22,8 +19,5 @@ export interface ParityKind {
 
 export const PARITY_KINDS: ParityKind[] = [
   superResParity,
-  rngParity,
   schedulersParity,
-  tokenizerParity,
-  clipTextParity,
 ];
