@@ -2,6 +2,7 @@
 // the fixtures README) and returns one Comparison per compared tensor.
 import type { Comparison } from './compare.js';
 import { schedulersParity } from './schedulers.js';
+import { rngParity } from './rng.js';
 import { superResParity } from './super_res.js';
 
 export interface ParityOptions {
@@ -18,6 +19,7 @@ export interface ParityKind {
 }
 
 export const PARITY_KINDS: ParityKind[] = [
+  rngParity,
   superResParity,
   schedulersParity,
 ];

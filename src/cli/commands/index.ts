@@ -1,5 +1,7 @@
 // Every `karlo` subcommand, one module each (a yargs CommandModule as the default export).
 import type { CommandModule } from 'yargs';
+import parity from './parity.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
+  parity,
 ];
