@@ -8,6 +8,8 @@ export interface Comparison {
   allowed: number;
   argmax: number;
   ok: boolean;
+  /** Reference tensor shape, when the caller knows it (printed by `karlo parity`). */
+  shape?: number[];
 }
 
 export function compareArrays(

@@ -2,6 +2,8 @@
 // the fixtures README) and returns one Comparison per compared tensor.
 import type { Comparison } from './compare.js';
 import { schedulersParity } from './schedulers.js';
+import { tokenizerParity } from './tokenizer.js';
+import { clipTextParity } from './clip_text.js';
 import { rngParity } from './rng.js';
 import { superResParity } from './super_res.js';
 
@@ -22,4 +24,6 @@ export const PARITY_KINDS: ParityKind[] = [
   rngParity,
   superResParity,
   schedulersParity,
+  tokenizerParity,
+  clipTextParity,
 ];

@@ -29,6 +29,8 @@ export interface Encoding {
 export interface CLIPTokenizerOptions {
   /** ftfy-style cleaning (`whitespace_clean(fix_text(text)).lower()`) instead of BasicTokenizer's. See `ftfyLikeFix`. */
   ftfy?: boolean;
+  /** Overrides the folder's pad token, like `from_pretrained(..., pad_token="!")` (diffusers' Karlo conversion). */
+  padToken?: string;
 }
 
 interface AddedToken {
@@ -263,7 +265,7 @@ export class CLIPTokenizer {
     }
     const maxLen = typeof cfg.model_max_length === 'number' && cfg.model_max_length < 1e9 ? cfg.model_max_length : 77;
     try {
-      return new CLIPTokenizer(vocab, merges, { bos: pick('bos_token'), eos: pick('eos_token'), pad: pick('pad_token'), unk: pick('unk_token'), modelMaxLength: maxLen, added }, opts);
+      return new CLIPTokenizer(vocab, merges, { bos: pick('bos_token'), eos: pick('eos_token'), pad: opts.padToken ?? pick('pad_token'), unk: pick('unk_token'), modelMaxLength: maxLen, added }, opts);
     } catch (e) {
       throw new Error(`${f.dir}: ${(e as Error).message}`);
     }

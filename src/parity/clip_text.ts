@@ -1,0 +1,83 @@
+// `karlo parity` kind "clip_text": a folder like test/fixtures/clip_text: config.json (architectures
+// CLIPTextModelWithProjection) + model.safetensors + io.safetensors holding `input_ids` [B,L] (and optionally
+// `attention_mask`) with any of the references `last_hidden_state`, `text_embeds`, `hidden_states.{i}` (from
+// output_hidden_states=True, no mask) and `masked__last_hidden_state`, `masked__text_embeds`,
+// `masked__hidden_states.{i}` (called with attention_mask).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import { loadClipTextModel, type CLIPTextOutput } from '../models/clip_text.js';
+import { compareArrays, type Comparison } from './compare.js';
+import type { ParityKind, ParityOptions } from './registry.js';
+
+/** Fixtures README: single-module outputs and per-block outputs abs ≤ 1e-4 · max(1, max|ref|). */
+const ATOL = 1e-4;
+
+function isClipTextConfig(file: string): boolean {
+  try {
+    const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { architectures?: string[]; model_type?: string };
+    return !!j.architectures?.includes('CLIPTextModelWithProjection') || j.model_type === 'clip_text_model';
+  } catch {
+    return false;
+  }
+}
+
+function intTensor(d: TensorData, file: string, key: string): tf.Tensor2D {
+  if (d.shape.length !== 2) throw new Error(`${file}: "${key}" must be [batch, seq], got [${d.shape}]`);
+  return tf.tensor2d(Int32Array.from(d.data), d.shape as [number, number], 'int32');
+}
+
+export async function runClipTextParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
+  const ioFile = path.join(dir, 'io.safetensors');
+  if (!fs.existsSync(ioFile)) throw new Error(`${dir}: no io.safetensors (inputs and reference outputs)`);
+  const io = loadSafetensors(ioFile);
+  const idsData = io.get('input_ids');
+  if (!idsData) throw new Error(`${ioFile}: tensor "input_ids" is missing`);
+  const model = loadClipTextModel(dir);
+  const atol = opts.atol ?? ATOL;
+  const out: Comparison[] = [];
+  const ids = intTensor(idsData, ioFile, 'input_ids');
+  const maskData = io.get('attention_mask');
+  const mask = maskData ? intTensor(maskData, ioFile, 'attention_mask') : undefined;
+  try {
+    const compareRun = (prefix: string, res: CLIPTextOutput) => {
+      const produced = new Map<string, tf.Tensor>([
+        [`${prefix}last_hidden_state`, res.lastHiddenState],
+        [`${prefix}text_embeds`, res.textEmbeds],
+        ...res.hiddenStates.map((h, i) => [`${prefix}hidden_states.${i}`, h] as [string, tf.Tensor]),
+      ]);
+      for (const [name, t] of produced) {
+        const ref = io.get(name);
+        if (!ref) continue;
+        const c = compareArrays(name, t.dataSync(), ref.data, { atol });
+        c.shape = ref.shape;
+        if (t.shape.join(',') !== ref.shape.join(',')) c.ok = false;
+        out.push(c);
+        opts.log?.(`${c.ok ? 'ok  ' : 'FAIL'} ${name} [${ref.shape}] max abs ${c.maxAbs.toExponential(2)}`);
+      }
+    };
+    const plain = model.forward(ids);
+    compareRun('', plain);
+    tf.dispose([plain.lastHiddenState, plain.textEmbeds, ...plain.hiddenStates]);
+    if ([...io.keys()].some((k) => k.startsWith('masked__'))) {
+      if (!mask) throw new Error(`${ioFile}: masked__* references need the tensor "attention_mask"`);
+      const masked = model.forward(ids, mask);
+      compareRun('masked__', masked);
+      tf.dispose([masked.lastHiddenState, masked.textEmbeds, ...masked.hiddenStates]);
+    }
+    const unmatched = [...io.keys()].filter((k) => k !== 'input_ids' && k !== 'attention_mask' && !out.some((c) => c.name === k));
+    if (unmatched.length) opts.log?.(`note: not compared (no counterpart): ${unmatched.join(', ')}`);
+  } finally {
+    tf.dispose([ids, ...(mask ? [mask] : [])]);
+    model.dispose();
+  }
+  if (!out.length) throw new Error(`${ioFile}: no reference tensor we can produce (last_hidden_state, text_embeds, hidden_states.{i}, masked__*)`);
+  return out;
+}
+
+export const clipTextParity: ParityKind = {
+  name: 'clip_text',
+  detect: (dir) => fs.existsSync(path.join(dir, 'io.safetensors')) && isClipTextConfig(path.join(dir, 'config.json')),
+  run: runClipTextParity,
+};
