@@ -1,0 +1,332 @@
+// PyTorch checkpoints (torch.save zip archives, Lightning .ckpt, TorchScript archives) read without Python.
+// The pickle is decoded by our data-only unpickler; tensors stay lazy (storage record + view) until read, so a
+// 4 GB checkpoint costs its pickle in memory plus one tensor at a time.
+import type { TensorData } from '../safetensors.js';
+import { DTYPE_SIZE, decodeBytes } from '../safetensors.js';
+import type { TensorSource } from '../../layers/module.js';
+import { TorchFileError } from './errors.js';
+import { PyDict, PyGlobal, PyObject, PySet, describe, isTuple, unpickle } from './pickle.js';
+import { STORAGE_DTYPES, TORCH_DTYPES, TorchStorage, TorchTensor, makeTensor, materialize, type RawTensor } from './tensor.js';
+import { ZipArchive } from './zip.js';
+
+export interface TorchOpenOptions {
+  /**
+   * What a REDUCE (a call) of a callable outside the whitelist does: 'refuse' (default) stops with an error naming
+   * it; 'placeholder' records it as an inert PyObject (still nothing runs). Names of dangerous callables
+   * (os.system, builtins.eval, subprocess.*, ...) are refused either way.
+   */
+  unknownCalls?: 'refuse' | 'placeholder';
+}
+
+const MAX_WALK_DEPTH = 200;
+
+export class TorchCheckpoint {
+  readonly file: string;
+  /** The archive's top folder (`archive`, or the file stem for torch.save(path) / TorchScript). */
+  readonly prefix: string;
+  /** 'torchscript' when the archive holds TorchScript code (torch.jit.save). */
+  readonly kind: 'pickle' | 'torchscript';
+  readonly version: string | null;
+  readonly bigEndian: boolean;
+  /** The unpickled top object (PyDict / PyObject / tuple / ...). */
+  readonly root: unknown;
+  /** Storages by key (a key shared by several tensors = tied or viewed weights). */
+  readonly storages = new Map<string, TorchStorage>();
+  private readonly zip: ZipArchive;
+  private stateDictCache: Map<string, TorchTensor> | null = null;
+
+  private constructor(file: string, zip: ZipArchive, opts: TorchOpenOptions) {
+    this.file = file;
+    this.zip = zip;
+    if (zip.entries.length === 0) throw new TorchFileError(file, 'zip archive is empty');
+    const first = zip.entries[0].name;
+    const slash = first.indexOf('/');
+    if (slash <= 0) throw new TorchFileError(file, `first zip entry "${first}" is not inside a top folder: not a PyTorch archive`);
+    this.prefix = first.slice(0, slash);
+    const rec = (name: string) => zip.get(`${this.prefix}/${name}`);
+    const pkl = rec('data.pkl');
+    if (!pkl) throw new TorchFileError(file, `no "${this.prefix}/data.pkl" record: not a PyTorch checkpoint (entries: ${zip.entries.slice(0, 5).map((e) => e.name).join(', ')}${zip.entries.length > 5 ? ', ...' : ''})`);
+    this.kind = rec('constants.pkl') || zip.entries.some((e) => e.name.startsWith(`${this.prefix}/code/`)) ? 'torchscript' : 'pickle';
+    const small = (name: string) => {
+      const e = rec(name);
+      if (!e) return null;
+      const b = zip.readAll(e, 1024);
+      zip.checkCrc(e, b);
+      return b.toString('utf8').trim();
+    };
+    this.version = small('version') ?? small('.data/version');
+    const bo = small('byteorder');
+    if (bo !== null && bo !== 'little' && bo !== 'big') throw new TorchFileError(file, `byteorder record is "${bo}", expected "little" or "big"`);
+    this.bigEndian = bo === 'big';
+    const data = zip.readAll(pkl, zip.size);
+    zip.checkCrc(pkl, data);
+    this.root = unpickle(data, file, `${this.prefix}/data.pkl`, {
+      persistentLoad: (pid, fail) => this.persistentLoad(pid, fail),
+      reduce: (fn, args, fail) => this.reduce(fn, args, fail, opts),
+    });
+  }
+
+  /** Opens an archive and unpickles its data.pkl (tensor data is read later, on demand). */
+  static open(file: string, opts: TorchOpenOptions = {}): TorchCheckpoint {
+    const zip = ZipArchive.open(file);
+    try {
+      return new TorchCheckpoint(file, zip, opts);
+    } catch (e) {
+      zip.close();
+      throw e;
+    }
+  }
+
+  private persistentLoad(pid: unknown, fail: (m: string) => never): TorchStorage {
+    if (!isTuple(pid) || pid.length !== 5 || pid[0] !== 'storage') fail(`persistent id ${describe(pid)} is not ('storage', type, key, location, numel)`);
+    const [, type, key, location, numel] = pid as unknown[];
+    if (!(type instanceof PyGlobal) || type.module !== 'torch' || !(type.name in STORAGE_DTYPES)) {
+      fail(`unsupported storage type ${type instanceof PyGlobal ? type.qualname : describe(type)}`);
+    }
+    if (typeof key !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(key)) fail(`storage key ${JSON.stringify(key)} is not a plain name`);
+    if (typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) fail(`storage "${key}": element count ${String(numel)} is invalid`);
+    const g = type as PyGlobal;
+    const dtype = STORAGE_DTYPES[g.name];
+    const existing = this.storages.get(key as string);
+    if (existing) {
+      if (existing.dtype !== dtype || existing.numel !== numel) fail(`storage "${key}" is used as ${g.name}[${numel}] and as ${existing.dtype}[${existing.numel}]`);
+      return existing;
+    }
+    const entryName = `${this.prefix}/data/${key}`;
+    const entry = this.zip.get(entryName);
+    if (!entry) fail(`storage "${key}": no record "${entryName}" in the archive`);
+    const bytes = (numel as number) * DTYPE_SIZE[dtype];
+    if (entry!.size !== bytes) fail(`storage "${key}": record "${entryName}" holds ${entry!.size} bytes, ${g.name} of ${numel} elements needs ${bytes}`);
+    const s = new TorchStorage(key as string, dtype, numel as number, typeof location === 'string' ? location : String(location), entry!, g.name === 'UntypedStorage');
+    this.storages.set(key as string, s);
+    return s;
+  }
+
+  private reduce(fn: PyGlobal, args: readonly unknown[], fail: (m: string) => never, opts: TorchOpenOptions): unknown {
+    const q = fn.qualname;
+    const storageArg = (v: unknown) => {
+      if (!(v instanceof TorchStorage)) fail(`${q}: first argument is a ${describe(v)}, not a storage`);
+      return v as TorchStorage;
+    };
+    switch (q) {
+      case 'collections.OrderedDict': {
+        const d = new PyDict();
+        if (args.length > 1) fail('OrderedDict takes at most one argument');
+        if (args.length === 1) {
+          const items = args[0];
+          if (!Array.isArray(items)) fail(`OrderedDict(${describe(items)}) is not supported`);
+          for (const kv of items as unknown[]) {
+            if (!Array.isArray(kv) || kv.length !== 2) fail('OrderedDict items must be pairs');
+            d.set((kv as unknown[])[0], (kv as unknown[])[1]);
+          }
+        }
+        return d;
+      }
+      case 'torch._utils._rebuild_tensor': // (storage, offset, size, stride)
+      case 'torch._utils._rebuild_tensor_v2': { // (storage, offset, size, stride, requires_grad, hooks[, metadata])
+        if (args.length < 4 || args.length > 7) fail(`${q} takes 4 to 7 arguments, got ${args.length}`);
+        const s = storageArg(args[0]);
+        return makeTensor(fail, s, args[1], args[2], args[3], args[4], s.dtype, this.zip.size);
+      }
+      case 'torch._utils._rebuild_tensor_v3': { // (storage, offset, size, stride, requires_grad, hooks, dtype[, metadata])
+        if (args.length < 7 || args.length > 8) fail(`${q} takes 7 or 8 arguments, got ${args.length}`);
+        const s = storageArg(args[0]);
+        const dt = args[6];
+        if (!(dt instanceof PyGlobal) || dt.module !== 'torch' || !(dt.name in TORCH_DTYPES)) fail(`${q}: unsupported dtype ${describe(dt)}`);
+        return makeTensor(fail, s, args[1], args[2], args[3], args[4], TORCH_DTYPES[(dt as PyGlobal).name], this.zip.size);
+      }
+      case 'torch._utils._rebuild_parameter': // (data, requires_grad, hooks)
+      case 'torch._utils._rebuild_parameter_with_state': { // (data, requires_grad, hooks, state)
+        const t = args[0];
+        if (!(t instanceof TorchTensor)) fail(`${q}: data is a ${describe(t)}, not a tensor`);
+        const tt = t as TorchTensor;
+        const p = new TorchTensor(tt.storage, tt.offset, tt.shape, tt.stride, tt.dtype, args[1] === true);
+        p.isParameter = true;
+        return p;
+      }
+      case 'torch._tensor._rebuild_from_type_v2': { // (func, type, args, state): a Tensor subclass around func(*args)
+        const [f, , a] = args;
+        if (!(f instanceof PyGlobal) || !isTuple(a)) fail(`${q}: malformed arguments`);
+        return this.reduce(f as PyGlobal, a as unknown[], fail, opts);
+      }
+      case 'torch.Size':
+        if (args.length !== 1 || !Array.isArray(args[0])) fail('torch.Size takes one tuple');
+        return Object.freeze([...(args[0] as unknown[])]);
+      case 'torch.device':
+        return args.map(String).join(':');
+      case '_codecs.encode': { // how protocol 2 pickles bytes: encode(str, 'latin1')
+        const [s, enc] = args;
+        if (typeof s !== 'string') fail('_codecs.encode of a non-string');
+        return enc === 'latin1' || enc === 'latin-1' ? Uint8Array.from(s as string, (c) => c.charCodeAt(0) & 0xff) : new TextEncoder().encode(s as string);
+      }
+      case 'builtins.set':
+      case 'builtins.frozenset':
+        return new PySet(args.length ? [...(args[0] as unknown[])] : [], fn.name === 'frozenset');
+      case 'builtins.bytearray':
+        return args.length && args[0] instanceof Uint8Array ? args[0] : new Uint8Array(0);
+      default:
+        if (opts.unknownCalls === 'placeholder') return new PyObject(fn, args, 'REDUCE');
+        return fail(`refused: the pickle calls ${q}(...), which is not on this reader's whitelist (tensor rebuilders, OrderedDict, torch.Size, _codecs.encode, set); nothing was executed`);
+    }
+  }
+
+  /**
+   * The weights: the `state_dict` of a Lightning checkpoint, the module tree of a TorchScript archive
+   * (attribute paths joined by dots = torch's state_dict()), a plain dict of tensors, or a tuple/list of tensors
+   * (named "0", "1", ...).
+   */
+  stateDict(): Map<string, TorchTensor> {
+    if (this.stateDictCache) return this.stateDictCache;
+    const out = new Map<string, TorchTensor>();
+    const r = this.root;
+    if (r instanceof PyDict && r.get('state_dict') instanceof PyDict) {
+      for (const [k, v] of r.get('state_dict') as PyDict) if (v instanceof TorchTensor) out.set(keyName(k), v);
+    } else if (isTorchScriptModule(r)) {
+      this.walkModule(r as PyObject, '', out, 0, new Set());
+    } else if (r instanceof PyDict) {
+      for (const [k, v] of r) if (v instanceof TorchTensor) out.set(keyName(k), v);
+      if (out.size === 0) throw new TorchFileError(this.file, `no state_dict: the top-level dict holds no tensors (keys: ${[...r.keys()].slice(0, 10).map(keyName).join(', ')})`);
+    } else if (Array.isArray(r) || r instanceof TorchTensor) {
+      return this.tensors();
+    } else {
+      throw new TorchFileError(this.file, `no state_dict: the pickle holds a ${describe(r)}`);
+    }
+    this.stateDictCache = out;
+    return out;
+  }
+
+  /**
+   * Every tensor reachable from the top object. Entries of a top-level `state_dict` keep their keys; anything else
+   * is named by its path joined with "/" (`optimizer_states/0/state/0/exp_avg`); TorchScript modules by dotted
+   * attribute paths. A tensor reachable twice gets both names.
+   */
+  tensors(): Map<string, TorchTensor> {
+    const out = new Map<string, TorchTensor>();
+    const r = this.root;
+    if (isTorchScriptModule(r)) {
+      this.walkModule(r as PyObject, '', out, 0, new Set());
+      return out;
+    }
+    if (r instanceof TorchTensor) {
+      out.set('0', r);
+      return out;
+    }
+    const onPath = new Set<unknown>();
+    const walk = (v: unknown, name: string, depth: number) => {
+      if (v instanceof TorchTensor) { out.set(name, v); return; }
+      if (v === null || typeof v !== 'object' || onPath.has(v)) return;
+      if (depth > MAX_WALK_DEPTH) throw new TorchFileError(this.file, `data.pkl: objects nested more than ${MAX_WALK_DEPTH} deep at "${name}"`);
+      onPath.add(v);
+      const join = (k: string) => (name === '' ? k : `${name}/${k}`);
+      if (v instanceof PyDict) {
+        for (const [k, x] of v) {
+          if (depth === 0 && k === 'state_dict' && x instanceof PyDict) {
+            for (const [sk, sx] of x) if (sx instanceof TorchTensor) out.set(keyName(sk), sx);
+            continue;
+          }
+          walk(x, join(keyName(k)), depth + 1);
+        }
+      } else if (Array.isArray(v)) {
+        v.forEach((x, i) => walk(x, join(String(i)), depth + 1));
+      } else if (v instanceof PyObject) {
+        if (v.items) for (const [k, x] of v.items) walk(x, join(keyName(k)), depth + 1);
+        if (v.list) v.list.forEach((x, i) => walk(x, join(String(i)), depth + 1));
+        if (v.state !== undefined) walk(v.state, name, depth + 1);
+      }
+      onPath.delete(v);
+    };
+    walk(r, '', 0);
+    return out;
+  }
+
+  private walkModule(m: PyObject, prefix: string, out: Map<string, TorchTensor>, depth: number, onPath: Set<unknown>): void {
+    if (depth > MAX_WALK_DEPTH) throw new TorchFileError(this.file, `data.pkl: modules nested more than ${MAX_WALK_DEPTH} deep at "${prefix}"`);
+    if (onPath.has(m)) return;
+    onPath.add(m);
+    const st = m.state;
+    if (st instanceof PyDict) {
+      for (const [k, v] of st) {
+        const name = `${prefix}${keyName(k)}`;
+        if (v instanceof TorchTensor) out.set(name, v);
+        else if (isTorchScriptModule(v)) this.walkModule(v as PyObject, `${name}.`, out, depth + 1, onPath);
+      }
+    }
+    onPath.delete(m);
+  }
+
+  /** A tensor (by state-dict name or object) as contiguous little-endian bytes in its own dtype. */
+  readRaw(t: string | TorchTensor): RawTensor {
+    const [name, tensor] = this.resolve(t);
+    return materialize(this.zip, tensor, this.bigEndian, `tensor "${name}"`);
+  }
+
+  /** A tensor widened like safetensors reads: floats → float32 (F64 rounded), integers/bool → int32. */
+  read(t: string | TorchTensor): TensorData {
+    const [name, tensor] = this.resolve(t);
+    const raw = materialize(this.zip, tensor, this.bigEndian, `tensor "${name}"`);
+    let data: TensorData['data'];
+    try {
+      data = decodeBytes(raw.bytes, raw.dtype, tensor.numel, `tensor "${name}"`);
+    } catch (e) {
+      throw new TorchFileError(this.file, (e as Error).message);
+    }
+    return { dtype: data instanceof Float32Array ? 'float32' : 'int32', shape: raw.shape, data };
+  }
+
+  private resolve(t: string | TorchTensor): [string, TorchTensor] {
+    if (t instanceof TorchTensor) return [`storage ${t.storage.key}`, t];
+    const x = this.stateDict().get(t) ?? this.tensors().get(t);
+    if (!x) throw new TorchFileError(this.file, `no tensor named "${t}"`);
+    return [t, x];
+  }
+
+  close(): void {
+    this.zip.close();
+  }
+}
+
+function isTorchScriptModule(v: unknown): boolean {
+  return v instanceof PyObject && v.cls.module.startsWith('__torch__');
+}
+
+/** A dict key as a name component. */
+export function keyName(k: unknown): string {
+  if (typeof k === 'string') return k;
+  if (typeof k === 'number' || typeof k === 'bigint') return String(k);
+  if (k === true) return 'True';
+  if (k === false) return 'False';
+  if (k === null) return 'None';
+  if (isTuple(k)) return `(${k.map(keyName).join(', ')})`;
+  return describe(k);
+}
+
+/**
+ * A checkpoint's state dict as a TensorSource, so a Module can load a .ckpt/.pt/.th directly. With `prefix`
+ * ("model."), only keys under it, with the prefix removed.
+ */
+export function torchSource(file: string, opts: TorchOpenOptions & { prefix?: string } = {}): TensorSource & { close(): void; checkpoint: TorchCheckpoint } {
+  const ck = TorchCheckpoint.open(file, opts);
+  const prefix = opts.prefix ?? '';
+  const map = new Map<string, TorchTensor>();
+  for (const [k, t] of ck.stateDict()) if (k.startsWith(prefix)) map.set(k.slice(prefix.length), t);
+  const get = (n: string) => {
+    const t = map.get(n);
+    if (!t) throw new TorchFileError(file, `no tensor named "${prefix}${n}"`);
+    return t;
+  };
+  return {
+    checkpoint: ck,
+    names: () => [...map.keys()],
+    shape: (n) => [...get(n).shape],
+    read: (n) => {
+      try {
+        return ck.read(get(n));
+      } catch (e) {
+        if (e instanceof TorchFileError) throw new TorchFileError(file, `tensor "${prefix}${n}": ${e.message.slice(file.length + 2)}`);
+        throw e;
+      }
+    },
+    describe: (n?: string) => (n ? `${file} (${prefix}${n})` : file),
+    close: () => ck.close(),
+  };
+}
