@@ -2,6 +2,7 @@
 // the fixtures README) and returns one Comparison per compared tensor.
 import type { Comparison } from './compare.js';
 import { schedulersParity } from './schedulers.js';
+import { priorParity } from './prior.js';
 import { tokenizerParity } from './tokenizer.js';
 import { clipTextParity } from './clip_text.js';
 import { rngParity } from './rng.js';
@@ -24,6 +25,7 @@ export const PARITY_KINDS: ParityKind[] = [
   rngParity,
   superResParity,
   schedulersParity,
+  priorParity,
   tokenizerParity,
   clipTextParity,
 ];

@@ -1,0 +1,83 @@
+// `karlo parity` for UNet2DConditionModel fixture folders (fixtures README f): config.json + weights +
+// io.safetensors with sample, timestep, encoder_hidden_states, class_labels, attention_mask, output, the
+// per-block activations block_out.* (NCHW) and optionally a second call nomask_* (no attention mask).
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import { loadUNet2DCondition, type UNet2DConditionModel } from '../models/unet2d_condition.js';
+import { compareArrays, type Comparison } from './compare.js';
+import type { ParityKind, ParityOptions } from './registry.js';
+import { isComponentFolder } from './text_proj.js';
+
+/** Hook outputs (the models hand them over in PyTorch layout) copied by path, for the paths asked for. */
+export function captureOutputs(model: { setOutputHook(fn: ((p: string, t: tf.Tensor) => void) | null): void }, wanted: Set<string>) {
+  const got = new Map<string, Float32Array>();
+  model.setOutputHook((p, t) => {
+    if (!wanted.has(p)) return;
+    got.set(p, (t.dataSync() as Float32Array).slice());
+  });
+  return { got, stop: () => model.setOutputHook(null) };
+}
+
+function toTensor(t: TensorData): tf.Tensor {
+  return tf.tensor(t.data, t.shape, t.dtype);
+}
+
+/** One UNet call on the fixture's inputs under `prefix` ('' or 'nomask_'); returns its comparisons. */
+export function compareUNetCall(
+  model: UNet2DConditionModel,
+  io: Map<string, TensorData>,
+  file: string,
+  prefix: string,
+  withBlocks: boolean,
+  atol: number,
+): Comparison[] {
+  const get = (n: string) => {
+    const t = io.get(prefix + n);
+    if (!t) throw new Error(`${file}: tensor "${prefix + n}" is missing`);
+    return t;
+  };
+  const blockNames = withBlocks ? [...io.keys()].filter((n) => n.startsWith('block_out.')) : [];
+  const cap = captureOutputs(model, new Set(blockNames.map((n) => n.slice('block_out.'.length))));
+  let out: Float32Array;
+  try {
+    out = tf.tidy(() => {
+      const mask = prefix === '' && io.has('attention_mask') ? toTensor(get('attention_mask')) as tf.Tensor2D : null;
+      const ts = get('timestep');
+      const y = model.forward(toTensor(get('sample')) as tf.Tensor4D, tf.tensor1d(ts.data as Int32Array, 'int32'), toTensor(get('encoder_hidden_states')) as tf.Tensor3D, {
+        classLabels: io.has(prefix + 'class_labels') ? toTensor(get('class_labels')) as tf.Tensor2D : null,
+        attentionMask: mask,
+      });
+      return y.dataSync() as Float32Array;
+    });
+  } finally {
+    cap.stop();
+  }
+  const res = [compareArrays(`${prefix}output`, out, get('output').data, { atol })];
+  for (const n of blockNames) {
+    const ours = cap.got.get(n.slice('block_out.'.length));
+    // A block output we never produced is a failure, not a skip.
+    res.push(ours ? compareArrays(n, ours, io.get(n)!.data, { atol }) : { name: `${n} (not emitted)`, maxAbs: Infinity, maxRel: Infinity, maxRef: NaN, allowed: 0, argmax: -1, ok: false });
+  }
+  return res;
+}
+
+export async function runDecoderParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
+  const file = path.join(dir, 'io.safetensors');
+  const io = loadSafetensors(file);
+  const model = loadUNet2DCondition(dir);
+  const atol = opts.atol ?? 1e-4;
+  try {
+    const res = compareUNetCall(model, io, file, '', true, atol);
+    if (io.has('nomask_sample')) res.push(...compareUNetCall(model, io, file, 'nomask_', false, atol));
+    return res;
+  } finally {
+    model.dispose();
+  }
+}
+
+export const decoderParity: ParityKind = {
+  name: 'decoder',
+  detect: (dir) => isComponentFolder(dir, 'UNet2DConditionModel'),
+  run: runDecoderParity,
+};
