@@ -7,6 +7,7 @@ import { tokenizerParity } from './tokenizer.js';
 import { clipTextParity } from './clip_text.js';
 import { rngParity } from './rng.js';
 import { superResParity } from './super_res.js';
+import { interpParity } from './interp.js';
 
 export interface ParityOptions {
   /** Absolute tolerance factor (the project default 1e-4 · max(1, max|ref|)). */
@@ -24,6 +25,7 @@ export interface ParityKind {
 export const PARITY_KINDS: ParityKind[] = [
   rngParity,
   superResParity,
+  interpParity,
   schedulersParity,
   priorParity,
   tokenizerParity,
