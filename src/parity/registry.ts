@@ -7,7 +7,8 @@ import { tokenizerParity } from './tokenizer.js';
 import { clipTextParity } from './clip_text.js';
 import { rngParity } from './rng.js';
 import { superResParity } from './super_res.js';
-import { interpParity } from './interp.js';
+import { textProjParity } from './text_proj.js';
+import { decoderParity } from './decoder.js';
 
 export interface ParityOptions {
   /** Absolute tolerance factor (the project default 1e-4 · max(1, max|ref|)). */
@@ -25,7 +26,8 @@ export interface ParityKind {
 export const PARITY_KINDS: ParityKind[] = [
   rngParity,
   superResParity,
-  interpParity,
+  textProjParity,
+  decoderParity,
   schedulersParity,
   priorParity,
   tokenizerParity,
