@@ -7,6 +7,7 @@ import { tokenizerParity } from './tokenizer.js';
 import { clipTextParity } from './clip_text.js';
 import { rngParity } from './rng.js';
 import { superResParity } from './super_res.js';
+import { interpParity } from './interp.js';
 import { textProjParity } from './text_proj.js';
 import { decoderParity } from './decoder.js';
 
@@ -26,6 +27,7 @@ export interface ParityKind {
 export const PARITY_KINDS: ParityKind[] = [
   rngParity,
   superResParity,
+  interpParity,
   textProjParity,
   decoderParity,
   schedulersParity,
