@@ -4,11 +4,18 @@ import * as path from 'node:path';
 import { SafetensorsFile } from './safetensors.js';
 import type { Module, TensorSource, LoadReport } from '../layers/module.js';
 
-/** A safetensors file as a TensorSource (lazy, positioned reads; fp16/bf16/f64 widened to float32). */
-export function safetensorsSource(file: string): TensorSource & { close(): void; file: SafetensorsFile } {
+/** A weights source that may span several files; `close()` releases them. */
+export type WeightsSource = TensorSource & { close(): void; files: string[] };
+
+/**
+ * A safetensors file as a TensorSource (lazy, positioned reads; fp16/bf16/f64 widened to float32). Given a sharded
+ * checkpoint's `*.safetensors.index.json`, a source over all its shards.
+ */
+export function safetensorsSource(file: string): WeightsSource {
+  if (file.endsWith('.json')) return shardedSource(file);
   const f = SafetensorsFile.open(file);
   return {
-    file: f,
+    files: [file],
     names: () => f.names(),
     shape: (n) => f.info(n).shape,
     read: (n) => f.read(n),
@@ -17,22 +24,87 @@ export function safetensorsSource(file: string): TensorSource & { close(): void;
   };
 }
 
-const WEIGHT_FILES = ['diffusion_pytorch_model.safetensors', 'model.safetensors', 'diffusion_pytorch_model.fp16.safetensors', 'model.fp16.safetensors'];
+/** The shard files of a `*.safetensors.index.json` and which shard holds each tensor. */
+export function readShardIndex(indexFile: string): { shards: string[]; weightMap: Map<string, string> } {
+  const j = readJson<{ weight_map?: unknown }>(indexFile);
+  const wm = j && typeof j === 'object' ? j.weight_map : undefined;
+  if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new Error(`${indexFile}: no "weight_map" object (not a sharded safetensors index)`);
+  const dir = path.dirname(indexFile);
+  const weightMap = new Map<string, string>();
+  for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
+    if (typeof shard !== 'string' || !shard || shard.includes('/') || shard.includes('\\') || shard === '..') {
+      throw new Error(`${indexFile}: weight_map["${name}"] is not a shard file name: ${JSON.stringify(shard)}`);
+    }
+    weightMap.set(name, path.join(dir, shard));
+  }
+  const shards = [...new Set(weightMap.values())];
+  for (const s of shards) if (!fs.existsSync(s)) throw new Error(`${s}: shard listed in ${indexFile} is missing`);
+  return { shards, weightMap };
+}
 
-/** The weights file of a component folder; an error naming the folder when there is none. */
+/** A TensorSource over a sharded checkpoint; every tensor must sit in the shard the index names, and nowhere else. */
+export function shardedSource(indexFile: string): WeightsSource & { shardFiles: SafetensorsFile[] } {
+  const { shards, weightMap } = readShardIndex(indexFile);
+  const open: SafetensorsFile[] = [];
+  try {
+    const byFile = new Map<string, SafetensorsFile>();
+    for (const s of shards) {
+      const f = SafetensorsFile.open(s);
+      open.push(f);
+      byFile.set(s, f);
+    }
+    for (const [name, s] of weightMap) {
+      if (!byFile.get(s)!.has(name)) throw new Error(`${s}: tensor "${name}" is missing (${path.basename(indexFile)} places it in this shard)`);
+    }
+    for (const f of open) {
+      for (const n of f.names()) {
+        if (weightMap.get(n) !== f.file) throw new Error(`${f.file}: tensor "${n}" is not assigned to this shard by ${path.basename(indexFile)}`);
+      }
+    }
+    const fileOf = (n: string) => {
+      const s = weightMap.get(n);
+      if (!s) throw new Error(`${indexFile}: no tensor named "${n}"`);
+      return byFile.get(s)!;
+    };
+    return {
+      shardFiles: open,
+      files: shards,
+      names: () => [...weightMap.keys()],
+      shape: (n) => fileOf(n).info(n).shape,
+      read: (n) => fileOf(n).read(n),
+      describe: (n) => (n && weightMap.has(n) ? weightMap.get(n)! : indexFile),
+      close: () => { for (const f of open) f.close(); },
+    };
+  } catch (e) {
+    for (const f of open) f.close();
+    throw e;
+  }
+}
+
+/** Weight file names of a component folder, in the order they are looked for (diffusers, transformers, variants). */
+export const WEIGHT_FILES = [
+  'diffusion_pytorch_model.safetensors', 'model.safetensors',
+  'diffusion_pytorch_model.safetensors.index.json', 'model.safetensors.index.json',
+  'diffusion_pytorch_model.fp16.safetensors', 'model.fp16.safetensors',
+  'diffusion_pytorch_model.safetensors.index.fp16.json', 'model.safetensors.index.fp16.json',
+  'diffusion_pytorch_model.bf16.safetensors', 'model.bf16.safetensors',
+];
+
+/**
+ * The weights file of a component folder (a sharded checkpoint's index.json, which safetensorsSource accepts);
+ * an error naming the folder and every name looked for when there is none.
+ */
 export function findWeightsFile(dir: string): string {
-  for (const n of WEIGHT_FILES) {
-    const p = path.join(dir, n);
-    if (fs.existsSync(p)) return p;
+  let entries: string[];
+  try { entries = fs.readdirSync(dir); } catch {
+    throw new Error(`${dir}: component folder does not exist or cannot be read`);
   }
-  let others: string[] = [];
-  try { others = fs.readdirSync(dir).filter((n) => n.endsWith('.safetensors')); } catch {
-    throw new Error(`${dir}: component folder does not exist`);
-  }
+  for (const n of WEIGHT_FILES) if (entries.includes(n)) return path.join(dir, n);
+  const others = entries.filter((n) => n.endsWith('.safetensors') && !/-\d+-of-\d+\.safetensors$/.test(n));
   if (others.length === 1) return path.join(dir, others[0]);
   if (others.length > 1) throw new Error(`${dir}: several .safetensors files (${others.join(', ')}); expected one of ${WEIGHT_FILES.join(', ')}`);
-  const bins = fs.readdirSync(dir).filter((n) => n.endsWith('.bin') || n.endsWith('.ckpt') || n.endsWith('.pt'));
-  throw new Error(`${dir}: no weights file (expected ${WEIGHT_FILES[0]} or ${WEIGHT_FILES[1]})${bins.length ? `; found ${bins.join(', ')}: convert PyTorch files with \`karlo convert\`` : ''}`);
+  const bins = entries.filter((n) => n.endsWith('.bin') || n.endsWith('.ckpt') || n.endsWith('.pt') || n.endsWith('.pth'));
+  throw new Error(`${dir}: no weights file; looked for ${WEIGHT_FILES.join(', ')}${bins.length ? `; found ${bins.join(', ')}: convert PyTorch files with \`karlo convert\`` : ''}`);
 }
 
 /** Reads and parses `config.json` (or another JSON file) of a folder, naming the file on error. */

@@ -1,9 +1,11 @@
 // Every `karlo` subcommand, one module each (a yargs CommandModule as the default export).
 import type { CommandModule } from 'yargs';
 import parity from './parity.js';
+import inspect from './inspect.js';
 import tokenize from './tokenize.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
+  inspect,
   tokenize,
 ];

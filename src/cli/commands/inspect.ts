@@ -1,0 +1,67 @@
+// `karlo inspect PATH [--json]`: tensors (name, dtype, shape) and parameter counts of a .safetensors file, a sharded
+// index, a component folder or a diffusers pipeline folder. Reads headers only. Bad input: one line, exit 2.
+import * as path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { inspectPath, type InspectResult, type InspectDetails } from '../../io/inspect.js';
+import { UsageError } from '../errors.js';
+
+interface Args {
+  path: string;
+  json?: boolean;
+  tensors?: boolean;
+}
+
+const count = (n: number) => n.toLocaleString('en-US');
+
+export function formatInspect(p: string, r: InspectResult, d: InspectDetails, showTensors = true): string[] {
+  const lines: string[] = [];
+  const what = d.kind === 'pipeline' ? `pipeline folder${d.pipelineClass ? ` (${d.pipelineClass})` : ''}`
+    : d.kind === 'component' ? 'component folder' : d.kind === 'sharded' ? 'sharded checkpoint' : 'safetensors file';
+  lines.push(`${p}: ${what}`);
+  for (const c of r.components) {
+    const files = (d.files[c.name] ?? []).map((f) => path.relative(process.cwd(), f) || f);
+    lines.push('');
+    lines.push(`${c.name}${c.class ? ` (${c.class})` : ''}: ${count(c.parameters)} parameters in ${c.tensors.length} tensors${files.length ? ` [${files.join(', ')}]` : ''}`);
+    if (!showTensors) continue;
+    const w = Math.max(0, ...c.tensors.map((t) => t.name.length));
+    for (const t of c.tensors) lines.push(`  ${t.name.padEnd(w)}  ${t.dtype.padEnd(4)}  [${t.shape.join(', ')}]`);
+  }
+  for (const s of d.skipped) lines.push(`${s.name}${s.class ? ` (${s.class})` : ''}: ${s.why}`);
+  lines.push('');
+  const w = Math.max(5, ...r.components.map((c) => c.name.length));
+  for (const c of r.components) lines.push(`${c.name.padEnd(w)}  ${count(c.parameters).padStart(15)}`);
+  lines.push(`${'total'.padEnd(w)}  ${count(r.parameters).padStart(15)} parameters`);
+  return lines;
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'inspect <path>',
+  describe: 'list tensors (name, dtype, shape) and parameter counts of a .safetensors file, component folder or pipeline folder',
+  builder: (y) => y
+    .positional('path', { type: 'string', demandOption: true, describe: '.safetensors file, *.safetensors.index.json, component folder or pipeline folder' })
+    .option('json', { type: 'boolean', default: false, describe: 'print {"components": [{name, class, parameters, tensors: [{name, dtype, shape}]}], "parameters"}' })
+    .option('tensors', { type: 'boolean', default: true, describe: 'list every tensor (--no-tensors: counts only)' }) as never,
+  handler: (argv) => {
+    let out: ReturnType<typeof inspectPath>;
+    try {
+      out = inspectPath(argv.path);
+    } catch (e) {
+      // Every failure here is about the user's file: one line, no stack trace.
+      throw new UsageError((e as Error).message.split('\n').join(' '));
+    }
+    if (argv.json) {
+      const r = out.result;
+      console.log(JSON.stringify({
+        components: r.components.map((c) => ({
+          name: c.name, class: c.class, parameters: c.parameters,
+          tensors: c.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })),
+        })),
+        parameters: r.parameters,
+      }));
+    } else {
+      console.log(formatInspect(argv.path, out.result, out.details, argv.tensors !== false).join('\n'));
+    }
+  },
+};
+
+export default command;
