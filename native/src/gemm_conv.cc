@@ -1,0 +1,321 @@
+// Matmul and convolution through oneDNN (and OpenBLAS sgemm as the alternative GEMM).
+// oneDNN primitive creation costs far more than a small call, so primitives are cached by problem key.
+#include <cblas.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "dnnl.hpp"
+#include "kernels.h"
+
+extern "C" void openblas_set_num_threads(int);
+extern "C" char* openblas_get_config(void);
+
+namespace karlo {
+using namespace dnnl;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+namespace {
+
+engine& eng() {
+  static engine e(engine::kind::cpu, 0);
+  return e;
+}
+stream& strm() {
+  static stream s(eng());
+  return s;
+}
+
+// Scratch for reordered weights, reused across calls (grows only).
+struct Scratch {
+  float* p = nullptr;
+  size_t bytes = 0;
+  float* get(size_t need) {
+    if (need > bytes) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, (need + 63) / 64 * 64));
+      if (!p) throw std::runtime_error("out of memory allocating " + std::to_string(need) + " bytes of scratch");
+      bytes = need;
+    }
+    return p;
+  }
+  void release() {
+    std::free(p);
+    p = nullptr;
+    bytes = 0;
+  }
+};
+Scratch g_wscratch;
+
+post_ops actPostOps(int act, float alpha) {
+  post_ops po;
+  switch (act) {
+    case ACT_LINEAR: break;
+    case ACT_RELU: po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f); break;
+    case ACT_RELU6: po.append_eltwise(1.f, algorithm::eltwise_clip, 0.f, 6.f); break;
+    case ACT_LEAKYRELU: po.append_eltwise(1.f, algorithm::eltwise_relu, alpha, 0.f); break;
+    case ACT_SIGMOID: po.append_eltwise(1.f, algorithm::eltwise_logistic, 0.f, 0.f); break;
+    case ACT_ELU: po.append_eltwise(1.f, algorithm::eltwise_elu, 1.f, 0.f); break;
+    default: throw std::runtime_error("unsupported fused activation id " + std::to_string(act));
+  }
+  return po;
+}
+
+// ---------- matmul ----------
+struct MatmulEntry {
+  matmul::primitive_desc pd;
+  matmul prim;
+};
+std::unordered_map<std::string, std::unique_ptr<MatmulEntry>> g_matmul;
+
+// ---------- conv ----------
+struct ConvFwdEntry {
+  convolution_forward::primitive_desc pd;
+  convolution_forward prim;
+  memory::desc userW;
+  bool reorderW;
+  reorder wReorder;
+};
+struct ConvBwdDataEntry {
+  convolution_backward_data::primitive_desc pd;
+  convolution_backward_data prim;
+  memory::desc userW;
+  bool reorderW;
+  reorder wReorder;
+};
+struct ConvBwdWeightsEntry {
+  convolution_backward_weights::primitive_desc pd;
+  convolution_backward_weights prim;
+  memory::desc userW;
+  bool reorderW;
+  reorder wReorder;  // from the primitive's diff_weights layout back to HWIO
+};
+std::unordered_map<std::string, std::unique_ptr<ConvFwdEntry>> g_convFwd;
+std::unordered_map<std::string, std::unique_ptr<ConvBwdDataEntry>> g_convBwdData;
+std::unordered_map<std::string, std::unique_ptr<ConvBwdWeightsEntry>> g_convBwdWeights;
+const size_t kMaxEntries = 512;
+
+template <class M>
+void bound(M& m) {
+  if (m.size() >= kMaxEntries) m.clear();
+}
+
+std::string convKey(const ConvShape& s) {
+  std::ostringstream k;
+  k << s.n << ',' << s.h << ',' << s.w << ',' << s.c << ',' << s.kh << ',' << s.kw << ',' << s.o << ',' << s.oh
+    << ',' << s.ow << ',' << s.sh << ',' << s.sw << ',' << s.dh << ',' << s.dw << ',' << s.pt << ',' << s.pl << ','
+    << s.pb << ',' << s.pr;
+  return k.str();
+}
+
+struct ConvDescs {
+  memory::desc src, wAny, wUser, dst, bias;
+  memory::dims strides, dil, padL, padR;
+};
+ConvDescs convDescs(const ConvShape& s, bool withBias) {
+  ConvDescs d;
+  d.src = memory::desc({s.n, s.c, s.h, s.w}, dt::f32, tag::nhwc);
+  d.dst = memory::desc({s.n, s.o, s.oh, s.ow}, dt::f32, tag::nhwc);
+  d.wAny = memory::desc({s.o, s.c, s.kh, s.kw}, dt::f32, tag::any);
+  d.wUser = memory::desc({s.o, s.c, s.kh, s.kw}, dt::f32, tag::hwio);
+  d.bias = withBias ? memory::desc({s.o}, dt::f32, tag::x) : memory::desc();
+  d.strides = {s.sh, s.sw};
+  d.dil = {s.dh - 1, s.dw - 1};
+  d.padL = {s.pt, s.pl};
+  d.padR = {s.pb, s.pr};
+  return d;
+}
+
+convolution_forward::primitive_desc convFwdPd(const ConvDescs& d, prop_kind pk, const primitive_attr& attr) {
+  auto desc = convolution_forward::desc(pk, algorithm::convolution_direct, d.src, d.wAny, d.bias, d.dst, d.strides,
+                                        d.dil, d.padL, d.padR);
+  return convolution_forward::primitive_desc(desc, attr, eng());
+}
+
+}  // namespace
+
+void matmulDnnl(const MatmulArgs& p) {
+  const int64_t batch = std::max(p.batchA, p.batchB);
+  std::ostringstream k;
+  k << p.batchA << ',' << p.batchB << ',' << p.m << ',' << p.n << ',' << p.k << ',' << p.transA << p.transB << ','
+    << (p.bias != nullptr) << ',' << p.act << ',' << p.alpha;
+  const std::string key = k.str();
+  auto it = g_matmul.find(key);
+  if (it == g_matmul.end()) {
+    bound(g_matmul);
+    // Transposes are expressed as strides: no copies.
+    memory::dims aStr = p.transA ? memory::dims{p.m * p.k, 1, p.m} : memory::dims{p.m * p.k, p.k, 1};
+    memory::dims bStr = p.transB ? memory::dims{p.k * p.n, 1, p.k} : memory::dims{p.k * p.n, p.n, 1};
+    memory::desc aMd({p.batchA, p.m, p.k}, dt::f32, aStr);
+    memory::desc bMd({p.batchB, p.k, p.n}, dt::f32, bStr);
+    memory::desc cMd({batch, p.m, p.n}, dt::f32, tag::abc);
+    memory::desc biasMd = p.bias ? memory::desc({1, 1, p.n}, dt::f32, tag::abc) : memory::desc();
+    primitive_attr attr;
+    attr.set_post_ops(actPostOps(p.act, p.alpha));
+    auto desc = matmul::desc(aMd, bMd, biasMd, cMd);
+    auto pd = matmul::primitive_desc(desc, attr, eng());
+    auto e = std::unique_ptr<MatmulEntry>(new MatmulEntry{pd, matmul(pd)});
+    it = g_matmul.emplace(key, std::move(e)).first;
+  }
+  MatmulEntry& e = *it->second;
+  memory aM(e.pd.src_desc(), eng(), const_cast<float*>(p.a));
+  memory bM(e.pd.weights_desc(), eng(), const_cast<float*>(p.b));
+  memory cM(e.pd.dst_desc(), eng(), p.out);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, aM}, {DNNL_ARG_WEIGHTS, bM}, {DNNL_ARG_DST, cM}};
+  if (p.bias) args.emplace(DNNL_ARG_BIAS, memory(e.pd.bias_desc(), eng(), const_cast<float*>(p.bias)));
+  e.prim.execute(strm(), args);
+  strm().wait();
+}
+
+static inline float applyAct(float v, int act, float alpha) {
+  switch (act) {
+    case ACT_RELU: return v > 0.f ? v : 0.f;
+    case ACT_RELU6: return v < 0.f ? 0.f : (v > 6.f ? 6.f : v);
+    case ACT_LEAKYRELU: return v >= 0.f ? v : alpha * v;
+    case ACT_SIGMOID: return 1.f / (1.f + std::exp(-v));
+    case ACT_ELU: return v >= 0.f ? v : std::expm1(v);
+    default: return v;
+  }
+}
+
+void matmulBlas(const MatmulArgs& p) {
+  const int64_t batch = std::max(p.batchA, p.batchB);
+  for (int64_t i = 0; i < batch; i++) {
+    const float* a = p.a + (p.batchA == 1 ? 0 : i) * p.m * p.k;
+    const float* b = p.b + (p.batchB == 1 ? 0 : i) * p.k * p.n;
+    float* c = p.out + i * p.m * p.n;
+    cblas_sgemm(CblasRowMajor, p.transA ? CblasTrans : CblasNoTrans, p.transB ? CblasTrans : CblasNoTrans, p.m, p.n,
+                p.k, 1.f, a, p.transA ? p.m : p.k, b, p.transB ? p.k : p.n, 0.f, c, p.n);
+  }
+  if (p.bias || p.act != ACT_LINEAR) {
+    const int64_t rows = batch * p.m;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+      float* c = p.out + r * p.n;
+      for (int64_t j = 0; j < p.n; j++) c[j] = applyAct(c[j] + (p.bias ? p.bias[j] : 0.f), p.act, p.alpha);
+    }
+  }
+}
+
+void conv2dForward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int act,
+                   float alpha) {
+  std::ostringstream k;
+  k << convKey(s) << ',' << (bias != nullptr) << ',' << act << ',' << alpha;
+  const std::string key = k.str();
+  auto it = g_convFwd.find(key);
+  if (it == g_convFwd.end()) {
+    bound(g_convFwd);
+    ConvDescs d = convDescs(s, bias != nullptr);
+    primitive_attr attr;
+    attr.set_post_ops(actPostOps(act, alpha));
+    auto pd = convFwdPd(d, prop_kind::forward_inference, attr);
+    bool re = pd.weights_desc() != d.wUser;
+    auto e = std::unique_ptr<ConvFwdEntry>(new ConvFwdEntry{
+        pd, convolution_forward(pd), d.wUser, re,
+        re ? reorder(reorder::primitive_desc(eng(), d.wUser, eng(), pd.weights_desc())) : reorder()});
+    it = g_convFwd.emplace(key, std::move(e)).first;
+  }
+  ConvFwdEntry& e = *it->second;
+  memory wUser(e.userW, eng(), const_cast<float*>(w));
+  memory wM = wUser;
+  if (e.reorderW) {
+    wM = memory(e.pd.weights_desc(), eng(), g_wscratch.get(e.pd.weights_desc().get_size()));
+    e.wReorder.execute(strm(), wUser, wM);
+  }
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(e.pd.src_desc(), eng(), const_cast<float*>(x))},
+                                       {DNNL_ARG_WEIGHTS, wM},
+                                       {DNNL_ARG_DST, memory(e.pd.dst_desc(), eng(), y)}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, memory(e.pd.bias_desc(), eng(), const_cast<float*>(bias)));
+  e.prim.execute(strm(), args);
+  strm().wait();
+}
+
+void conv2dBackwardData(const ConvShape& s, const float* dy, const float* w, float* dx) {
+  const std::string key = convKey(s);
+  auto it = g_convBwdData.find(key);
+  if (it == g_convBwdData.end()) {
+    bound(g_convBwdData);
+    ConvDescs d = convDescs(s, false);
+    auto hint = convFwdPd(d, prop_kind::forward_training, primitive_attr());
+    auto desc = convolution_backward_data::desc(algorithm::convolution_direct, d.src, d.wAny, d.dst, d.strides,
+                                                d.dil, d.padL, d.padR);
+    auto pd = convolution_backward_data::primitive_desc(desc, eng(), hint);
+    bool re = pd.weights_desc() != d.wUser;
+    auto e = std::unique_ptr<ConvBwdDataEntry>(new ConvBwdDataEntry{
+        pd, convolution_backward_data(pd), d.wUser, re,
+        re ? reorder(reorder::primitive_desc(eng(), d.wUser, eng(), pd.weights_desc())) : reorder()});
+    it = g_convBwdData.emplace(key, std::move(e)).first;
+  }
+  ConvBwdDataEntry& e = *it->second;
+  memory wUser(e.userW, eng(), const_cast<float*>(w));
+  memory wM = wUser;
+  if (e.reorderW) {
+    wM = memory(e.pd.weights_desc(), eng(), g_wscratch.get(e.pd.weights_desc().get_size()));
+    e.wReorder.execute(strm(), wUser, wM);
+  }
+  e.prim.execute(strm(), {{DNNL_ARG_DIFF_DST, memory(e.pd.diff_dst_desc(), eng(), const_cast<float*>(dy))},
+                          {DNNL_ARG_WEIGHTS, wM},
+                          {DNNL_ARG_DIFF_SRC, memory(e.pd.diff_src_desc(), eng(), dx)}});
+  strm().wait();
+}
+
+void conv2dBackwardFilter(const ConvShape& s, const float* x, const float* dy, float* dw) {
+  const std::string key = convKey(s);
+  auto it = g_convBwdWeights.find(key);
+  if (it == g_convBwdWeights.end()) {
+    bound(g_convBwdWeights);
+    ConvDescs d = convDescs(s, false);
+    auto hint = convFwdPd(d, prop_kind::forward_training, primitive_attr());
+    auto desc = convolution_backward_weights::desc(algorithm::convolution_direct, d.src, d.wAny, d.dst, d.strides,
+                                                   d.dil, d.padL, d.padR);
+    auto pd = convolution_backward_weights::primitive_desc(desc, eng(), hint);
+    bool re = pd.diff_weights_desc() != d.wUser;
+    auto e = std::unique_ptr<ConvBwdWeightsEntry>(new ConvBwdWeightsEntry{
+        pd, convolution_backward_weights(pd), d.wUser, re,
+        re ? reorder(reorder::primitive_desc(eng(), pd.diff_weights_desc(), eng(), d.wUser)) : reorder()});
+    it = g_convBwdWeights.emplace(key, std::move(e)).first;
+  }
+  ConvBwdWeightsEntry& e = *it->second;
+  memory wUser(e.userW, eng(), dw);
+  memory wM = wUser;
+  if (e.reorderW) wM = memory(e.pd.diff_weights_desc(), eng(), g_wscratch.get(e.pd.diff_weights_desc().get_size()));
+  e.prim.execute(strm(), {{DNNL_ARG_SRC, memory(e.pd.src_desc(), eng(), const_cast<float*>(x))},
+                          {DNNL_ARG_DIFF_DST, memory(e.pd.diff_dst_desc(), eng(), const_cast<float*>(dy))},
+                          {DNNL_ARG_DIFF_WEIGHTS, wM}});
+  if (e.reorderW) e.wReorder.execute(strm(), wM, wUser);
+  strm().wait();
+}
+
+void setThreads(int n) {
+  if (n < 1) n = 1;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+int getThreads() { return omp_get_max_threads(); }
+
+std::string describe() {
+  const dnnl_version_t* v = dnnl_version();
+  std::ostringstream o;
+  o << "oneDNN " << v->major << '.' << v->minor << '.' << v->patch << ", " << openblas_get_config() << ", "
+    << omp_get_max_threads() << " threads";
+  return o.str();
+}
+
+void clearCache() {
+  g_matmul.clear();
+  g_convFwd.clear();
+  g_convBwdData.clear();
+  g_convBwdWeights.clear();
+  g_wscratch.release();
+}
+
+}  // namespace karlo

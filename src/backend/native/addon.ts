@@ -1,0 +1,85 @@
+// Loading the N-API addon built from native/ (oneDNN + OpenBLAS), and its typed surface.
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Fused activations the addon applies in the same pass (ids match native/src/kernels.h). */
+export const ACT = { linear: 0, relu: 1, relu6: 2, leakyrelu: 3, sigmoid: 4, elu: 5 } as const;
+export const BIN_OP = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, SquaredDifference: 4, Maximum: 5, Minimum: 6 } as const;
+export const UN_OP = {
+  Sigmoid: 0, Exp: 1, Rsqrt: 2, Sqrt: 3, Tanh: 4, Erf: 5, Neg: 6, Relu: 7, Square: 8, Abs: 10, Log: 11,
+} as const;
+export const RED_OP = { Sum: 0, Mean: 1, Max: 2, Min: 3 } as const;
+
+export interface NativeAddon {
+  /** out[batch,m,n] = act(op(a)·op(b) + bias); batchA/batchB equal or 1 (broadcast). useBlas: OpenBLAS sgemm instead of oneDNN. */
+  matmul(a: Float32Array, b: Float32Array, out: Float32Array, bias: Float32Array | null, batchA: number, batchB: number,
+    m: number, n: number, k: number, transA: boolean, transB: boolean, act: number, alpha: number, useBlas: boolean): void;
+  /** NHWC x, HWIO w; shape = [n,h,w,c, kh,kw,o, oh,ow, sh,sw, dh,dw, pt,pl,pb,pr]. */
+  conv2d(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, shape: number[], act: number, alpha: number): void;
+  conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, shape: number[]): void;
+  conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, shape: number[]): void;
+  binary(op: number, outShape: number[], a: Float32Array, stridesA: number[], b: Float32Array, stridesB: number[], out: Float32Array): void;
+  unary(op: number, x: Float32Array, y: Float32Array): void;
+  reduce(op: number, shape: number[], reduced: number[], x: Float32Array, out: Float32Array): void;
+  softmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  setThreads(n: number): void;
+  getThreads(): number;
+  describe(): string;
+  clearCache(): void;
+}
+
+const HOW_TO_FIX = 'install g++ make python3 libdnnl-dev libopenblas-dev (apt-get), then run `npm run build:native`';
+
+function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if (JSON.parse(readFileSync(pkg, 'utf8')).name === 'karlo-tfjs') return dir;
+      } catch {
+        /* keep looking */
+      }
+    }
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('cannot find the karlo-tfjs package root');
+    dir = up;
+  }
+}
+
+let cached: NativeAddon | undefined;
+let failure: string | undefined;
+
+/** The loaded addon, or throws an Error whose message is one line: why it is unavailable and how to fix it. */
+export function loadAddon(): NativeAddon {
+  if (cached) return cached;
+  if (failure) throw new Error(failure);
+  const file = process.env.KARLO_NATIVE_ADDON || path.join(packageRoot(), 'native', 'build', 'Release', 'karlo_native.node');
+  if (!existsSync(file)) {
+    failure = `the addon ${path.relative(process.cwd(), file) || file} is not built; ${HOW_TO_FIX}`;
+    throw new Error(failure);
+  }
+  try {
+    const addon = createRequire(import.meta.url)(file) as NativeAddon;
+    addon.setThreads(threadCount());
+    cached = addon;
+    return addon;
+  } catch (e) {
+    failure = `the addon ${file} failed to load (${(e as Error).message.split('\n')[0]}); ${HOW_TO_FIX}`;
+    throw new Error(failure);
+  }
+}
+
+/** KARLO_NATIVE_THREADS, else every core Node sees. */
+export function threadCount(): number {
+  const env = process.env.KARLO_NATIVE_THREADS;
+  if (env) {
+    const n = Number(env);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`KARLO_NATIVE_THREADS=${env}: expected a positive integer`);
+    return n;
+  }
+  return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+}
