@@ -82,7 +82,7 @@ export function decodeBF16(src: Uint8Array, count: number): Float32Array {
 }
 
 /** Converts raw little-endian bytes of `dtype` to float32/int32. `what` names the tensor in errors. */
-export function decodeBytes(bytes: Uint8Array, dtype: SafetensorsDType, count: number, what: string): TensorData['data'] {
+export function decodeBytes(bytes: Uint8Array, dtype: SafetensorsDType, count: number, what: string, file = ''): TensorData['data'] {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (dtype) {
     case 'F32': {
@@ -102,7 +102,8 @@ export function decodeBytes(bytes: Uint8Array, dtype: SafetensorsDType, count: n
       for (let i = 0; i < count; i++) {
         const v = dv.getBigInt64(8 * i, true);
         if (v > 2147483647n || v < -2147483648n) {
-          throw new Error(`${what}: I64 value ${v} at element ${i} does not fit in int32`);
+          throw file ? new SafetensorsError(file, `${what}: I64 value ${v} at element ${i} does not fit in int32`)
+            : new Error(`${what}: I64 value ${v} at element ${i} does not fit in int32`);
         }
         out[i] = Number(v);
       }
@@ -167,23 +168,35 @@ export class SafetensorsFile {
       if (header === null || typeof header !== 'object' || Array.isArray(header)) {
         throw new SafetensorsError(file, 'header is not a JSON object');
       }
+      const dup = duplicateKey(hbuf.toString('utf8'));
+      if (dup !== null) throw new SafetensorsError(file, `header names tensor "${dup}" more than once`);
       const dataStart = 8 + n;
       const tensors = new Map<string, TensorInfo>();
       let metadata: Record<string, string> = {};
       for (const [name, raw] of Object.entries(header)) {
         if (name === '__metadata__') {
-          if (raw === null || typeof raw !== 'object') throw new SafetensorsError(file, '__metadata__ must be an object');
+          if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || !Object.values(raw).every((v) => typeof v === 'string')) {
+            throw new SafetensorsError(file, '__metadata__ must be an object of strings');
+          }
           metadata = raw as Record<string, string>;
           continue;
         }
         tensors.set(name, validateEntry(file, name, raw, dataStart, size));
       }
-      // Entries must not overlap (the format requires a contiguous, non-overlapping layout).
-      const sorted = [...tensors.values()].sort((a, b) => a.begin - b.begin);
-      for (let i = 1; i < sorted.length; i++) {
-        if (sorted[i].begin < sorted[i - 1].end) {
-          throw new SafetensorsError(file, `tensor "${sorted[i].name}" overlaps tensor "${sorted[i - 1].name}"`);
+      // The data region must be tiled exactly: no overlaps, no gaps, nothing after the last tensor
+      // (what the reference safetensors library enforces).
+      const sorted = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
+      let pos = dataStart;
+      for (let i = 0; i < sorted.length; i++) {
+        const t = sorted[i];
+        if (t.begin < pos) throw new SafetensorsError(file, `tensor "${t.name}" overlaps tensor "${sorted[i - 1].name}"`);
+        if (t.begin > pos) {
+          throw new SafetensorsError(file, `tensor "${t.name}" starts at data offset ${t.begin - dataStart}, leaving a gap of ${t.begin - pos} bytes after ${i ? `tensor "${sorted[i - 1].name}"` : 'the header'} (offsets must tile the data region)`);
         }
+        pos = t.end;
+      }
+      if (pos !== size) {
+        throw new SafetensorsError(file, `${size - pos} bytes after the last tensor are not covered by any tensor (offsets must tile the data region)`);
       }
       return new SafetensorsFile(file, fd, size, tensors, metadata);
     } catch (e) {
@@ -227,7 +240,7 @@ export class SafetensorsFile {
   read(name: string): TensorData {
     const t = this.info(name);
     const count = numel(t.shape);
-    const data = decodeBytes(this.readBytes(name), t.dtype, count, `${this.file}: tensor "${name}"`);
+    const data = decodeBytes(this.readBytes(name), t.dtype, count, `tensor "${name}"`, this.file);
     return { dtype: data instanceof Float32Array ? 'float32' : 'int32', shape: [...t.shape], data };
   }
 
@@ -237,6 +250,39 @@ export class SafetensorsFile {
       this.fd = null;
     }
   }
+}
+
+/**
+ * The first top-level key of a JSON object text that occurs twice, or null. JSON.parse keeps the last duplicate
+ * silently, so a file naming a tensor twice would otherwise load one of them without a word. The text must be
+ * valid JSON (checked before).
+ */
+export function duplicateKey(text: string): string | null {
+  const seen = new Set<string>();
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      while (text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \\ */ ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (seen.has(key)) return key;
+        seen.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      depth++;
+      if (depth === 1) expectKey = true;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      depth--;
+    } else if (c === 0x2c /* , */ && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return null;
 }
 
 function validateEntry(file: string, name: string, raw: unknown, dataStart: number, size: number): TensorInfo {
