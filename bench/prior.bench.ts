@@ -1,0 +1,158 @@
+// Real-size Karlo prior (karlo_configs/prior: 32 heads × 64, 20 layers, 1,022,030,080 parameters) with random
+// weights: written to a temporary 4.09 GB safetensors file under the OS temp dir, loaded back with positioned reads
+// (one tensor in flight: peak RSS must stay well under twice the weights), then ONE guided prior step as
+// runPrior does it (prior on cat([latents]·2) with 77 text tokens + 4 = 81 tokens, CFG, UnCLIPScheduler step).
+// One child process per backend, so peak RSS is per backend; the temp file is deleted at the end.
+// PyTorch 1.13 CPU on this machine (PERF.md): 2.16 s (1 thread), 4.04 s (2 threads) per prior forward (batch 2).
+//   npx tsx bench/prior.bench.ts [backend ...] [--config DIR]   (default: native and cpu where available; wasm cannot hold
+//                                                   4.09 GB of float32 weights in its 4 GB heap)
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, availableBackends, type BackendName } from '../src/backend/index.js';
+import { saveSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
+import { readJson } from '../src/io/weights.js';
+import { PriorTransformer, loadPrior, type PriorTransformerConfig } from '../src/models/prior_transformer.js';
+import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
+import { TorchGenerator, randnTensor } from '../src/random/generator.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
+const TORCH_1T = 2.16, TORCH_2T = 4.04;
+const MB = 2 ** 20;
+
+/** 2·MACs of every Linear and the two attention matmuls (PERF.md's count): 328.8 GFLOP for batch 2. */
+function gflops(c: PriorTransformerConfig, B: number, S: number): number {
+  const W = c.num_attention_heads * c.attention_head_dim;
+  const perLayer = 4 * S * W * W + 2 * S * W * 4 * W + 2 * S * S * W;
+  const io = (S - 4) * c.embedding_dim * W + 2 * c.embedding_dim * W + 2 * W * W + W * c.embedding_dim;
+  return (2 * B * (c.num_layers * perLayer + io)) / 1e9;
+}
+
+/** Deterministic stand-in weights: uniform with std 1/√fan_in (norm weights 1 + noise); written lazily per tensor. */
+function randomWeights(model: PriorTransformer, seed = 1): Record<string, TensorToWrite> {
+  let s = seed >>> 0 || 1;
+  const out: Record<string, TensorToWrite> = {};
+  for (const [k, p] of model.namedParameters()) {
+    const shape = p.torchShape;
+    out[k] = {
+      dtype: 'F32',
+      shape,
+      data: () => {
+        const n = shape.reduce((a, b) => a * b, 1);
+        const a = new Float32Array(n);
+        const std = k === 'clip_std' ? 0.1 : shape.length >= 2 && !k.endsWith('_embedding') ? 1 / Math.sqrt(shape[shape.length - 1]) : 0.02;
+        const mean = /norm\d?\.weight$|norm_out\.weight$|clip_std$/.test(k) ? 1 : 0;
+        const amp = std * Math.sqrt(3) / 2147483648;
+        for (let i = 0; i < n; i++) {
+          s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+          a[i] = mean + amp * (s | 0);
+        }
+        return new Uint8Array(a.buffer);
+      },
+    };
+  }
+  return out;
+}
+
+const rssMB = () => process.resourceUsage().maxRSS / 1024;
+
+async function child(backend: string, dir: string): Promise<void> {
+  const choice = await initBackend(backend);
+  const rawCfg = readJson(path.join(dir, 'config.json'));
+  const baseRss = rssMB();
+  let t = performance.now();
+  const prior = loadPrior(dir);
+  const loadS = (performance.now() - t) / 1000;
+  const loadRss = rssMB();
+  const weightBytes = prior.numParameters() * 4;
+  const cfg = prior.config;
+  const D = cfg.embedding_dim, L = cfg.num_embeddings;
+
+  // A CFG batch as the pipeline builds it: "" then a prompt (B = 1 image → 2 rows), 10 real tokens.
+  const gen = new TorchGenerator(0);
+  const text = {
+    promptEmbeds: randnTensor([2, D], gen) as tf.Tensor2D,
+    textEncHiddenStates: randnTensor([2, L, D], gen) as tf.Tensor3D,
+    textMask: tf.tensor2d(Array.from({ length: 2 * L }, (_, i) => (i % L < (i < L ? 2 : 10) ? 1 : 0)), [2, L], 'int32'),
+  };
+  const sched = UnCLIPScheduler.fromDir(path.join(CONFIGS, 'prior_scheduler'));
+  sched.setTimesteps(25);
+  const latents = randnTensor([1, D], gen) as tf.Tensor2D;
+  const base = tf.memory().numTensors;
+  // The body of one runPrior iteration (prior_stage.ts), timed with the result read back.
+  const step = (t: number, prev: number) => {
+    const t0 = performance.now();
+    const out = tf.tidy(() => {
+      const pred = prior.forward(tf.concat([latents, latents], 0), t, text.promptEmbeds, text.textEncHiddenStates, text.textMask);
+      const [u, c] = tf.split(pred, 2, 0);
+      const guided = tf.add(u, tf.mul(4.0, tf.sub(c, u)));
+      return sched.step(guided, t, latents, { prevTimestep: prev, generator: gen }).prevSample;
+    });
+    out.dataSync();
+    out.dispose();
+    return (performance.now() - t0) / 1000;
+  };
+  const stepS = step(sched.timesteps[0], sched.timesteps[1]);
+  if (tf.memory().numTensors !== base) throw new Error(`tensor leak: ${tf.memory().numTensors - base} tensors after the step`);
+  const gf = gflops(cfg, 2, L + cfg.additional_embeddings);
+  console.log(JSON.stringify({
+    backend: choice.name, params: prior.numParameters(), loadS: +loadS.toFixed(1), loadPeakRssMB: Math.round(loadRss),
+    weightsMB: Math.round(weightBytes / MB), baseRssMB: Math.round(baseRss),
+    loadRssOverWeights: +(loadRss * MB / weightBytes).toFixed(2), loadRssGrowthOverWeights: +((loadRss - baseRss) * MB / weightBytes).toFixed(2),
+    stepS: +stepS.toFixed(2), gflop: +gf.toFixed(1), gflops: +(gf / stepS).toFixed(2), peakRssMB: Math.round(rssMB()),
+    rawConfigLayers: (rawCfg as { num_layers?: number }).num_layers,
+  }));
+  tf.dispose([text.promptEmbeds, text.textEncHiddenStates, text.textMask, latents]);
+  prior.dispose();
+}
+
+async function main(): Promise<void> {
+  const i = process.argv.indexOf('--child');
+  if (i >= 0) return child(process.argv[i + 1], process.argv[i + 2]);
+  // --config DIR: another prior config.json folder (a smoke run of this script on a small prior).
+  const ci = process.argv.indexOf('--config');
+  const cfgDir = ci >= 0 ? path.resolve(process.argv[ci + 1]) : path.join(CONFIGS, 'prior');
+  const asked = process.argv.slice(2).filter((a, k, all) => !a.startsWith('-') && all[k - 1] !== '--config') as Exclude<BackendName, 'auto'>[];
+  const backends = asked.length ? asked : await availableBackends(['native', 'cpu']);
+  const rawCfg = readJson(path.join(cfgDir, 'config.json'));
+  const shell = new PriorTransformer(rawCfg);
+  const params = shell.numParameters();
+  if (ci < 0) {
+    const expected = readJson<Record<string, number>>(path.join(CONFIGS, 'param_counts.json')).prior;
+    if (params !== expected) throw new Error(`parameter count ${params} != param_counts.json prior ${expected}`);
+  }
+  const free = os.freemem() / 2 ** 30;
+  console.log(`prior ${path.relative(ROOT, cfgDir)} (random weights): ${params.toLocaleString('en')} parameters${ci < 0 ? ' (= param_counts.json)' : ''}; free memory ${free.toFixed(1)} GiB`);
+  console.log(`PyTorch 1.13 CPU reference (PERF.md), one prior forward batch 2: ${TORCH_1T} s (1 thread), ${TORCH_2T} s (2 threads)`);
+  if (free < 9) console.log(`warning: only ${free.toFixed(1)} GiB free; the run needs about 5 GiB per backend`);
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-prior-bench-'));
+  try {
+    let t = performance.now();
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(rawCfg));
+    saveSafetensors(path.join(dir, 'diffusion_pytorch_model.safetensors'), randomWeights(shell));
+    const bytes = fs.statSync(path.join(dir, 'diffusion_pytorch_model.safetensors')).size;
+    console.log(`wrote ${(bytes / 1e9).toFixed(2)} GB in ${((performance.now() - t) / 1000).toFixed(1)} s (writer peak RSS ${Math.round(rssMB())} MB)`);
+    console.log('backend  load s  load peak RSS (× weights)  guided step s  GFLOP/s  vs torch 1T / 2T  peak RSS');
+    for (const b of backends) {
+      t = performance.now();
+      const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', b, dir], { encoding: 'utf8', cwd: ROOT, maxBuffer: 1 << 24 });
+      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+      if (r.status !== 0 || !line) {
+        console.log(`${b.padEnd(8)} failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+        continue;
+      }
+      const j = JSON.parse(line);
+      console.log(`${j.backend.padEnd(8)} ${String(j.loadS).padStart(6)}  ${String(j.loadPeakRssMB).padStart(8)} MB (${j.loadRssOverWeights}×)       ${String(j.stepS).padStart(9)}  ${String(j.gflops).padStart(7)}  ${(j.stepS / TORCH_1T).toFixed(1)}× / ${(j.stepS / TORCH_2T).toFixed(1)}×  ${j.peakRssMB} MB`);
+      console.log(`         ${line}`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
