@@ -3,9 +3,11 @@ import type { CommandModule } from 'yargs';
 import parity from './parity.js';
 import inspect from './inspect.js';
 import tokenize from './tokenize.js';
+import convert from './convert.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
   inspect,
   tokenize,
+  convert,
 ];

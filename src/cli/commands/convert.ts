@@ -1,0 +1,80 @@
+// `karlo convert --from-original DIR --out DIR [--configs DIR] [--force]`: Kakao Brain's original Karlo release
+// (.ckpt / .pt / .th, read without Python) → a diffusers-layout folder. Progress per component on stderr.
+import type { CommandModule } from 'yargs';
+import { UsageError } from '../errors.js';
+import { convertOriginal, formatBytes, type ProgressEvent } from '../../../tools/convert/convert.js';
+
+interface Args {
+  'from-original': string;
+  out: string;
+  configs?: string;
+  force?: boolean;
+  'allow-unknown-calls'?: boolean;
+  json?: boolean;
+}
+
+/** A progress bar on a terminal; on a pipe, one line per 10 % so logs stay short. */
+function progressPrinter(): (e: ProgressEvent) => void {
+  const tty = process.stderr.isTTY;
+  let lastDecile = -1;
+  let lastComponent = '';
+  let lastDraw = 0;
+  return (e) => {
+    if (e.component !== lastComponent) { lastComponent = e.component; lastDecile = -1; }
+    const frac = e.bytes ? e.bytesDone / e.bytes : e.tensorsDone / Math.max(1, e.tensors);
+    const done = e.tensorsDone === e.tensors;
+    if (tty) {
+      const now = Date.now();
+      if (!done && now - lastDraw < 100) return;
+      lastDraw = now;
+      const w = 30;
+      const bar = '#'.repeat(Math.round(frac * w)).padEnd(w, '.');
+      process.stderr.write(`\r  [${bar}] ${(frac * 100).toFixed(0).padStart(3)}%  ${e.tensorsDone}/${e.tensors} tensors  ${formatBytes(e.bytesDone)}${done ? '\n' : ''}`);
+    } else {
+      const d = Math.floor(frac * 10);
+      if (d > lastDecile) {
+        lastDecile = d;
+        process.stderr.write(`  ${e.component}: ${(d * 10).toString().padStart(3)}%  ${e.tensorsDone}/${e.tensors} tensors  ${formatBytes(e.bytesDone)}\n`);
+      }
+    }
+  };
+}
+
+const command: CommandModule<object, Args> = {
+  command: 'convert',
+  describe: "convert Kakao Brain's original Karlo checkpoints (prior/decoder/SR .ckpt, ViT-L-14.pt, ViT-L-14_stats.th) to a diffusers-layout folder",
+  builder: (y) => y
+    .option('from-original', { type: 'string', demandOption: true, describe: "folder holding the original release's files" })
+    .option('out', { type: 'string', demandOption: true, describe: 'output folder (written to a temporary folder, renamed into place at the end)' })
+    .option('configs', { type: 'string', describe: "folder with Karlo's configs/*.yaml (prior_1B_vit_l, decoder_900M_vit_l, improved_sr_64_256_1.4B); default: the real Karlo values" })
+    .option('force', { type: 'boolean', default: false, describe: 'replace an existing, non-empty output folder' })
+    .option('allow-unknown-calls', { type: 'boolean', default: false, describe: 'record calls of non-whitelisted callables in the pickles as inert placeholders instead of refusing the file (nothing is ever executed; os/subprocess/eval & co. stay refused)' })
+    .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON on stdout' }) as never,
+  handler: (argv) => {
+    let report: ReturnType<typeof convertOriginal>;
+    try {
+      report = convertOriginal({
+        from: argv['from-original'],
+        out: argv.out,
+        configs: argv.configs,
+        force: argv.force,
+        unknownCalls: argv['allow-unknown-calls'] ? 'placeholder' : 'refuse',
+        log: (l) => process.stderr.write(`${l}\n`),
+        onProgress: progressPrinter(),
+      });
+    } catch (e) {
+      if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError) throw e; // our bug: keep the stack
+      throw new UsageError((e as Error).message.split('\n').join(' '));
+    }
+    if (argv.json) {
+      console.log(JSON.stringify(report));
+      return;
+    }
+    for (const c of report.components) {
+      console.log(`${c.component.padEnd(16)} ${String(c.tensors).padStart(5)} tensors  ${formatBytes(c.bytes).padStart(9)}  ${c.seconds.toFixed(2)} s  ${(c.bytes / 1e6 / Math.max(c.seconds, 1e-9)).toFixed(0)} MB/s`);
+    }
+    console.log(`wrote ${report.out} (${formatBytes(report.bytes)} in ${report.seconds.toFixed(2)} s; hparams: ${report.hparamsSource})`);
+  },
+};
+
+export default command;
