@@ -1,0 +1,131 @@
+// Real-size CLIP ViT-L/14 text encoder (Karlo's text_encoder config, random weights): parameter count against
+// karlo_configs/param_counts.json, weights written to a temporary safetensors file and loaded back (load time),
+// then forwards on input_ids [2, 77] (a prompt and "" = the pipeline's CFG batch). One child process per backend so
+// peak RSS is per backend. PyTorch 1.13 CPU on this machine: 0.22 s (1 thread), 0.70 s (2 threads) (PERF.md).
+//   npx tsx bench/clip_text.bench.ts [backend ...]      (default: every available one of native, wasm, cpu)
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, availableBackends, type BackendName } from '../src/backend/index.js';
+import { saveSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
+import { readJson } from '../src/io/weights.js';
+import { CLIPTextModelWithProjection, clipTextConfig, loadClipTextModel, type CLIPTextConfig } from '../src/models/clip_text.js';
+import { CLIPTokenizer } from '../src/tokenizer/clip_tokenizer.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
+const TORCH_1T = 0.22, TORCH_2T = 0.70;
+
+/** 2·MACs of Linear layers and the two attention matmuls, as PERF.md counts them. */
+function gflops(c: CLIPTextConfig, B: number, L: number): number {
+  const D = c.hidden_size, I = c.intermediate_size;
+  const perLayer = 4 * L * D * D + 2 * L * D * I + 2 * L * L * D;
+  return (2 * B * (c.num_hidden_layers * perLayer + D * c.projection_dim)) / 1e9;
+}
+
+/** Deterministic N(0, σ) stand-in weights (xorshift + Box-Muller); LayerNorm weights 1 + small noise. */
+function randomWeights(model: CLIPTextModelWithProjection, seed = 1): Record<string, TensorToWrite> {
+  let s = seed >>> 0 || 1;
+  const u = () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return (s + 0.5) / 4294967296; };
+  const out: Record<string, TensorToWrite> = {};
+  for (const [k, p] of model.namedParameters()) {
+    const shape = p.torchShape;
+    out[k] = {
+      dtype: 'F32',
+      shape,
+      data: () => {
+        const n = shape.reduce((a, b) => a * b, 1);
+        const a = new Float32Array(n);
+        const std = shape.length >= 2 ? 1 / Math.sqrt(shape[shape.length - 1]) : 0.02;
+        const mean = /layer_norm\d?\.weight$|final_layer_norm\.weight$/.test(k) ? 1 : 0;
+        for (let i = 0; i < n; i += 2) {
+          const r = Math.sqrt(-2 * Math.log(u())), th = 2 * Math.PI * u();
+          a[i] = mean + std * r * Math.cos(th);
+          if (i + 1 < n) a[i + 1] = mean + std * r * Math.sin(th);
+        }
+        return new Uint8Array(a.buffer);
+      },
+    };
+  }
+  return out;
+}
+
+const rssMB = () => process.resourceUsage().maxRSS / 1024;
+
+async function child(backend: string): Promise<void> {
+  const choice = await initBackend(backend);
+  const rawCfg = readJson(path.join(CONFIGS, 'text_encoder/config.json'));
+  const cfg = clipTextConfig(rawCfg);
+  const expected = readJson<Record<string, number>>(path.join(CONFIGS, 'param_counts.json')).text_encoder;
+  const shell = new CLIPTextModelWithProjection(cfg);
+  const params = shell.numParameters();
+  if (params !== expected) throw new Error(`parameter count ${params} != param_counts.json text_encoder ${expected}`);
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-clip-bench-'));
+  try {
+    let t = performance.now();
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(rawCfg));
+    saveSafetensors(path.join(dir, 'model.safetensors'), randomWeights(shell));
+    const writeS = (performance.now() - t) / 1000;
+    const bytes = fs.statSync(path.join(dir, 'model.safetensors')).size;
+
+    t = performance.now();
+    const model = loadClipTextModel(dir);
+    const loadS = (performance.now() - t) / 1000;
+
+    const tok = CLIPTokenizer.fromDir(path.join(CONFIGS, 'tokenizer')); // real Karlo: pad "!" = 0
+    const enc = tok.encode(['', 'a high-resolution photograph of a big red frog on a green leaf.']);
+    const ids = tf.tensor2d(enc.inputIds, [2, 77], 'int32');
+    const base = tf.memory().numTensors;
+    const forward = () => {
+      const t0 = performance.now();
+      const o = model.forward(ids);
+      o.textEmbeds.dataSync();
+      o.lastHiddenState.dataSync();
+      const s = (performance.now() - t0) / 1000;
+      tf.dispose([o.textEmbeds, o.lastHiddenState, ...o.hiddenStates]);
+      return s;
+    };
+    const first = forward();
+    const runs = first > 20 ? [] : [forward(), forward(), forward()];
+    const med = runs.length ? runs.slice().sort((a, b) => a - b)[1] : first;
+    if (tf.memory().numTensors !== base) throw new Error(`tensor leak: ${tf.memory().numTensors - base} tensors after the forwards`);
+    const gf = gflops(cfg, 2, 77);
+    console.log(JSON.stringify({
+      backend: choice.name, params, fileMB: +(bytes / 2 ** 20).toFixed(1), writeS: +writeS.toFixed(2), loadS: +loadS.toFixed(2),
+      firstForwardS: +first.toFixed(3), warmForwardS: runs.map((x) => +x.toFixed(3)), medianS: +med.toFixed(3),
+      gflop: +gf.toFixed(1), gflops: +(gf / med).toFixed(1), peakRssMB: Math.round(rssMB()),
+    }));
+    model.dispose();
+    ids.dispose();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const i = process.argv.indexOf('--child');
+  if (i >= 0) return child(process.argv[i + 1]);
+  const asked = process.argv.slice(2).filter((a) => !a.startsWith('-')) as Exclude<BackendName, 'auto'>[];
+  const backends = asked.length ? asked : await availableBackends(['native', 'wasm', 'cpu']);
+  const free = os.freemem() / 2 ** 30;
+  console.log(`CLIP ViT-L/14 text encoder (Karlo text_encoder config, random weights), ids [2,77]; free memory ${free.toFixed(1)} GiB`);
+  console.log(`PyTorch 1.13 CPU reference (PERF.md): ${TORCH_1T} s (1 thread), ${TORCH_2T} s (2 threads)`);
+  console.log('backend  params       load s  forward s (first; median of warm)  GFLOP/s  vs torch 1T  peak RSS');
+  for (const b of backends) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', b], { encoding: 'utf8', cwd: ROOT, maxBuffer: 1 << 24 });
+    const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+    if (r.status !== 0 || !line) {
+      console.log(`${b.padEnd(8)} failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+      continue;
+    }
+    const j = JSON.parse(line);
+    console.log(`${j.backend.padEnd(8)} ${String(j.params).padEnd(12)} ${String(j.loadS).padStart(6)}  ${String(j.firstForwardS).padStart(8)}; ${String(j.medianS).padStart(8)} ${''.padStart(16)}${String(j.gflops).padStart(7)}  ${(j.medianS / TORCH_1T).toFixed(1).padStart(8)}×  ${j.peakRssMB} MB`);
+    console.log(`         ${line}`);
+  }
+}
+
+await main();
