@@ -24,17 +24,30 @@ export class BackendUnavailableError extends Error {
   }
 }
 
+/** How optional packages are imported (replaceable in tests to simulate absent or broken installs). */
+export type PackageImporter = (pkg: string) => Promise<unknown>;
+const defaultImporter: PackageImporter = (pkg) => import(pkg);
+let importPackage: PackageImporter = defaultImporter;
+
+/** Test seam: replace (or with null restore) how tfjs-node(-gpu) are imported. */
+export function setPackageImporter(fn: PackageImporter | null): void {
+  importPackage = fn ?? defaultImporter;
+}
+
+export const TENSORFLOW_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
+
 async function tryTensorflow(): Promise<string> {
   const reasons: string[] = [];
-  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+  for (const pkg of TENSORFLOW_PACKAGES) {
     try {
       // Never imported at load time: these packages download libtensorflow at install and may be absent.
-      await import(pkg);
+      await importPackage(pkg);
       if (tf.findBackend('tensorflow') && (await tf.setBackend('tensorflow'))) return pkg;
       reasons.push(`${pkg} loaded but did not register the tensorflow backend`);
     } catch (e) {
-      const msg = (e as Error).message.split('\n')[0];
-      reasons.push(/Cannot find (package|module)/.test(msg) ? `${pkg} is not installed` : `${pkg} failed to load (${msg})`);
+      const msg = String((e as Error)?.message ?? e).split('\n')[0];
+      const missing = /Cannot find (package|module)/.test(msg) && msg.includes(pkg);
+      reasons.push(missing ? `${pkg} is not installed` : `${pkg} failed to load (${msg})`);
     }
   }
   throw new BackendUnavailableError('tensorflow', `${reasons.join('; ')}. Install with: npm install @tensorflow/tfjs-node (CPU) or @tensorflow/tfjs-node-gpu (CUDA 11.2 + cuDNN 8.1)`);
@@ -100,7 +113,7 @@ export async function initBackend(name?: string, opts: { log?: (line: string) =>
       if (requested !== 'auto') {
         throw e instanceof BackendUnavailableError ? e : new BackendUnavailableError(b, (e as Error).message);
       }
-      skipped.push(`${b}: ${reasonOf(e)}`);
+      skipped.push(`${b}: ${reasonOf(e).replace(/\s*\n\s*/g, ' ')}`);
     }
   }
   throw new Error(`no backend could be initialised: ${skipped.join('; ')}`);
