@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors } from '../src/io/safetensors.js';
 import { readJson } from '../src/io/weights.js';
 import { CLIPTextModelWithProjection, clipTextConfig, loadClipTextModel, CLIP_TEXT_DEFAULTS } from '../src/models/clip_text.js';
+import { PARITY_KINDS } from '../src/parity/registry.js';
 import { assertClose, backendsUnderTest, fixture, useBackend } from './helpers.js';
 
 const io = loadSafetensors(fixture('clip_text', 'io.safetensors'));
@@ -81,6 +82,16 @@ test('config: defaults, nested CLIPConfig, and errors naming the field', () => {
   assert.throws(() => clipTextConfig({ hidden_act: 'relu' }, 'x/config.json'), /x\/config.json: hidden_act "relu"/);
   assert.throws(() => clipTextConfig({ hidden_size: 10, num_attention_heads: 3 }), /not divisible/);
   assert.throws(() => loadClipTextModel(fixture('prior')), /config.json/);
+});
+
+test('karlo parity kind "clip_text" recognises the fixture folder and compares all 7 reference tensors', async () => {
+  await useBackend(backends[0]);
+  const kind = PARITY_KINDS.find((k) => k.detect(fixture('clip_text')));
+  assert.is(kind?.name, 'clip_text');
+  const rows = await kind!.run(fixture('clip_text'), {});
+  assert.equal(rows.map((r) => r.name).sort(), ['hidden_states.0', 'hidden_states.1', 'hidden_states.2', 'last_hidden_state', 'masked__last_hidden_state', 'masked__text_embeds', 'text_embeds']);
+  assert.ok(rows.every((r) => r.ok), rows.filter((r) => !r.ok).map((r) => r.name).join(', '));
+  assert.not.ok(kind!.detect(fixture('pipeline_tiny', 'text_encoder')), 'a weights folder without io.safetensors is not a parity folder');
 });
 
 test.run();

@@ -4,6 +4,7 @@ import * as assert from 'uvu/assert';
 import * as fs from 'node:fs';
 import { CLIPTokenizer, BUNDLED_TOKENIZER_DIR } from '../src/tokenizer/clip_tokenizer.js';
 import { fixture } from './helpers.js';
+import { PARITY_KINDS } from '../src/parity/registry.js';
 
 interface Case {
   text: string; tokens: string[]; input_ids: number[]; attention_mask: number[]; untruncated_length: number; truncated: boolean;
@@ -75,6 +76,14 @@ test('decode joins BPE symbols back into words ("</w>" ends a word)', () => {
 test('bad folders give errors naming the folder', () => {
   assert.throws(() => CLIPTokenizer.fromDir('/nonexistent/tok'), /\/nonexistent\/tok/);
   assert.throws(() => CLIPTokenizer.fromDir(fixture('clip_text')), /not a tokenizer folder/);
+});
+
+test('karlo parity kind "tokenizer" recognises the fixture folder and passes all 150 id/mask comparisons', async () => {
+  const kind = PARITY_KINDS.find((k) => k.detect(fixture('tokenizer')));
+  assert.is(kind?.name, 'tokenizer');
+  const rows = await kind!.run(fixture('tokenizer'), {});
+  assert.is(rows.length, 150);
+  assert.ok(rows.every((r) => r.ok && r.maxAbs === 0), rows.filter((r) => !r.ok).map((r) => r.name).join(', '));
 });
 
 test.run();
