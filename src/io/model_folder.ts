@@ -96,8 +96,10 @@ export function openModelFolder(dir: string): ModelFolder {
     if (!fs.existsSync(d) || !fs.statSync(d).isDirectory()) throw new ModelFolderError(`${d}: component folder "${name}" (${spec.className}) is missing`);
     dirs[name] = d;
     if (spec.kind === 'tokenizer') {
-      for (const f of TOKENIZER_FILES) {
-        if (!fs.existsSync(path.join(d, f))) throw new ModelFolderError(`${path.join(d, f)}: missing (tokenizer "${name}")`);
+      // vocab.json + merges.txt, or only the configs (the tokenizer then uses the bundled CLIP BPE files).
+      const hasFiles = TOKENIZER_FILES.every((f) => fs.existsSync(path.join(d, f)));
+      if (!hasFiles && !fs.existsSync(path.join(d, 'tokenizer_config.json'))) {
+        throw new ModelFolderError(`${d}: tokenizer "${name}" has neither ${TOKENIZER_FILES.join(' + ')} nor tokenizer_config.json`);
       }
     } else if (spec.kind === 'scheduler') {
       const cfg = readJsonOrFail(path.join(d, 'scheduler_config.json'), `scheduler "${name}"`);

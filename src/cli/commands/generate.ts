@@ -1,0 +1,263 @@
+// `karlo generate "prompt" ... --out PATH`: the whole unCLIP pipeline from the command line. PNGs are written
+// atomically and never over an existing file without --force; progress per stage on stderr; a timing table at the end.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { UsageError } from '../errors.js';
+import { ModelFolderError } from '../../io/model_folder.js';
+import { floatToRgb8, writePng } from '../../io/png.js';
+import {
+  KARLO_PRESETS, PIPELINE_STAGES, UnCLIPPipeline,
+  type GenerateOptions, type PipelineStage, type PipelineTimings, type Preview, type StageEvent,
+} from '../../pipeline/unclip_pipeline.js';
+
+/** The bundled tiny random-weight model (the pipeline_tiny fixture without its run files). */
+export const BUNDLED_MODEL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../models/karlo-tiny');
+
+interface GenerateArgs {
+  prompts: string[];
+  model?: string;
+  out: string;
+  seed?: string;
+  'prior-steps'?: number;
+  'decoder-steps'?: number;
+  'sr-steps'?: number;
+  'prior-guidance'?: number;
+  'decoder-guidance'?: number;
+  'num-images'?: number;
+  preset?: string;
+  backend?: string;
+  'save-intermediates'?: boolean;
+  force?: boolean;
+  json?: boolean;
+}
+
+/** Output file(s): exactly PATH for one image, PATH with -0, -1, … before the extension for several. */
+export function outputPaths(out: string, count: number): string[] {
+  if (count === 1) return [out];
+  const ext = path.extname(out);
+  const stem = ext ? out.slice(0, -ext.length) : out;
+  return Array.from({ length: count }, (_, i) => `${stem}-${i}${ext || '.png'}`);
+}
+
+function intermediatesDir(out: string): string {
+  const ext = path.extname(out);
+  return `${ext ? out.slice(0, -ext.length) : out}.intermediates`;
+}
+
+function parseSeed(s: string | undefined): bigint | undefined {
+  if (s === undefined) return undefined;
+  if (!/^\d+$/.test(String(s).trim())) throw new UsageError(`--seed must be a non-negative integer, got "${s}"`);
+  const v = BigInt(String(s).trim());
+  if (v >= 1n << 64n) throw new UsageError(`--seed must be below 2^64, got ${s}`);
+  return v;
+}
+
+function checkNumber(name: string, v: number | undefined): void {
+  if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) throw new UsageError(`--${name} must be a number, got ${String(v)}`);
+}
+
+const STAGE_LABEL: Record<PipelineStage, string> = { text: 'text encoder', prior: 'prior', decoder: 'decoder', super_res: 'super-res' };
+
+function fmtSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)}s`;
+  const m = Math.floor(s / 60);
+  return m < 60 ? `${m}m${String(Math.round(s - 60 * m)).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
+/** One progress bar per stage on stderr: redrawn in place on a terminal, one line per stage otherwise. */
+class Progress {
+  private stage: PipelineStage | null = null;
+  private total = 0;
+  private done = 0;
+  private started = 0;
+  private readonly tty = Boolean(process.stderr.isTTY);
+  private lastDraw = 0;
+
+  event(e: StageEvent): void {
+    if (e.phase === 'load') {
+      if (this.tty) process.stderr.write(`\r\x1b[K${STAGE_LABEL[e.stage].padEnd(12)} loading…`);
+    } else if (e.phase === 'run') {
+      this.stage = e.stage;
+      this.total = e.numSteps ?? 1;
+      this.done = 0;
+      this.started = performance.now();
+      this.draw(true);
+    } else if (e.phase === 'done') {
+      this.done = this.total;
+      this.draw(true, e.timing?.runSeconds);
+      process.stderr.write('\n');
+      this.stage = null;
+    }
+  }
+
+  step(): void {
+    this.done = Math.min(this.done + 1, this.total);
+    this.draw(false);
+  }
+
+  private draw(force: boolean, runSeconds?: number): void {
+    if (!this.stage) return;
+    if (!this.tty && !(force && this.done === this.total)) return; // plain logs: one line per stage
+    const t = performance.now();
+    if (!force && t - this.lastDraw < 100) return;
+    this.lastDraw = t;
+    const elapsed = runSeconds ?? (t - this.started) / 1000;
+    const rate = elapsed > 0 ? this.done / elapsed : 0;
+    const width = 24;
+    const filled = Math.round((width * this.done) / this.total);
+    const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
+    const eta = this.done === this.total ? `took ${fmtSeconds(elapsed)}` : `ETA ${rate > 0 ? fmtSeconds((this.total - this.done) / rate) : '?'}`;
+    const line = `${STAGE_LABEL[this.stage].padEnd(12)} [${bar}] ${String(this.done).padStart(String(this.total).length)}/${this.total}  ${rate.toFixed(2)} steps/s  ${eta}`;
+    process.stderr.write(this.tty ? `\r\x1b[K${line}` : line);
+  }
+}
+
+/** The timing table: per stage load seconds, seconds per step, total; then the whole run and peak RSS. */
+export function timingTable(t: PipelineTimings): string {
+  const rows = [['stage', 'load s', 'steps', 's/step', 'total s']];
+  for (const s of PIPELINE_STAGES) {
+    const x = t.stages[s];
+    rows.push([STAGE_LABEL[s], x.loadSeconds.toFixed(2), String(x.steps), x.secondsPerStep.toFixed(3), x.totalSeconds.toFixed(2)]);
+  }
+  rows.push(['all', '', '', '', t.totalSeconds.toFixed(2)]);
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const lines = rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  '));
+  lines.splice(1, 0, w.map((n) => '-'.repeat(n)).join('  '));
+  lines.push(`peak RSS ${t.peakRssMB.toFixed(0)} MB · backend ${t.backend}`);
+  return lines.join('\n');
+}
+
+async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
+  const prompts = (argv.prompts ?? []).map(String);
+  if (prompts.length === 0) throw new UsageError('give at least one prompt: karlo generate "a red frog" --out frog.png');
+  if (prompts.some((p) => p.trim() === '')) throw new UsageError('prompts must not be empty');
+  for (const k of ['prior-steps', 'decoder-steps', 'sr-steps', 'prior-guidance', 'decoder-guidance', 'num-images'] as const) checkNumber(k, argv[k]);
+  const seed = parseSeed(argv.seed);
+  if (argv.preset !== undefined && !(argv.preset in KARLO_PRESETS)) {
+    throw new UsageError(`--preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got "${argv.preset}"`);
+  }
+  const opts: GenerateOptions = {
+    preset: argv.preset as GenerateOptions['preset'],
+    priorSteps: argv['prior-steps'],
+    decoderSteps: argv['decoder-steps'],
+    superResSteps: argv['sr-steps'],
+    priorGuidance: argv['prior-guidance'],
+    decoderGuidance: argv['decoder-guidance'],
+    numImagesPerPrompt: argv['num-images'],
+    seed,
+  };
+  let settings;
+  try {
+    settings = UnCLIPPipeline.resolveSettings(opts);
+  } catch (e) {
+    const msg = (e as Error).message
+      .replace(/^priorSteps/, '--prior-steps').replace(/^decoderSteps/, '--decoder-steps').replace(/^superResSteps/, '--sr-steps')
+      .replace(/^priorGuidance/, '--prior-guidance').replace(/^decoderGuidance/, '--decoder-guidance').replace(/^numImagesPerPrompt/, '--num-images');
+    throw new UsageError(msg);
+  }
+
+  const out = String(argv.out);
+  if (out.trim() === '') throw new UsageError('--out must name a file');
+  const files = outputPaths(out, prompts.length * settings.numImagesPerPrompt);
+  const outDir = path.dirname(path.resolve(out));
+  if (!fs.existsSync(outDir)) throw new UsageError(`--out ${out}: folder ${outDir} does not exist`);
+  for (const f of files) {
+    if (fs.existsSync(f)) {
+      if (fs.statSync(f).isDirectory()) throw new UsageError(`${f} is a folder; --out must name a .png file`);
+      if (!argv.force) throw new UsageError(`${f} exists; pass --force to overwrite it`);
+    }
+  }
+  const interDir = argv['save-intermediates'] ? intermediatesDir(out) : undefined;
+  if (interDir && fs.existsSync(interDir) && !argv.force) throw new UsageError(`${interDir} exists; pass --force to overwrite the intermediates in it`);
+
+  const modelDir = argv.model ?? BUNDLED_MODEL_DIR;
+  if (!argv.model) {
+    process.stderr.write(`note: no --model given, using the bundled tiny model (${path.relative(process.cwd(), BUNDLED_MODEL_DIR) || BUNDLED_MODEL_DIR}). ` +
+      'Its weights are random: it makes coloured noise, not pictures. For real images pass --model with the kakaobrain/karlo-v1-alpha folder.\n');
+  }
+
+  const { initBackend } = await import('../../backend/index.js');
+  let backendMessage: string;
+  try {
+    backendMessage = (await initBackend(argv.backend)).message;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  process.stderr.write(`${backendMessage}\n`);
+
+  let pipe: UnCLIPPipeline;
+  try {
+    pipe = await UnCLIPPipeline.load(modelDir);
+  } catch (e) {
+    if (e instanceof ModelFolderError) throw new UsageError(e.message);
+    throw new UsageError(`${modelDir}: ${(e as Error).message}`);
+  }
+
+  const progress = new Progress();
+  const previews: Preview[] = [];
+  const result = await pipe.generate(prompts, {
+    ...opts,
+    onStage: (e) => progress.event(e),
+    onStep: () => progress.step(),
+    onPreview: interDir ? (p) => previews.push(p) : undefined,
+  });
+
+  const written: string[] = [];
+  for (let i = 0; i < files.length; i++) {
+    writePng(files[i], floatToRgb8(result.images, result.shape, i));
+    written.push(files[i]);
+  }
+  const intermediates: string[] = [];
+  if (interDir) {
+    fs.mkdirSync(interDir, { recursive: true });
+    for (const p of previews) {
+      const what = p.step < 0 ? `${p.stage}-final` : `${p.stage}-step${String(p.step).padStart(3, '0')}-t${p.timestep}`;
+      for (let i = 0; i < p.shape[0]; i++) {
+        const f = path.join(interDir, `${what}-img${i}.png`);
+        writePng(f, floatToRgb8(p.images, p.shape, i));
+        intermediates.push(f);
+      }
+    }
+  }
+
+  if (argv.json) {
+    process.stdout.write(`${JSON.stringify({
+      images: written,
+      ...(interDir ? { intermediates } : {}),
+      seed: result.seed !== undefined ? result.seed.toString() : undefined,
+      settings: result.settings,
+      timings: result.timings,
+    })}\n`);
+  } else {
+    process.stdout.write(`${timingTable(result.timings)}\n`);
+    if (result.seed !== undefined) process.stdout.write(`seed ${result.seed}\n`);
+    for (const f of written) process.stdout.write(`wrote ${f}\n`);
+    if (interDir) process.stdout.write(`wrote ${intermediates.length} intermediate images to ${interDir}\n`);
+  }
+}
+
+const command: CommandModule<object, GenerateArgs> = {
+  command: 'generate <prompts..>',
+  describe: 'text → image with the whole unCLIP pipeline (prior, decoder, super-res)',
+  builder: (y: Argv) => y
+    .positional('prompts', { type: 'string', array: true, describe: 'one or more prompts' })
+    .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder (model_index.json); default: the bundled tiny random model' })
+    .option('out', { type: 'string', default: 'karlo.png', describe: 'output PNG (several images: NAME-0.png, NAME-1.png, …)' })
+    .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default: random, printed)' })
+    .option('prior-steps', { type: 'number', describe: 'prior denoising steps (default 25)' })
+    .option('decoder-steps', { type: 'number', describe: 'decoder denoising steps (default 25; preset default: 50)' })
+    .option('sr-steps', { type: 'number', describe: 'super-res denoising steps (default 7)' })
+    .option('prior-guidance', { type: 'number', describe: 'prior classifier-free guidance scale (default 4)' })
+    .option('decoder-guidance', { type: 'number', describe: 'decoder classifier-free guidance scale (default 8)' })
+    .option('num-images', { type: 'number', describe: 'images per prompt (default 1)' })
+    .option('preset', { type: 'string', describe: "Karlo's sampling preset (fast: decoder 25 steps, default: 50)" })
+    .option('save-intermediates', { type: 'boolean', describe: 'also write the decoder (64×64) and super-res latents after every step as PNGs to NAME.intermediates/' })
+    .option('force', { type: 'boolean', describe: 'overwrite existing output files' })
+    .option('json', { type: 'boolean', describe: 'print {"images": [...], "timings": {...}} on stdout' }) as unknown as Argv<GenerateArgs>,
+  handler: run,
+};
+
+export default command;

@@ -1,0 +1,297 @@
+// Parity of the whole pipeline against a diffusers UnCLIPPipeline run (the fixtures README, section j): a
+// pipeline folder (model_index.json + components) with run*.json / run*.safetensors recorded from PyTorch.
+// Every recorded tensor is compared: CLIP outputs, text_proj outputs, each scheduler step (model output after
+// CFG, sample in, prev sample), the stage results and the final image; with a seed only, also every random draw
+// in order (which proves the generator and diffusers' draw order).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { SafetensorsFile, type TensorData } from '../io/safetensors.js';
+import { readJson } from '../io/weights.js';
+import { TorchGenerator } from '../random/generator.js';
+import { UnCLIPPipeline, type GenerateOptions } from '../pipeline/unclip_pipeline.js';
+import type { StageName } from '../pipeline/types.js';
+import { compareArrays, type Comparison } from './compare.js';
+import type { ParityKind, ParityOptions } from './registry.js';
+
+/** What run*.json records (UnCLIPPipeline call arguments). */
+interface RunJson {
+  prompt: string | string[];
+  num_images_per_prompt?: number;
+  prior_num_inference_steps?: number;
+  decoder_num_inference_steps?: number;
+  super_res_num_inference_steps?: number;
+  prior_guidance_scale?: number;
+  decoder_guidance_scale?: number;
+  prior_latents?: unknown;
+  decoder_latents?: unknown;
+  super_res_latents?: unknown;
+  generator?: string;
+  randn_draw_order?: string[];
+  scheduler_steps?: string[];
+}
+
+export interface PipelineParityOptions extends ParityOptions {
+  /**
+   * 'recorded': the variance noise of every step comes from the recorded randn.* draws (isolates the math from the
+   * generator); 'generator': everything not given explicitly is drawn from the recorded seed. Default: recorded
+   * when the run has explicit latents, else generator.
+   */
+  noise?: 'recorded' | 'generator';
+  /**
+   * 'stages' (default): each stage starts from the recorded outputs of the one before (text outputs, image
+   * embeddings, image_small), as the fixtures README advises: guidance 8 and the t = 999 step (1/sqrt(ᾱ) ≈ 1e4)
+   * amplify float32 rounding across stages. 'none': free-running end to end.
+   */
+  forcing?: 'stages' | 'none';
+}
+
+const STAGE_OF: Record<string, StageName> = { prior_scheduler: 'prior', decoder_scheduler: 'decoder', super_res_scheduler: 'super_res' };
+
+/** run*.json files of a folder that have their .safetensors next to them. */
+export function pipelineRuns(dir: string): string[] {
+  if (!fs.existsSync(path.join(dir, 'model_index.json'))) return [];
+  return fs.readdirSync(dir)
+    .filter((n) => /^run.*\.json$/.test(n) && fs.existsSync(path.join(dir, n.replace(/\.json$/, '.safetensors'))))
+    .sort()
+    .map((n) => path.join(dir, n));
+}
+
+function seedOf(gen: string | undefined, file: string): bigint {
+  const m = /manual_seed\((\d+)\)/.exec(gen ?? '');
+  if (!m) throw new Error(`${file}: "generator" must record torch.Generator().manual_seed(N), got ${JSON.stringify(gen)}`);
+  return BigInt(m[1]);
+}
+
+/** A generator that records every randn draw (shape and values), to check diffusers' draw order. */
+class RecordingGenerator extends TorchGenerator {
+  readonly draws: { shape: number[]; data: Float32Array }[] = [];
+  override randn(shape: number[]): Float32Array {
+    const d = super.randn(shape);
+    this.draws.push({ shape: [...shape], data: d.slice() });
+    return d;
+  }
+}
+
+/**
+ * Tolerances (fixtures README): text and prior stages abs ≤ 1e-4·max(1, max|ref|); the decoder and super-res
+ * (guidance 8 amplifies float32 rounding) and the final image ≤ 1e-3; masks and random draws as recorded
+ * (draws ≤ 1e-6).
+ */
+function tolerance(name: string, atol: number): number {
+  if (/^randn\./.test(name)) return 1e-6;
+  if (/^cap\.text_mask$/.test(name)) return 0;
+  if (/prior|prompt_embeds|text_enc_hid_states|image_embeddings/.test(name)) return atol;
+  return Math.max(1e-3, atol);
+}
+
+/** Runs one recorded pipeline call through UnCLIPPipeline and compares every recorded tensor. */
+export async function runPipelineParity(runFile: string, opts: PipelineParityOptions = {}): Promise<Comparison[]> {
+  const dir = path.dirname(runFile);
+  const run = readJson<RunJson>(runFile);
+  const ref = SafetensorsFile.open(runFile.replace(/\.json$/, '.safetensors'));
+  const atol = opts.atol ?? 1e-4;
+  const log = opts.log ?? (() => {});
+  const out: Comparison[] = [];
+  const names = new Set(ref.names());
+  const refData = (n: string): TensorData => ref.read(n);
+  // Our tensors by reference name, as plain arrays (taken while the pipeline runs).
+  const ours = new Map<string, { data: ArrayLike<number>; shape: number[] }>();
+  const take = (name: string, t: tf.Tensor) => {
+    if (names.has(name)) ours.set(name, { data: t.dataSync().slice(), shape: [...t.shape] });
+  };
+  const inputs: tf.Tensor[] = [];
+  try {
+    const prompts = Array.isArray(run.prompt) ? run.prompt : [run.prompt];
+    const explicit = names.has('input.prior_latents') || names.has('input.decoder_latents') || names.has('input.super_res_latents');
+    const mode = opts.noise ?? (explicit ? 'recorded' : 'generator');
+    const forcing = opts.forcing ?? 'stages';
+    const latent = (n: string) => {
+      if (!names.has(n)) return undefined;
+      const r = refData(n);
+      const t = tf.tensor(r.data as Float32Array, r.shape, 'float32');
+      inputs.push(t);
+      return t;
+    };
+
+    // Which scheduler step (per stage) consumed which recorded draw: steps with t > 0 draw, in order.
+    const steps = (run.scheduler_steps ?? []).map((s) => {
+      const m = /^(\d+):(\w+):t=(\d+)$/.exec(s);
+      if (!m) throw new Error(`${runFile}: bad scheduler_steps entry ${JSON.stringify(s)}`);
+      return { index: m[1], scheduler: m[2], t: Number(m[3]), stage: STAGE_OF[m[2]] };
+    });
+    const draws = (run.randn_draw_order ?? []).map((s) => {
+      const m = /^(\d+):(\w+):/.exec(s);
+      if (!m) throw new Error(`${runFile}: bad randn_draw_order entry ${JSON.stringify(s)}`);
+      return `randn.${m[1]}.${m[2]}`;
+    });
+    const stepDraws = draws.filter((d) => d.endsWith('.scheduling_unclip'));
+    const noiseName = new Map<string, string>(); // `${stage}.${stepInStage}` → randn name
+    {
+      let k = 0;
+      const perStage: Record<string, number> = {};
+      for (const s of steps) {
+        const i = perStage[s.stage] = (perStage[s.stage] ?? -1) + 1;
+        if (s.t > 0) noiseName.set(`${s.stage}.${i}`, stepDraws[k++]);
+      }
+    }
+    const noiseFor = (stage: StageName) => (step: number, shape: number[]) => {
+      const n = noiseName.get(`${stage}.${step}`);
+      if (!n) throw new Error(`${runFile}: no recorded noise for ${stage} step ${step}`);
+      const r = refData(n);
+      if (r.shape.join(',') !== shape.join(',')) throw new Error(`${runFile}: ${n} has shape [${r.shape}], the ${stage} step asks for [${shape}]`);
+      return tf.tensor(r.data as Float32Array, r.shape, 'float32');
+    };
+
+    const generator = new RecordingGenerator(seedOf(run.generator, runFile));
+    // Reference names of each stage's steps, in order, to name our step tensors.
+    const stepNames: Record<StageName, string[]> = { prior: [], decoder: [], super_res: [] };
+    for (const s of steps) stepNames[s.stage].push(`step.${s.index}.${s.scheduler}.t${s.t}`);
+    const initial: Partial<Record<StageName, tf.Tensor>> = {
+      prior: latent('input.prior_latents'), decoder: latent('input.decoder_latents'), super_res: latent('input.super_res_latents'),
+    };
+    // The sample going into each step: the initial latents (explicit, or the stage's pipeline draw), then the
+    // previous step's result.
+    const prevLatents: Partial<Record<StageName, tf.Tensor>> = {};
+    const latentDraw: Partial<Record<StageName, number>> = {};
+    draws.forEach((d, i) => {
+      if (!d.endsWith('.pipeline_unclip')) return;
+      const stage = (['prior', 'decoder', 'super_res'] as StageName[]).find((s) => latentDraw[s] === undefined && !initial[s]);
+      if (stage) latentDraw[stage] = i;
+    });
+    const sampleIn0 = (stage: StageName): ArrayLike<number> | undefined => {
+      if (initial[stage]) return initial[stage]!.dataSync();
+      const j = latentDraw[stage];
+      return j === undefined ? undefined : generator.draws[j]?.data;
+    };
+
+    let priorCalls = 0;
+    const genOpts: GenerateOptions = {
+      numImagesPerPrompt: run.num_images_per_prompt ?? 1,
+      priorSteps: run.prior_num_inference_steps ?? 25,
+      decoderSteps: run.decoder_num_inference_steps ?? 25,
+      superResSteps: run.super_res_num_inference_steps ?? 7,
+      priorGuidance: run.prior_guidance_scale ?? 4,
+      decoderGuidance: run.decoder_guidance_scale ?? 8,
+      generator,
+      priorLatents: initial.prior,
+      decoderLatents: initial.decoder,
+      superResLatents: initial.super_res,
+      noiseForStep: mode === 'recorded' ? { prior: noiseFor('prior'), decoder: noiseFor('decoder'), super_res: noiseFor('super_res') } : undefined,
+      onStep: (info) => {
+        const base = stepNames[info.stage][info.step];
+        if (base === undefined) return;
+        const sampleIn = prevLatents[info.stage];
+        if (sampleIn) take(`${base}.sample_in`, sampleIn);
+        else if (info.step === 0 && names.has(`${base}.sample_in`)) {
+          const d = sampleIn0(info.stage);
+          if (d) ours.set(`${base}.sample_in`, { data: Float32Array.from(d), shape: [...info.latents.shape] });
+        }
+        take(`${base}.prev_sample`, info.latents);
+        tf.dispose(prevLatents[info.stage]);
+        prevLatents[info.stage] = tf.keep(tf.clone(info.latents));
+      },
+      onIntermediate: (name, t) => {
+        take(`cap.${name}`, t);
+        // Stage by stage: the next stage starts from the recorded tensor, not ours.
+        if (forcing !== 'stages' || !names.has(`cap.${name}`)) return undefined;
+        const r = refData(`cap.${name}`);
+        const f = tf.tensor(r.data as Float32Array, r.shape, t.dtype);
+        inputs.push(f);
+        return f;
+      },
+      stageOptions: {
+        prior: { onFinalLatents: (t) => take('cap.prior_latents_final', t) },
+        decoder: {
+          onConditioning: (c) => {
+            take('cap.decoder_encoder_hidden_states', c.encoderHiddenStates);
+            take('cap.additive_clip_time_embeddings', c.additiveClipTimeEmbeddings);
+          },
+          onModelOutput: (i) => take(`${stepNames.decoder[i.step]}.model_output_after_cfg`, i.modelOutput),
+        },
+        super_res: {
+          onUpscaled: (t) => take('cap.image_upscaled', t),
+          onModelOutput: (i) => take(`${stepNames.super_res[i.step]}.model_output_after_cfg`, i.output),
+        },
+      },
+      outputHooks: {
+        // The prior stage reports no model output: guide the prior's raw prediction here, as diffusers does
+        // (uncond + s·(text − uncond), float32), and name it by the step it belongs to.
+        prior: (p, t) => {
+          if (p !== 'predicted_image_embedding') return;
+          const step = priorCalls++;
+          const d = t.dataSync();
+          const [rows, dim] = t.shape;
+          const name = `${stepNames.prior[step]}.model_output_after_cfg`;
+          if (!(genOpts.priorGuidance! > 1 || genOpts.decoderGuidance! > 1)) { take(name, t); return; }
+          const s = Math.fround(genOpts.priorGuidance!);
+          const g = new Float32Array((rows / 2) * dim);
+          for (let i = 0; i < g.length; i++) {
+            const u = d[i], c = d[g.length + i];
+            g[i] = Math.fround(u + Math.fround(s * Math.fround(c - u)));
+          }
+          if (names.has(name)) ours.set(name, { data: g, shape: [rows / 2, dim] });
+        },
+      },
+    };
+    const pipe = await UnCLIPPipeline.load(dir);
+    log(`${path.basename(runFile)}: ${prompts.length} prompt(s), steps ${genOpts.priorSteps}/${genOpts.decoderSteps}/${genOpts.superResSteps}, noise ${mode}`);
+    let result;
+    try {
+      result = await pipe.generate(prompts, genOpts);
+    } finally {
+      tf.dispose(Object.values(prevLatents));
+      pipe.dispose();
+    }
+    ours.set('output.images_np_NHWC', { data: result.images, shape: result.shape });
+
+    // The generator's draws, in order, against the recorded ones (seed-only runs: latents and step noise).
+    if (mode === 'generator') {
+      for (let i = 0; i < Math.max(draws.length, generator.draws.length); i++) {
+        const name = draws[i] ?? `randn.${String(i).padStart(3, '0')}.(not in the reference)`;
+        const g = generator.draws[i];
+        if (!g || !names.has(name)) {
+          out.push({ name, maxAbs: Infinity, maxRel: Infinity, maxRef: NaN, allowed: 0, argmax: -1, ok: false });
+          continue;
+        }
+        const r = refData(name);
+        const c = compareArrays(name, g.data, r.data as Float32Array, { atol: tolerance(name, atol), scaleByMax: false });
+        if (g.shape.join(',') !== r.shape.join(',')) c.ok = false;
+        out.push(c);
+      }
+    }
+
+    for (const name of [...names].sort()) {
+      if (name.startsWith('input.') || name.startsWith('randn.')) continue;
+      const r = refData(name);
+      const o = ours.get(name);
+      if (!o) {
+        out.push({ name: `${name} (not produced)`, maxAbs: Infinity, maxRel: Infinity, maxRef: NaN, allowed: 0, argmax: -1, ok: false });
+        continue;
+      }
+      if (o.shape.join(',') !== r.shape.join(',')) {
+        out.push({ name: `${name} (shape [${o.shape}] vs [${r.shape}])`, maxAbs: Infinity, maxRel: Infinity, maxRef: NaN, allowed: 0, argmax: -1, ok: false });
+        continue;
+      }
+      const tol = tolerance(name, atol);
+      out.push(compareArrays(name, o.data, r.data as ArrayLike<number>, { atol: tol, scaleByMax: name !== 'output.images_np_NHWC' && tol > 0 }));
+    }
+  } finally {
+    tf.dispose(inputs);
+    ref.close();
+  }
+  return out;
+}
+
+export const pipelineParity: ParityKind = {
+  name: 'pipeline',
+  detect: (dir) => pipelineRuns(dir).length > 0,
+  async run(dir, opts) {
+    const out: Comparison[] = [];
+    for (const f of pipelineRuns(dir)) {
+      const prefix = path.basename(f, '.json');
+      for (const c of await runPipelineParity(f, opts)) out.push({ ...c, name: `${prefix}: ${c.name}` });
+    }
+    return out;
+  },
+};

@@ -1,0 +1,441 @@
+// The unCLIP text→image pipeline, equal to diffusers 0.25.1 UnCLIPPipeline.__call__:
+//   CLIP text → prior (CLIP image embedding) → text_proj + decoder (64×64) → super-res (256×256).
+// Stages are the separate functions of this folder; this file loads components stage by stage (peak memory ≈ the
+// largest stage, not the sum), shares one torch-compatible generator across stages in diffusers' draw order,
+// reports per-step progress, previews and timings, and leaves tf.memory() as it found it, also on errors.
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { openModelFolder, type ComponentName, type ModelFolder } from '../io/model_folder.js';
+import { Module, type OutputHook } from '../layers/module.js';
+import { readJson } from '../io/weights.js';
+import { TorchGenerator } from '../random/generator.js';
+import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
+import { loadClipTextModel } from '../models/clip_text.js';
+import { loadPrior } from '../models/prior_transformer.js';
+import { loadTextProj } from '../models/text_proj.js';
+import { loadUNet2DCondition } from '../models/unet2d_condition.js';
+import { loadUNet2D } from '../models/unet2d.js';
+import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
+import { encodePrompt } from './encode_prompt.js';
+import { runPrior, type PriorStageOptions } from './prior_stage.js';
+import { runDecoder, type DecoderStageOptions } from './decoder_stage.js';
+import { runSuperRes, type SuperResStageOptions } from './super_res_stage.js';
+import type { StageName, StageOptions, StepCallback, TextOutputs } from './types.js';
+
+/** Karlo's own sampling presets (karlo t2i `fast` / `default`); guidance 4 / 8 in both. */
+export const KARLO_PRESETS = {
+  fast: { priorSteps: 25, decoderSteps: 25, superResSteps: 7, priorGuidance: 4, decoderGuidance: 8 },
+  default: { priorSteps: 25, decoderSteps: 50, superResSteps: 7, priorGuidance: 4, decoderGuidance: 8 },
+} as const;
+export type PresetName = keyof typeof KARLO_PRESETS;
+
+/** UnCLIPPipeline.__call__ defaults. */
+export const UNCLIP_DEFAULTS = { priorSteps: 25, decoderSteps: 25, superResSteps: 7, priorGuidance: 4, decoderGuidance: 8 } as const;
+
+export type PipelineStage = 'text' | StageName;
+export const PIPELINE_STAGES: PipelineStage[] = ['text', 'prior', 'decoder', 'super_res'];
+
+export interface StageTiming {
+  /** Seconds spent loading this stage's components (0 when already loaded). */
+  loadSeconds: number;
+  /** Seconds spent running the stage (model forwards, scheduler steps). */
+  runSeconds: number;
+  /** Denoising steps (1 for the text encoder). */
+  steps: number;
+  secondsPerStep: number;
+  /** loadSeconds + runSeconds */
+  totalSeconds: number;
+}
+
+export interface PipelineTimings {
+  stages: Record<PipelineStage, StageTiming>;
+  totalSeconds: number;
+  /** Peak resident set size of the process so far (MB). */
+  peakRssMB: number;
+  backend: string;
+}
+
+/** A decoded intermediate image batch: NHWC float in [0, 1] (latents·0.5 + 0.5, clamped). */
+export interface Preview {
+  stage: 'decoder' | 'super_res';
+  /** Step index, or -1 for the decoder's final clamped image_small. */
+  step: number;
+  timestep: number;
+  images: Float32Array;
+  shape: [number, number, number, number];
+}
+
+export interface StageEvent {
+  stage: PipelineStage;
+  phase: 'load' | 'run' | 'done';
+  /** Steps the stage will run (phase 'run'). */
+  numSteps?: number;
+  timing?: StageTiming;
+}
+
+export interface GenerateOptions {
+  numImagesPerPrompt?: number;
+  /** Karlo preset; explicit step/guidance options override it. Without one: UnCLIPPipeline's defaults. */
+  preset?: PresetName;
+  priorSteps?: number;
+  decoderSteps?: number;
+  superResSteps?: number;
+  priorGuidance?: number;
+  decoderGuidance?: number;
+  /** Seeds one torch-compatible generator shared by every stage (torch.Generator().manual_seed(seed)). */
+  seed?: number | bigint;
+  /** Or the generator itself (its state advances). Overrides seed. */
+  generator?: TorchGenerator;
+  /** Explicit initial latents (not disposed): prior [B·n, D], decoder [B·n, 3, H, W], super-res [B·n, 3, H', W']. */
+  priorLatents?: tf.Tensor;
+  decoderLatents?: tf.Tensor;
+  superResLatents?: tf.Tensor;
+  /** Recorded variance noise per stage and step (parity); undefined → drawn from the generator. */
+  noiseForStep?: Partial<Record<StageName, StageOptions['noiseForStep']>>;
+  /**
+   * After every scheduler step. Runs inside the pipeline's memory scope (like tf.tidy): tensors it creates are
+   * freed when the stage ends unless tf.keep()-ed; the latents are the pipeline's (clone to keep).
+   */
+  onStep?: StepCallback;
+  /** Decoded previews of the decoder's (64×64) and super-res latents after each step, and of image_small. */
+  onPreview?: (p: Preview) => void;
+  /** Stage progress: loading, running (with the step count), done (with its timing). */
+  onStage?: (e: StageEvent) => void;
+  /**
+   * Intermediate tensors by diffusers' names (prompt_embeds, text_enc_hid_states, text_mask, image_embeddings,
+   * image_small): valid during the call only (copy with dataSync or tf.keep(t.clone())). Returning a tensor of
+   * the same shape replaces the intermediate for the following stages (e.g. edited or interpolated image
+   * embeddings, or stage-by-stage parity with recorded inputs); the pipeline copies it, the caller keeps its own.
+   */
+  onIntermediate?: (name: string, t: tf.Tensor) => tf.Tensor | void;
+  /** Per-module output hooks (setOutputHook) by component name, installed for this call only. */
+  outputHooks?: Partial<Record<ComponentName, OutputHook>>;
+  /**
+   * Extra options passed to each stage function as they are (research hooks such as the decoder's
+   * onConditioning / onModelOutput, the super-res onUpscaled, the prior's onFinalLatents).
+   */
+  stageOptions?: {
+    prior?: Partial<PriorStageOptions>;
+    decoder?: Partial<DecoderStageOptions>;
+    super_res?: Partial<SuperResStageOptions>;
+  };
+}
+
+export interface GenerateResult {
+  /** NHWC float32 in [0, 1], like output_type="np". */
+  images: Float32Array;
+  shape: [number, number, number, number];
+  /** The seed of the generator when one was made from a seed (also a random one, so runs can be repeated). */
+  seed?: bigint;
+  timings: PipelineTimings;
+  settings: Required<Pick<GenerateOptions, 'numImagesPerPrompt' | 'priorSteps' | 'decoderSteps' | 'superResSteps' | 'priorGuidance' | 'decoderGuidance'>>;
+}
+
+export interface LoadOptions {
+  /** Keep every component loaded after its stage (faster repeated calls; peak memory = the sum). */
+  keepLoaded?: boolean;
+}
+
+type Disposable = { dispose(): void };
+type Loaded = Record<string, unknown>;
+
+function now(): number {
+  return performance.now() / 1000;
+}
+
+function peakRssMB(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+function checkSteps(name: string, v: number): number {
+  // UnCLIPScheduler.set_timesteps divides by (N - 1): one step is a ZeroDivisionError in diffusers.
+  if (!Number.isInteger(v) || v < 2 || v > 1000) throw new RangeError(`${name} must be an integer in [2, 1000] (UnCLIPScheduler respaces 1000 training steps by (T-1)/(steps-1)), got ${v}`);
+  return v;
+}
+
+function checkGuidance(name: string, v: number): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new RangeError(`${name} must be a finite number, got ${v}`);
+  return v;
+}
+
+function checkShape(name: string, t: tf.Tensor | undefined, expected: number[]): void {
+  if (t === undefined) return;
+  if (!(t instanceof tf.Tensor)) throw new TypeError(`${name} must be a tf.Tensor`);
+  if (t.isDisposed) throw new Error(`${name} is disposed`);
+  if (t.shape.join(',') !== expected.join(',')) throw new RangeError(`${name} has shape [${t.shape}], expected [${expected}]`);
+}
+
+function num(cfg: Record<string, unknown>, key: string, dflt: number, file: string): number {
+  const v = cfg[key] ?? dflt;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new Error(`${file}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Images in [-1, 1] NCHW → NHWC float in [0, 1] (x·0.5 + 0.5, clamped), as plain data. */
+function toUnitNHWC(x: tf.Tensor): { data: Float32Array; shape: [number, number, number, number] } {
+  const t = tf.tidy(() => tf.transpose(tf.clipByValue(tf.add(tf.mul(x, 0.5), 0.5), 0, 1), [0, 2, 3, 1]));
+  try {
+    return { data: t.dataSync() as Float32Array, shape: t.shape as [number, number, number, number] };
+  } finally {
+    t.dispose();
+  }
+}
+
+/** Runs an async stage inside a tfjs scope: everything it creates is freed at the end except its result. */
+async function scoped<T extends tf.TensorContainer>(fn: () => Promise<T> | T): Promise<T> {
+  const engine = tf.engine();
+  engine.startScope('karlo.stage');
+  let result: T | undefined;
+  try {
+    result = await fn();
+    return result;
+  } finally {
+    engine.endScope(result);
+  }
+}
+
+export class UnCLIPPipeline {
+  readonly keepLoaded: boolean;
+  /** Shapes read from the component configs (validated up front). */
+  readonly dims: { embeddingDim: number; decoderChannels: number; decoderSize: number; superResChannels: number; superResSize: number };
+  private readonly cache = new Map<string, unknown>();
+
+  private constructor(readonly folder: ModelFolder, opts: LoadOptions) {
+    this.keepLoaded = opts.keepLoaded ?? false;
+    const cfg = (c: 'prior' | 'decoder' | 'super_res_first') => {
+      const file = path.join(folder.dirs[c], 'config.json');
+      return { c: readJson<Record<string, unknown>>(file), file };
+    };
+    const p = cfg('prior'), d = cfg('decoder'), s = cfg('super_res_first');
+    const srIn = num(s.c, 'in_channels', 3, s.file);
+    if (srIn % 2 !== 0) throw new Error(`${s.file}: in_channels ${srIn} must be even (noisy latents ++ upscaled image)`);
+    this.dims = {
+      embeddingDim: num(p.c, 'embedding_dim', 768, p.file),
+      decoderChannels: num(d.c, 'in_channels', 4, d.file),
+      decoderSize: num(d.c, 'sample_size', 64, d.file),
+      superResChannels: srIn / 2,
+      superResSize: num(s.c, 'sample_size', 64, s.file),
+    };
+  }
+
+  /**
+   * Opens a diffusers-layout Karlo folder (checks model_index.json and every component; throws a
+   * ModelFolderError naming what is wrong). Weights are read when their stage starts.
+   */
+  static async load(dir: string, opts: LoadOptions = {}): Promise<UnCLIPPipeline> {
+    return new UnCLIPPipeline(openModelFolder(dir), opts);
+  }
+
+  /** Frees every component kept loaded (keepLoaded). */
+  dispose(): void {
+    for (const v of this.cache.values()) {
+      if (v && typeof (v as Disposable).dispose === 'function') (v as Disposable).dispose();
+    }
+    this.cache.clear();
+  }
+
+  /** Loads (or takes from the cache) the named components; returns them and the seconds spent loading. */
+  private async acquire<T extends Loaded>(loaders: { [K in keyof T]: () => Promise<T[K]> | T[K] }): Promise<{ parts: T; seconds: number }> {
+    let seconds = 0;
+    const parts = {} as T;
+    try {
+      for (const key of Object.keys(loaders) as (keyof T & string)[]) {
+        if (this.cache.has(key)) { parts[key] = this.cache.get(key) as T[keyof T & string]; continue; }
+        const t0 = now();
+        parts[key] = await loaders[key]();
+        seconds += now() - t0;
+        if (this.keepLoaded) this.cache.set(key, parts[key]);
+      }
+    } catch (e) {
+      this.release(parts);
+      throw e;
+    }
+    return { parts, seconds };
+  }
+
+  /** Disposes stage components unless they are kept. */
+  private release(parts: Loaded): void {
+    if (this.keepLoaded) return;
+    for (const v of Object.values(parts)) {
+      if (v && typeof (v as Disposable).dispose === 'function') (v as Disposable).dispose();
+    }
+  }
+
+  /** The settings a call will use: preset, then explicit options, validated. */
+  static resolveSettings(opts: GenerateOptions): GenerateResult['settings'] {
+    if (opts.preset !== undefined && !(opts.preset in KARLO_PRESETS)) {
+      throw new RangeError(`preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got ${JSON.stringify(opts.preset)}`);
+    }
+    const base = opts.preset ? KARLO_PRESETS[opts.preset] : UNCLIP_DEFAULTS;
+    const n = opts.numImagesPerPrompt ?? 1;
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`numImagesPerPrompt must be a positive integer, got ${n}`);
+    return {
+      numImagesPerPrompt: n,
+      priorSteps: checkSteps('priorSteps', opts.priorSteps ?? base.priorSteps),
+      decoderSteps: checkSteps('decoderSteps', opts.decoderSteps ?? base.decoderSteps),
+      superResSteps: checkSteps('superResSteps', opts.superResSteps ?? base.superResSteps),
+      priorGuidance: checkGuidance('priorGuidance', opts.priorGuidance ?? base.priorGuidance),
+      decoderGuidance: checkGuidance('decoderGuidance', opts.decoderGuidance ?? base.decoderGuidance),
+    };
+  }
+
+  /**
+   * Text → images, as UnCLIPPipeline(prompt, num_images_per_prompt, prior/decoder/super_res_num_inference_steps,
+   * generator, *_latents, prior/decoder_guidance_scale, output_type="np"). Returns NHWC float images in [0, 1]
+   * (prompt-major: prompt 0's images first) and per-stage timings.
+   */
+  async generate(prompts: string[], opts: GenerateOptions = {}): Promise<GenerateResult> {
+    if (!Array.isArray(prompts) || prompts.length === 0 || prompts.some((p) => typeof p !== 'string')) {
+      throw new TypeError('prompts must be a non-empty array of strings');
+    }
+    const settings = UnCLIPPipeline.resolveSettings(opts);
+    const batch = prompts.length * settings.numImagesPerPrompt;
+    const d = this.dims;
+    checkShape('priorLatents', opts.priorLatents, [batch, d.embeddingDim]);
+    checkShape('decoderLatents', opts.decoderLatents, [batch, d.decoderChannels, d.decoderSize, d.decoderSize]);
+    checkShape('superResLatents', opts.superResLatents, [batch, d.superResChannels, d.superResSize, d.superResSize]);
+
+    let seed: bigint | undefined;
+    let generator = opts.generator;
+    if (!generator) {
+      // diffusers without a generator draws from torch's global RNG; we make the seed explicit and report it.
+      seed = opts.seed !== undefined ? BigInt(opts.seed) : BigInt(Math.floor(Math.random() * 2 ** 32));
+      generator = new TorchGenerator(seed);
+    }
+    // diffusers: CFG for the whole call when either scale is > 1.
+    const doCfg = settings.priorGuidance > 1 || settings.decoderGuidance > 1;
+    const dirs = this.folder.dirs;
+    const stages = {} as Record<PipelineStage, StageTiming>;
+    const tStart = now();
+    const onStage = opts.onStage ?? (() => {});
+    // Reports an intermediate; a tensor returned by the callback replaces it (a copy is taken; the caller keeps
+    // its own). The replaced tensor is freed.
+    const capture = <T extends tf.Tensor>(name: string, t: T): T => {
+      const r = opts.onIntermediate?.(name, t);
+      if (!r) return t;
+      if (!(r instanceof tf.Tensor) || r.shape.join(',') !== t.shape.join(',')) {
+        throw new Error(`onIntermediate("${name}") returned ${r instanceof tf.Tensor ? `shape [${r.shape}]` : 'a non-tensor'}; a replacement must have shape [${t.shape}]`);
+      }
+      const copy = tf.keep(tf.clone(r)) as T;
+      t.dispose();
+      return copy;
+    };
+
+    const timing = (loadSeconds: number, runSeconds: number, steps: number): StageTiming => ({
+      loadSeconds, runSeconds, steps, secondsPerStep: runSeconds / steps, totalSeconds: loadSeconds + runSeconds,
+    });
+    const stepHook = (stage: StageName): StepCallback | undefined => {
+      const wantPreview = opts.onPreview && stage !== 'prior';
+      if (!opts.onStep && !wantPreview) return undefined;
+      return (info) => {
+        opts.onStep?.(info);
+        if (wantPreview) {
+          const { data, shape } = toUnitNHWC(info.latents);
+          opts.onPreview!({ stage: stage as 'decoder' | 'super_res', step: info.step, timestep: info.timestep, images: data, shape });
+        }
+      };
+    };
+
+    // One stage: load its components (or take the kept ones), install research hooks, run inside a memory
+    // scope, time it, then remove the hooks and release the components (unless keepLoaded).
+    const runStage = async <T extends Loaded, R extends tf.TensorContainer>(
+      stage: PipelineStage, numSteps: number,
+      loaders: { [K in keyof T]: () => Promise<T[K]> | T[K] },
+      fn: (parts: T) => Promise<R> | R,
+    ): Promise<R> => {
+      onStage({ stage, phase: 'load' });
+      const { parts, seconds } = await this.acquire(loaders);
+      const hooked: Module[] = [];
+      try {
+        for (const [name, part] of Object.entries(parts)) {
+          const hook = opts.outputHooks?.[name as ComponentName];
+          if (hook && part instanceof Module) { part.setOutputHook(hook); hooked.push(part); }
+        }
+        onStage({ stage, phase: 'run', numSteps });
+        const t0 = now();
+        const result = await scoped(() => fn(parts));
+        stages[stage] = timing(seconds, now() - t0, numSteps);
+        onStage({ stage, phase: 'done', timing: stages[stage] });
+        return result;
+      } finally {
+        for (const m of hooked) m.setOutputHook(null);
+        this.release(parts);
+      }
+    };
+
+    let text: TextOutputs | undefined;
+    let imageEmbeddings: tf.Tensor2D | undefined;
+    let imageSmall: tf.Tensor4D | undefined;
+    let image: tf.Tensor4D | undefined;
+    try {
+      text = await runStage('text', 1, {
+        tokenizer: () => CLIPTokenizer.fromDir(dirs.tokenizer),
+        text_encoder: () => loadClipTextModel(dirs.text_encoder),
+      }, (p) => encodePrompt(p.tokenizer, p.text_encoder, prompts, {
+        numImagesPerPrompt: settings.numImagesPerPrompt, doClassifierFreeGuidance: doCfg,
+      }) as TextOutputs & tf.TensorContainer);
+      text.promptEmbeds = capture('prompt_embeds', text.promptEmbeds);
+      text.textEncHiddenStates = capture('text_enc_hid_states', text.textEncHiddenStates);
+      text.textMask = capture('text_mask', text.textMask);
+
+      imageEmbeddings = await runStage('prior', settings.priorSteps, {
+        prior: () => loadPrior(dirs.prior),
+        prior_scheduler: () => UnCLIPScheduler.fromDir(dirs.prior_scheduler),
+      }, (p) => runPrior(p.prior, p.prior_scheduler, text!, {
+        ...opts.stageOptions?.prior,
+        classifierFreeGuidance: doCfg,
+        steps: settings.priorSteps, guidanceScale: settings.priorGuidance, latents: opts.priorLatents, generator,
+        onStep: stepHook('prior'), noiseForStep: opts.noiseForStep?.prior,
+      }));
+      imageEmbeddings = capture('image_embeddings', imageEmbeddings);
+
+      imageSmall = await runStage('decoder', settings.decoderSteps, {
+        text_proj: () => loadTextProj(dirs.text_proj),
+        decoder: () => loadUNet2DCondition(dirs.decoder),
+        decoder_scheduler: () => UnCLIPScheduler.fromDir(dirs.decoder_scheduler),
+      }, (p) => runDecoder(p.text_proj, p.decoder, p.decoder_scheduler, imageEmbeddings!, text!, {
+        ...opts.stageOptions?.decoder,
+        classifierFreeGuidance: doCfg,
+        steps: settings.decoderSteps, guidanceScale: settings.decoderGuidance, latents: opts.decoderLatents, generator,
+        onStep: stepHook('decoder'), noiseForStep: opts.noiseForStep?.decoder,
+      }));
+      imageSmall = capture('image_small', imageSmall);
+      if (opts.onPreview) {
+        const { data, shape } = toUnitNHWC(imageSmall);
+        opts.onPreview({ stage: 'decoder', step: -1, timestep: -1, images: data, shape });
+      }
+      tf.dispose([text.promptEmbeds, text.textEncHiddenStates, text.textMask, imageEmbeddings]);
+      text = undefined;
+      imageEmbeddings = undefined;
+
+      image = await runStage('super_res', settings.superResSteps, {
+        super_res_first: () => loadUNet2D(dirs.super_res_first),
+        super_res_last: () => loadUNet2D(dirs.super_res_last),
+        super_res_scheduler: () => UnCLIPScheduler.fromDir(dirs.super_res_scheduler),
+      }, (p) => runSuperRes(p.super_res_first, p.super_res_last, p.super_res_scheduler, imageSmall!, {
+        ...opts.stageOptions?.super_res,
+        steps: settings.superResSteps, latents: opts.superResLatents, generator,
+        onStep: stepHook('super_res'), noiseForStep: opts.noiseForStep?.super_res,
+      }));
+
+      // runSuperRes returns NCHW in [0, 1] (x·0.5 + 0.5, clamped): NHWC like output_type="np".
+      const nhwc = tf.tidy(() => tf.transpose(image!, [0, 2, 3, 1]));
+      let images: Float32Array;
+      try {
+        images = nhwc.dataSync() as Float32Array;
+      } finally {
+        nhwc.dispose();
+      }
+      const shape = [image.shape[0], image.shape[2], image.shape[3], image.shape[1]] as [number, number, number, number];
+      return {
+        images, shape, seed, settings,
+        timings: { stages, totalSeconds: now() - tStart, peakRssMB: peakRssMB(), backend: tf.getBackend() },
+      };
+    } finally {
+      const left: tf.Tensor[] = [];
+      if (text) left.push(text.promptEmbeds, text.textEncHiddenStates, text.textMask);
+      for (const t of [imageEmbeddings, imageSmall, image]) if (t) left.push(t);
+      tf.dispose(left);
+    }
+  }
+}
