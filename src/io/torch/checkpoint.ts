@@ -83,7 +83,7 @@ export class TorchCheckpoint {
     if (!(type instanceof PyGlobal) || type.module !== 'torch' || !(type.name in STORAGE_DTYPES)) {
       fail(`unsupported storage type ${type instanceof PyGlobal ? type.qualname : describe(type)}`);
     }
-    if (typeof key !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(key)) fail(`storage key ${JSON.stringify(key)} is not a plain name`);
+    if (typeof key !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(key)) fail(`storage key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 64)) : describe(key)} is not a plain name`);
     if (typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) fail(`storage "${key}": element count ${String(numel)} is invalid`);
     const g = type as PyGlobal;
     const dtype = STORAGE_DTYPES[g.name];
@@ -161,6 +161,7 @@ export class TorchCheckpoint {
       }
       case 'builtins.set':
       case 'builtins.frozenset':
+        if (args.length && !Array.isArray(args[0])) fail(`${q}(${describe(args[0])}) is not supported`);
         return new PySet(args.length ? [...(args[0] as unknown[])] : [], fn.name === 'frozenset');
       case 'builtins.bytearray':
         return args.length && args[0] instanceof Uint8Array ? args[0] : new Uint8Array(0);
@@ -290,13 +291,13 @@ function isTorchScriptModule(v: unknown): boolean {
 }
 
 /** A dict key as a name component. */
-export function keyName(k: unknown): string {
+export function keyName(k: unknown, depth = 0): string {
   if (typeof k === 'string') return k;
   if (typeof k === 'number' || typeof k === 'bigint') return String(k);
   if (k === true) return 'True';
   if (k === false) return 'False';
   if (k === null) return 'None';
-  if (isTuple(k)) return `(${k.map(keyName).join(', ')})`;
+  if (isTuple(k)) return depth > 8 ? '(...)' : `(${k.map((x) => keyName(x, depth + 1)).join(', ')})`;
   return describe(k);
 }
 

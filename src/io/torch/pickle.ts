@@ -163,7 +163,7 @@ export function unpickle(data: Uint8Array, file: string, record: string, hooks: 
   };
   const append = (target: unknown, items: unknown[]) => {
     if (Array.isArray(target) && !Object.isFrozen(target)) { for (const x of items) target.push(x); return; }
-    if (target instanceof PyObject) { (target.list ??= []).push(...items); return; }
+    if (target instanceof PyObject) { const l = (target.list ??= []); for (const x of items) l.push(x); return; }
     fail(`APPEND to a ${describe(target)}`);
   };
   const tuple = (items: unknown[]) => Object.freeze(items);
@@ -219,7 +219,7 @@ export function unpickle(data: Uint8Array, file: string, record: string, hooks: 
         const items = popMark();
         const s = top();
         if (!(s instanceof PySet) || s.frozen) fail(`ADDITEMS to a ${describe(s)}`);
-        (s as PySet).items.push(...items);
+        for (const x of items) (s as PySet).items.push(x);
         break;
       }
       case 0x91: { const items = popMark(); stack.push(new PySet(items, true)); break; } // FROZENSET

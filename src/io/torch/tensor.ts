@@ -74,6 +74,13 @@ export interface RawTensor {
   bytes: Uint8Array;
 }
 
+/** A short rendering of a size/stride argument for messages (never recurses into arbitrary structures). */
+function show(v: unknown): string {
+  if (Array.isArray(v) && v.length <= 16 && v.every((x) => typeof x === 'number' || typeof x === 'bigint')) return `[${v.join(', ')}]`;
+  if (Array.isArray(v)) return `a sequence of ${v.length} items`;
+  return typeof v === 'object' && v !== null ? 'an object' : String(v);
+}
+
 function isNonNegInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
@@ -86,10 +93,10 @@ export function makeTensor(
   fail: (msg: string) => never, storage: TorchStorage, offset: unknown, size: unknown, stride: unknown,
   requiresGrad: unknown, dtype: SafetensorsDType, maxBytes: number,
 ): TorchTensor {
-  if (!isNonNegInt(offset)) fail(`tensor storage offset ${String(offset)} is not a non-negative integer`);
-  if (!Array.isArray(size) || !size.every(isNonNegInt)) fail(`tensor size ${JSON.stringify(size)} is not a tuple of non-negative integers`);
+  if (!isNonNegInt(offset)) fail(`tensor storage offset ${show(offset)} is not a non-negative integer`);
+  if (!Array.isArray(size) || !size.every(isNonNegInt)) fail(`tensor size ${show(size)} is not a tuple of non-negative integers`);
   if (!Array.isArray(stride) || !stride.every(isNonNegInt) || stride.length !== (size as unknown[]).length) {
-    fail(`tensor stride ${JSON.stringify(stride)} does not match size ${JSON.stringify(size)}`);
+    fail(`tensor stride ${show(stride)} does not match size ${show(size)}`);
   }
   const shape = [...(size as number[])];
   const strides = [...(stride as number[])];

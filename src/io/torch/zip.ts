@@ -99,7 +99,8 @@ export class ZipArchive {
       return this.readRange(e, 0, e.size);
     }
     if (e.method !== 8) throw new TorchFileError(this.file, `zip: entry "${e.name}" uses compression method ${e.method} (only STORED and DEFLATE are supported)`);
-    if (e.size > MAX_INFLATE) throw new TorchFileError(this.file, `zip: compressed entry "${e.name}" is ${e.size} bytes uncompressed; too large to inflate`);
+    // Never inflate beyond the file's own size (a zip bomb costs at most what the file would).
+    if (e.size > Math.min(MAX_INFLATE, this.size)) throw new TorchFileError(this.file, `zip: compressed entry "${e.name}" claims ${e.size} bytes uncompressed, more than this reader inflates (${Math.min(MAX_INFLATE, this.size)})`);
     const raw = this.pread(this.dataOffset(e), e.compressedSize, `entry "${e.name}"`);
     let out: Buffer;
     try {
