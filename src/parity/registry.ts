@@ -10,6 +10,7 @@ import { superResParity } from './super_res.js';
 import { interpParity } from './interp.js';
 import { textProjParity } from './text_proj.js';
 import { decoderParity } from './decoder.js';
+import { originalCkptParity } from './original_ckpt.js';
 
 export interface ParityOptions {
   /** Absolute tolerance factor (the project default 1e-4 · max(1, max|ref|)). */
@@ -34,4 +35,5 @@ export const PARITY_KINDS: ParityKind[] = [
   priorParity,
   tokenizerParity,
   clipTextParity,
+  originalCkptParity,
 ];
