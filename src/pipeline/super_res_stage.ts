@@ -1,0 +1,93 @@
+// The super-resolution stage of UnCLIPPipeline (diffusers 0.25.1), 64 → 256 in Karlo:
+// latents ~ N(0, I) [B, 3, H, W] (explicit, or drawn from the generator first) × init_noise_sigma; the decoder's
+// image (in [-1, 1]) upscaled with F.interpolate(bicubic, align_corners=False, antialias=True); per timestep:
+// unet(cat([latents, upscaled], 1), t) with super_res_first on every step but the last and super_res_last on
+// the last, no classifier-free guidance, scheduler step to the next timestep (t − 1 after the last), variance
+// noise from the generator (t > 0 only); finally clamp(x·0.5 + 0.5, 0, 1).
+import * as tf from '@tensorflow/tfjs-core';
+import type { UNet2DModel } from '../models/unet2d.js';
+import type { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
+import { randnTensor } from '../random/generator.js';
+import { bicubicResize } from '../layers/interpolate.js';
+import type { StageOptions } from './types.js';
+
+export const SUPER_RES_DEFAULTS = { steps: 7 } as const;
+
+export interface SuperResStageOptions extends StageOptions {
+  /** Output size [H, W]; default super_res_first's config sample_size (256 for Karlo). */
+  size?: [number, number];
+  /** Called once with the upscaled image (cap.image_upscaled, NCHW in [-1, 1]); owned by the stage. */
+  onUpscaled?: (image: tf.Tensor4D) => void;
+  /** Called with each step's model output (cap step.*.model_output_after_cfg); owned by the stage. */
+  onModelOutput?: (info: { step: number; timestep: number; output: tf.Tensor4D }) => void;
+}
+
+function sampleSize(model: UNet2DModel): [number, number] {
+  const s = model.config.sample_size;
+  if (typeof s === 'number') return [s, s];
+  if (Array.isArray(s) && s.length === 2) return [s[0], s[1]];
+  throw new Error('runSuperRes: super_res_first config has no sample_size: pass opts.size');
+}
+
+/**
+ * Runs the super-res sampling loop on imageSmall (NCHW in [-1, 1], the decoder's clamped output). Returns the
+ * images NCHW in [0, 1] (caller owns them). imageSmall and explicit latents are not disposed.
+ */
+export async function runSuperRes(
+  srFirst: UNet2DModel,
+  srLast: UNet2DModel,
+  scheduler: UnCLIPScheduler,
+  imageSmall: tf.Tensor4D,
+  opts: SuperResStageOptions = {},
+): Promise<tf.Tensor4D> {
+  const steps = opts.steps ?? SUPER_RES_DEFAULTS.steps;
+  if (!Number.isInteger(steps) || steps < 1) throw new Error(`runSuperRes: steps must be a positive integer, got ${steps}`);
+  if (opts.guidanceScale !== undefined) throw new Error('runSuperRes: guidanceScale is not used (the super-res stage has no classifier-free guidance)');
+  if (imageSmall.rank !== 4) throw new Error(`runSuperRes: imageSmall must be NCHW, got shape [${imageSmall.shape}]`);
+  const channels = srFirst.config.in_channels / 2;
+  if (!Number.isInteger(channels) || srFirst.config.in_channels !== srLast.config.in_channels) {
+    throw new Error(`runSuperRes: super_res_first/last in_channels (${srFirst.config.in_channels}, ${srLast.config.in_channels}) must be equal and even (latents ++ image)`);
+  }
+  if (imageSmall.shape[1] !== channels) throw new Error(`runSuperRes: imageSmall has ${imageSmall.shape[1]} channels, ${channels} expected (shape [${imageSmall.shape}])`);
+  const batch = imageSmall.shape[0];
+  const [height, width] = opts.size ?? sampleSize(srFirst);
+  const latentShape = [batch, channels, height, width];
+  if (opts.latents && opts.latents.shape.join(',') !== latentShape.join(',')) {
+    throw new Error(`runSuperRes: latents have shape [${opts.latents.shape}], [${latentShape}] expected`);
+  }
+  if (!opts.latents && !opts.generator) throw new Error('runSuperRes: pass latents or a generator (torch-compatible TorchGenerator)');
+
+  scheduler.setTimesteps(steps);
+  const timesteps = [...scheduler.timesteps];
+  // prepare_latents draws before anything else of this stage (the pipeline's draw order), then the upscale.
+  let latents = tf.tidy(() => tf.mul(opts.latents ?? randnTensor(latentShape, opts.generator!), scheduler.initNoiseSigma)) as tf.Tensor4D;
+  const upscaled = bicubicResize(imageSmall, [height, width], { antialias: true });
+  try {
+    opts.onUpscaled?.(upscaled);
+    for (let i = 0; i < timesteps.length; i++) {
+      const t = timesteps[i];
+      const last = i === timesteps.length - 1;
+      const unet = last ? srLast : srFirst;
+      const prev = tf.tidy(() => {
+        const noisePred = unet.forward(tf.concat([latents, upscaled], 1) as tf.Tensor4D, t);
+        opts.onModelOutput?.({ step: i, timestep: t, output: noisePred });
+        // Recorded noise (parity) is asked for only where the reference draws some (t > 0).
+        const noise = t > 0 ? opts.noiseForStep?.(i, latents.shape) : undefined;
+        return scheduler.step(noisePred, t, latents, {
+          prevTimestep: last ? undefined : timesteps[i + 1],
+          noise,
+          generator: noise ? undefined : opts.generator,
+        }).prevSample as tf.Tensor4D;
+      });
+      latents.dispose();
+      latents = prev;
+      opts.onStep?.({ stage: 'super_res', step: i, numSteps: timesteps.length, timestep: t, latents });
+      // Let progress output and timers run between steps.
+      await new Promise((r) => setImmediate(r));
+    }
+    return tf.tidy(() => tf.clipByValue(tf.add(tf.mul(latents, 0.5), 0.5), 0, 1) as tf.Tensor4D);
+  } finally {
+    latents.dispose();
+    upscaled.dispose();
+  }
+}
