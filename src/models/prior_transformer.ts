@@ -87,24 +87,34 @@ export class SelfAttention extends Module {
     this.to_out = this.module('to_out', new ModuleList([new Linear(this.innerDim, dim, true)]));
   }
 
-  private splitHeads(x: tf.Tensor): tf.Tensor4D {
-    const [b, l] = x.shape;
-    return tf.transpose(tf.reshape(x, [b, l, this.heads, this.dimHead]), [0, 2, 1, 3]) as tf.Tensor4D;
+  /** W·xᵀ + b for every batch row: [B, S, dim] → [B, inner, S] (rows = heads × head_dim, so heads split for free). */
+  private projectT(lin: Linear, x: tf.Tensor3D): tf.Tensor3D {
+    const w = tf.reshape(lin.weight.value, [1, this.innerDim, this.dim]) as tf.Tensor3D;
+    return tf.add(tf.matMul(w, x, false, true), tf.reshape(lin.bias!.value, [this.innerDim, 1])) as tf.Tensor3D;
   }
 
-  /** x [B, S, dim]; bias [B, S, S] additive (shared by every head) or null. */
+  /**
+   * x [B, S, dim]; bias [B, S, S] additive (shared by every head) or null.
+   * Works on transposed projections ([B·heads, head_dim, S]) so that splitting and merging heads are reshapes and
+   * every matmul reads its operands through transpose flags: no Transpose kernel runs (the cpu/native Transpose
+   * is a slow generic copy). Same dot products as diffusers' AttnProcessor.
+   */
   forward(x: tf.Tensor3D, bias: tf.Tensor3D | null): tf.Tensor3D {
     return this.emit(tf.tidy(() => {
       const [b, s] = x.shape;
-      const q = this.splitHeads(this.to_q.forward(x));
-      const k = this.splitHeads(this.to_k.forward(x));
-      const v = this.splitHeads(this.to_v.forward(x));
+      const bh = b * this.heads;
+      const qT = tf.reshape(this.projectT(this.to_q, x), [bh, this.dimHead, s]);
+      const kT = tf.reshape(this.projectT(this.to_k, x), [bh, this.dimHead, s]);
+      const vT = tf.reshape(this.projectT(this.to_v, x), [bh, this.dimHead, s]);
       // baddbmm(bias, q, kᵀ, beta=1, alpha=scale): the scale applies to the product (head_dim may not be 4^n).
-      let scores: tf.Tensor = tf.mul(tf.matMul(q, k, false, true), this.scale);
-      if (bias) scores = tf.add(scores, tf.reshape(bias, [b, 1, s, s]));
-      const probs = tf.softmax(scores, -1);
-      const out = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, s, this.innerDim]);
-      return this.to_out.items[0].forward(out) as tf.Tensor3D;
+      let scores: tf.Tensor = tf.mul(tf.matMul(qT, kT, true, false), this.scale); // [B·H, S, S]
+      if (bias) scores = tf.add(tf.reshape(scores, [b, this.heads, s, s]), tf.reshape(bias, [b, 1, s, s]));
+      const probs = tf.reshape(tf.softmax(scores, -1), [bh, s, s]);
+      const outT = tf.reshape(tf.matMul(vT, probs, false, true), [b, this.innerDim, s]); // [B, H·d, S]
+      const out = this.to_out.items[0];
+      // Plain matMul + add: tfjs-backend-wasm 4.22's _FusedMatMul gives wrong results with transposeA.
+      const w = tf.reshape(out.weight.value, [1, this.dim, this.innerDim]) as tf.Tensor3D;
+      return tf.add(tf.matMul(outT, w, true, true), out.bias!.value) as tf.Tensor3D;
     }));
   }
 }
