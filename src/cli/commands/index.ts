@@ -2,12 +2,14 @@
 import type { CommandModule } from 'yargs';
 import parity from './parity.js';
 import inspect from './inspect.js';
+import bench from './bench.js';
 import tokenize from './tokenize.js';
 import convert from './convert.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
   inspect,
+  bench,
   tokenize,
   convert,
 ];

@@ -1,0 +1,32 @@
+// `karlo bench [name ...] [--list] [--timeout S]`: the benchmark suite (bench/index.ts), i.e. `npm run bench`, with
+// the global --backend passed through.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { CommandModule } from 'yargs';
+import { UsageError } from '../errors.js';
+
+interface Args { names?: string[]; list?: boolean; timeout?: number; backend?: string }
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+const command: CommandModule<object, Args> = {
+  command: 'bench [names..]',
+  describe: 'run the benchmarks (bench/*.bench.ts, or those named), each in its own process',
+  builder: (y) => y
+    .positional('names', { type: 'string', array: true, describe: 'benchmark names or regexes (default: all)' })
+    .option('list', { type: 'boolean', default: false, describe: 'list the benchmarks' })
+    .option('timeout', { type: 'number', describe: 'seconds allowed per benchmark' }) as never,
+  handler: (argv) => {
+    const index = path.join(ROOT, 'bench', 'index.ts');
+    if (!fs.existsSync(index)) throw new UsageError(`${index}: missing (benchmarks ship with the source checkout, not the package)`);
+    const args = ['--import', 'tsx', index, ...(argv.names ?? []), ...(argv.list ? ['--list'] : [])];
+    if (argv.timeout !== undefined) args.push('--timeout', String(argv.timeout));
+    if (argv.backend) args.push('--backend', argv.backend);
+    const r = spawnSync(process.execPath, args, { cwd: ROOT, stdio: 'inherit' });
+    process.exitCode = r.status ?? 1;
+  },
+};
+
+export default command;
