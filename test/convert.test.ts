@@ -190,7 +190,11 @@ test('convert: missing release files and the default (real Karlo) hparams on tin
   const partial = path.join(tmp, 'partial');
   fs.mkdirSync(partial);
   fs.copyFileSync(path.join(ORIGINAL, 'ViT-L-14.pt'), path.join(partial, 'ViT-L-14.pt'));
-  assert.throws(() => openOriginal(partial), /missing prior-ckpt-step=01000000-of-01000000\.ckpt, decoder-ckpt/);
+  assert.throws(() => openOriginal(partial), /missing prior-ckpt-step=01000000-of-01000000\.ckpt, ViT-L-14_stats\.th, decoder-ckpt-step=01000000-of-01000000\.ckpt, improved-sr-ckpt-step=1\.2M\.ckpt \(/);
+  // Converting only the text encoder needs only ViT-L-14.pt.
+  const only = convertOriginal({ from: partial, out: path.join(tmp, 'only-te'), components: ['text_encoder'] });
+  assert.equal(only.components.map((c) => c.component), ['text_encoder']);
+  assert.equal(fs.readdirSync(path.join(tmp, 'only-te')).sort(), ['karlo_conversion.json', 'text_encoder']);
   const rel = openOriginal(ORIGINAL);
   try {
     assert.throws(() => planRelease(rel, defaultHparams()), /prior width 36 is not a multiple of 64.*--configs/);

@@ -44,6 +44,8 @@ export interface ConvertOptions extends TorchOpenOptions {
   /** Folder with Karlo's configs/*.yaml; default: the real Karlo values. */
   configs?: string;
   force?: boolean;
+  /** Convert only these components (default: all, plus model_index.json, schedulers and tokenizer). */
+  components?: readonly Component[];
   log?: (line: string) => void;
   onProgress?: (e: ProgressEvent) => void;
 }
@@ -64,41 +66,45 @@ export interface ConvertReport {
   seconds: number;
 }
 
-/** The opened release: checkpoints (pickles parsed, tensors still on disk). */
+/** The components a converted folder holds, in conversion order. */
+export const COMPONENTS = ['prior', 'text_proj', 'decoder', 'super_res_first', 'super_res_last', 'text_encoder'] as const;
+export type Component = (typeof COMPONENTS)[number];
+
+type FileKey = keyof typeof ORIGINAL_FILES;
+const NEEDS: Record<Component, FileKey[]> = {
+  prior: ['prior', 'stats'], text_proj: ['decoder'], decoder: ['decoder'], super_res_first: ['superRes'],
+  super_res_last: ['superRes'], text_encoder: ['clip'],
+};
+
+/** The release folder; checkpoints are opened on first use (pickle parsed, tensors still on disk). */
 export interface OriginalRelease {
   dir: string;
-  prior: TorchCheckpoint;
-  decoder: TorchCheckpoint;
-  superRes: TorchCheckpoint;
-  clip: TorchCheckpoint;
-  stats: TorchCheckpoint;
+  get(key: FileKey): TorchCheckpoint;
   close(): void;
 }
 
-export function openOriginal(dir: string, opts: TorchOpenOptions = {}): OriginalRelease {
+/** Checks the files `components` need exist in `dir`; opens them lazily. */
+export function openOriginal(dir: string, opts: TorchOpenOptions = {}, components: readonly Component[] = COMPONENTS): OriginalRelease {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Error(`${dir}: not a folder (--from-original takes the folder holding Karlo's original files)`);
-  const missing = Object.values(ORIGINAL_FILES).filter((f) => !fs.existsSync(path.join(dir, f)));
+  const needed = [...new Set(components.flatMap((c) => NEEDS[c]))];
+  const missing = needed.map((k) => ORIGINAL_FILES[k]).filter((f) => !fs.existsSync(path.join(dir, f)));
   if (missing.length) throw new Error(`${dir}: missing ${missing.join(', ')} (the original release has ${Object.values(ORIGINAL_FILES).join(', ')})`);
-  const opened: TorchCheckpoint[] = [];
-  const open = (f: string) => {
-    const ck = TorchCheckpoint.open(path.join(dir, f), opts);
-    opened.push(ck);
-    return ck;
+  const opened = new Map<FileKey, TorchCheckpoint>();
+  return {
+    dir,
+    get(key) {
+      let ck = opened.get(key);
+      if (!ck) {
+        ck = TorchCheckpoint.open(path.join(dir, ORIGINAL_FILES[key]), opts);
+        opened.set(key, ck);
+      }
+      return ck;
+    },
+    close: () => {
+      for (const c of opened.values()) c.close();
+      opened.clear();
+    },
   };
-  try {
-    return {
-      dir,
-      prior: open(ORIGINAL_FILES.prior),
-      decoder: open(ORIGINAL_FILES.decoder),
-      superRes: open(ORIGINAL_FILES.superRes),
-      clip: open(ORIGINAL_FILES.clip),
-      stats: open(ORIGINAL_FILES.stats),
-      close: () => opened.forEach((c) => c.close()),
-    };
-  } catch (e) {
-    opened.forEach((c) => c.close());
-    throw e;
-  }
 }
 
 const shapesOf = (m: Map<string, TorchTensor>): Shapes => new Map([...m].map(([k, t]) => [k, t.shape]));
@@ -112,25 +118,41 @@ function statsTensors(ck: TorchCheckpoint): [TorchTensor, TorchTensor] {
   return [mean, std];
 }
 
-/** Every component's plan (mapping + config), from shapes only. */
-export function planRelease(rel: OriginalRelease, hp: KarloHparams): ComponentPlan[] {
-  const base = (ck: TorchCheckpoint) => path.basename(ck.file);
-  const [mean, std] = statsTensors(rel.stats);
-  const prior = planPrior(shapesOf(rel.prior.stateDict()), base(rel.prior), [mean.shape, std.shape], base(rel.stats), hp);
-  const decShapes = shapesOf(rel.decoder.stateDict());
-  const decoder = planDecoder(decShapes, base(rel.decoder), hp);
-  const textProj = planTextProj(decShapes, base(rel.decoder), decoder.config, hp);
-  if (textProj.config.time_embed_dim !== 4 * (decoder.config.block_out_channels as number[])[0]) {
-    throw new Error(`${base(rel.decoder)}: text projection time_embed_dim ${textProj.config.time_embed_dim} != the decoder's time embedding width`);
+/** The plans (mapping + config, from shapes only) of `components`. */
+export function planRelease(rel: OriginalRelease, hp: KarloHparams, components: readonly Component[] = COMPONENTS): ComponentPlan[] {
+  const base = (k: FileKey) => ORIGINAL_FILES[k];
+  const want = new Set(components);
+  const plans: ComponentPlan[] = [];
+  let prior: ComponentPlan | null = null;
+  let textEncoder: ComponentPlan | null = null;
+  if (want.has('prior')) {
+    const [mean, std] = statsTensors(rel.get('stats'));
+    prior = planPrior(shapesOf(rel.get('prior').stateDict()), base('prior'), [mean.shape, std.shape], base('stats'), hp);
+    plans.push(prior);
   }
-  const srShapes = shapesOf(rel.superRes.stateDict());
-  const srFirst = planSuperRes(srShapes, base(rel.superRes), 'model_first_steps.', hp);
-  const srLast = planSuperRes(srShapes, base(rel.superRes), 'model_last_step.', hp);
-  const textEncoder = planTextEncoder(shapesOf(rel.clip.stateDict()), base(rel.clip));
-  if (prior.config.embedding_dim !== textEncoder.config.projection_dim) {
-    throw new Error(`${base(rel.prior)}: the prior's CLIP dim ${prior.config.embedding_dim} != ${base(rel.clip)}'s projection dim ${textEncoder.config.projection_dim}`);
+  if (want.has('decoder') || want.has('text_proj')) {
+    const decShapes = shapesOf(rel.get('decoder').stateDict());
+    const decoder = planDecoder(decShapes, base('decoder'), hp);
+    const textProj = planTextProj(decShapes, base('decoder'), decoder.config, hp);
+    if (textProj.config.time_embed_dim !== 4 * (decoder.config.block_out_channels as number[])[0]) {
+      throw new Error(`${base('decoder')}: text projection time_embed_dim ${textProj.config.time_embed_dim} != the decoder's time embedding width`);
+    }
+    if (want.has('text_proj')) plans.push(textProj);
+    if (want.has('decoder')) plans.push(decoder);
   }
-  return [prior, textProj, decoder, srFirst, srLast, textEncoder];
+  if (want.has('super_res_first') || want.has('super_res_last')) {
+    const srShapes = shapesOf(rel.get('superRes').stateDict());
+    if (want.has('super_res_first')) plans.push(planSuperRes(srShapes, base('superRes'), 'model_first_steps.', hp));
+    if (want.has('super_res_last')) plans.push(planSuperRes(srShapes, base('superRes'), 'model_last_step.', hp));
+  }
+  if (want.has('text_encoder')) {
+    textEncoder = planTextEncoder(shapesOf(rel.get('clip').stateDict()), base('clip'));
+    plans.push(textEncoder);
+  }
+  if (prior && textEncoder && prior.config.embedding_dim !== textEncoder.config.projection_dim) {
+    throw new Error(`${base('prior')}: the prior's CLIP dim ${prior.config.embedding_dim} != ${base('clip')}'s projection dim ${textEncoder.config.projection_dim}`);
+  }
+  return plans;
 }
 
 /** float32 little-endian bytes of a source tensor (F16/BF16 widened exactly, F64 rounded). */
@@ -212,6 +234,21 @@ function writeComponent(plan: ComponentPlan, resolve: (src: string) => [TorchChe
   return { bytes: bytesDone };
 }
 
+/** model_index.json, the scheduler configs and the tokenizer files (independent of the checkpoints). */
+function writeStaticFiles(tmp: string): void {
+  writeJson(path.join(tmp, 'prior_scheduler', 'scheduler_config.json'), PRIOR_SCHEDULER);
+  writeJson(path.join(tmp, 'decoder_scheduler', 'scheduler_config.json'), DECODER_SCHEDULER);
+  writeJson(path.join(tmp, 'super_res_scheduler', 'scheduler_config.json'), SUPER_RES_SCHEDULER);
+  writeJson(path.join(tmp, 'model_index.json'), MODEL_INDEX);
+  writeJson(path.join(tmp, 'tokenizer', 'tokenizer_config.json'), TOKENIZER_CONFIG);
+  writeJson(path.join(tmp, 'tokenizer', 'special_tokens_map.json'), SPECIAL_TOKENS_MAP);
+  for (const f of ['vocab.json', 'merges.txt']) {
+    const src = path.join(TOKENIZER_DIR, f);
+    if (!fs.existsSync(src)) throw new Error(`${src}: the bundled tokenizer file is missing (needed for tokenizer/${f})`);
+    fs.copyFileSync(src, path.join(tmp, 'tokenizer', f));
+  }
+}
+
 /** Converts the release in `opts.from` into the diffusers-layout folder `opts.out`. */
 export function convertOriginal(opts: ConvertOptions): ConvertReport {
   const log = opts.log ?? (() => {});
@@ -223,23 +260,27 @@ export function convertOriginal(opts: ConvertOptions): ConvertReport {
     if (fs.readdirSync(out).length && !opts.force) throw new Error(`${opts.out}: exists and is not empty; pass --force to replace it`);
   }
   const hp = opts.configs ? readKarloConfigs(opts.configs) : defaultHparams();
-  const rel = openOriginal(opts.from, opts);
+  const components = opts.components ?? COMPONENTS;
+  for (const c of components) if (!COMPONENTS.includes(c)) throw new Error(`unknown component "${c}" (choose from ${COMPONENTS.join(', ')})`);
+  const everything = COMPONENTS.every((c) => components.includes(c));
+  const rel = openOriginal(opts.from, opts, components);
   const tmp = path.join(path.dirname(out), `.${path.basename(out)}.partial-${process.pid}`);
   try {
-    const plans = planRelease(rel, hp);
+    const plans = planRelease(rel, hp, components);
     log(`hparams: ${hp.fromYaml ? `Karlo configs in ${hp.source}` : hp.source}`);
     fs.rmSync(tmp, { recursive: true, force: true });
     fs.mkdirSync(tmp, { recursive: true });
-    const [mean, std] = statsTensors(rel.stats);
-    const byFile = new Map<string, TorchCheckpoint>([rel.prior, rel.decoder, rel.superRes, rel.clip, rel.stats].map((c) => [path.basename(c.file), c]));
+    const byFile = new Map<string, FileKey>((Object.keys(ORIGINAL_FILES) as FileKey[]).map((k) => [ORIGINAL_FILES[k], k]));
     const reports: ComponentReport[] = [];
     plans.forEach((plan, index) => {
-      const ck = byFile.get(plan.sourceFile)!;
+      const ck = rel.get(byFile.get(plan.sourceFile)!);
       const sd = ck.stateDict();
-      const statsName = path.basename(rel.stats.file);
+      const statsName = ORIGINAL_FILES.stats;
       const resolve = (src: string): [TorchCheckpoint, TorchTensor] => {
-        if (src === `${statsName}[0]`) return [rel.stats, mean];
-        if (src === `${statsName}[1]`) return [rel.stats, std];
+        if (src === `${statsName}[0]` || src === `${statsName}[1]`) {
+          const stats = rel.get('stats');
+          return [stats, statsTensors(stats)[src.endsWith('[0]') ? 0 : 1]];
+        }
         const t = sd.get(src);
         if (!t) throw new Error(`${ck.file}: missing tensor "${src}"`);
         return [ck, t];
@@ -251,17 +292,7 @@ export function convertOriginal(opts: ConvertOptions): ConvertReport {
         opts.onProgress?.({ component: plan.component, index, count: plans.length, tensorsDone, tensors: plan.entries.length, bytesDone, bytes }));
       reports.push({ component: plan.component, source: plan.sourceFile, tensors: plan.entries.length, bytes, seconds: (performance.now() - c0) / 1000 });
     });
-    writeJson(path.join(tmp, 'prior_scheduler', 'scheduler_config.json'), PRIOR_SCHEDULER);
-    writeJson(path.join(tmp, 'decoder_scheduler', 'scheduler_config.json'), DECODER_SCHEDULER);
-    writeJson(path.join(tmp, 'super_res_scheduler', 'scheduler_config.json'), SUPER_RES_SCHEDULER);
-    writeJson(path.join(tmp, 'model_index.json'), MODEL_INDEX);
-    writeJson(path.join(tmp, 'tokenizer', 'tokenizer_config.json'), TOKENIZER_CONFIG);
-    writeJson(path.join(tmp, 'tokenizer', 'special_tokens_map.json'), SPECIAL_TOKENS_MAP);
-    for (const f of ['vocab.json', 'merges.txt']) {
-      const src = path.join(TOKENIZER_DIR, f);
-      if (!fs.existsSync(src)) throw new Error(`${src}: the bundled tokenizer file is missing (needed for tokenizer/${f})`);
-      fs.copyFileSync(src, path.join(tmp, 'tokenizer', f));
-    }
+    if (everything) writeStaticFiles(tmp);
     // Provenance: where every tensor came from and how (the format of the fixtures' key_map.json).
     writeJson(path.join(tmp, 'karlo_conversion.json'), {
       converted_from: path.resolve(opts.from),

@@ -2,13 +2,14 @@
 // (.ckpt / .pt / .th, read without Python) → a diffusers-layout folder. Progress per component on stderr.
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
-import { convertOriginal, formatBytes, type ProgressEvent } from '../../../tools/convert/convert.js';
+import { COMPONENTS, convertOriginal, formatBytes, type Component, type ProgressEvent } from '../../../tools/convert/convert.js';
 
 interface Args {
   'from-original': string;
   out: string;
   configs?: string;
   force?: boolean;
+  only?: string;
   'allow-unknown-calls'?: boolean;
   json?: boolean;
 }
@@ -48,16 +49,20 @@ const command: CommandModule<object, Args> = {
     .option('out', { type: 'string', demandOption: true, describe: 'output folder (written to a temporary folder, renamed into place at the end)' })
     .option('configs', { type: 'string', describe: "folder with Karlo's configs/*.yaml (prior_1B_vit_l, decoder_900M_vit_l, improved_sr_64_256_1.4B); default: the real Karlo values" })
     .option('force', { type: 'boolean', default: false, describe: 'replace an existing, non-empty output folder' })
+    .option('only', { type: 'string', describe: `comma-separated components to convert (${COMPONENTS.join(', ')}); default: all, plus model_index.json, schedulers and tokenizer` })
     .option('allow-unknown-calls', { type: 'boolean', default: false, describe: 'record calls of non-whitelisted callables in the pickles as inert placeholders instead of refusing the file (nothing is ever executed; os/subprocess/eval & co. stay refused)' })
     .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON on stdout' }) as never,
   handler: (argv) => {
     let report: ReturnType<typeof convertOriginal>;
+    const only = argv.only?.split(',').map((s) => s.trim()).filter(Boolean);
+    for (const c of only ?? []) if (!(COMPONENTS as readonly string[]).includes(c)) throw new UsageError(`--only: unknown component "${c}" (choose from ${COMPONENTS.join(', ')})`);
     try {
       report = convertOriginal({
         from: argv['from-original'],
         out: argv.out,
         configs: argv.configs,
         force: argv.force,
+        components: only as Component[] | undefined,
         unknownCalls: argv['allow-unknown-calls'] ? 'placeholder' : 'refuse',
         log: (l) => process.stderr.write(`${l}\n`),
         onProgress: progressPrinter(),
