@@ -2,7 +2,8 @@
 // karlo_configs/param_counts.json, weights written to a temporary safetensors file and loaded back (load time),
 // then forwards on input_ids [2, 77] (a prompt and "" = the pipeline's CFG batch). One child process per backend so
 // peak RSS is per backend. PyTorch 1.13 CPU on this machine: 0.22 s (1 thread), 0.70 s (2 threads) (PERF.md).
-//   npx tsx bench/clip_text.bench.ts [backend ...]      (default: every available one of native, wasm, cpu)
+//   npm run bench clip_text [-- --backend B]   or   npx tsx bench/clip_text.bench.ts [backend ...]
+//   (default: every available one of native, wasm, cpu)
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -109,8 +110,16 @@ async function child(backend: string): Promise<void> {
 async function main(): Promise<void> {
   const i = process.argv.indexOf('--child');
   if (i >= 0) return child(process.argv[i + 1]);
-  const asked = process.argv.slice(2).filter((a) => !a.startsWith('-')) as Exclude<BackendName, 'auto'>[];
-  const backends = asked.length ? asked : await availableBackends(['native', 'wasm', 'cpu']);
+  // Backends: `--backend B` (as bench/index.ts passes it) or positional names; default (or auto) every available one.
+  const argv = process.argv.slice(2);
+  const asked: string[] = [];
+  for (let k = 0; k < argv.length; k++) {
+    if (argv[k] === '--backend') asked.push(argv[++k]);
+    else if (argv[k].startsWith('--backend=')) asked.push(argv[k].slice(10));
+    else if (!argv[k].startsWith('-')) asked.push(argv[k]);
+  }
+  const named = asked.filter((b) => b !== 'auto') as Exclude<BackendName, 'auto'>[];
+  const backends = named.length ? named : await availableBackends(['native', 'wasm', 'cpu']);
   const free = os.freemem() / 2 ** 30;
   console.log(`CLIP ViT-L/14 text encoder (Karlo text_encoder config, random weights), ids [2,77]; free memory ${free.toFixed(1)} GiB`);
   console.log(`PyTorch 1.13 CPU reference (PERF.md): ${TORCH_1T} s (1 thread), ${TORCH_2T} s (2 threads)`);
