@@ -222,24 +222,35 @@ export class SafetensorsFile {
   /** Raw bytes of one tensor (positioned read). */
   readBytes(name: string): Uint8Array {
     const t = this.info(name);
+    const buf = Buffer.allocUnsafe(t.end - t.begin);
+    this.readInto(name, buf);
+    return buf;
+  }
+
+  /** Positioned read of one tensor's bytes into dst (exactly its byte length), in chunks of at most 1 GiB. */
+  private readInto(name: string, dst: Uint8Array): void {
+    const t = this.info(name);
     if (this.fd === null) throw new SafetensorsError(this.file, 'file is closed');
     const len = t.end - t.begin;
-    const buf = Buffer.allocUnsafe(len);
     let done = 0;
     while (done < len) {
-      // readSync reads at most 2 GiB at a time.
       const chunk = Math.min(len - done, 1 << 30);
-      const got = fs.readSync(this.fd, buf, done, chunk, t.begin + done);
+      const got = fs.readSync(this.fd, dst, done, chunk, t.begin + done);
       if (got <= 0) throw new SafetensorsError(this.file, `tensor "${name}": unexpected end of file`);
       done += got;
     }
-    return buf;
   }
 
   /** One tensor, widened to float32 (floats) or int32 (integers, bool). */
   read(name: string): TensorData {
     const t = this.info(name);
     const count = numel(t.shape);
+    // F32/I32 need no conversion: read straight into the result (no second copy of a large tensor).
+    if (t.dtype === 'F32' || t.dtype === 'I32') {
+      const data = t.dtype === 'F32' ? new Float32Array(count) : new Int32Array(count);
+      this.readInto(name, new Uint8Array(data.buffer));
+      return { dtype: t.dtype === 'F32' ? 'float32' : 'int32', shape: [...t.shape], data };
+    }
     const data = decodeBytes(this.readBytes(name), t.dtype, count, `tensor "${name}"`, this.file);
     return { dtype: data instanceof Float32Array ? 'float32' : 'int32', shape: [...t.shape], data };
   }
