@@ -59,7 +59,7 @@ export function loadAddon(): NativeAddon {
   if (failure) throw new Error(failure);
   const file = process.env.KARLO_NATIVE_ADDON || path.join(packageRoot(), 'native', 'build', 'Release', 'karlo_native.node');
   if (!existsSync(file)) {
-    failure = `the addon ${path.relative(process.cwd(), file) || file} is not built; ${HOW_TO_FIX}`;
+    failure = `the addon ${file} is not built; ${HOW_TO_FIX}`;
     throw new Error(failure);
   }
   try {

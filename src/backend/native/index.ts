@@ -2,7 +2,7 @@
 // gradients, the big elementwise/normalisation kernels) run by oneDNN/OpenBLAS through the addon in native/.
 // Tensors live in JS memory exactly as on the cpu backend, so the addon reads and writes them in place.
 import * as tf from '@tensorflow/tfjs-core';
-import { copyRegisteredKernels, getKernelsForBackend, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
+import { getKernelsForBackend, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-cpu';
 import { BackendUnavailableError } from '../index.js';
@@ -28,6 +28,34 @@ export function gemmLibrary(): 'dnnl' | 'openblas' {
   throw new Error(`KARLO_NATIVE_GEMM=${v}: expected dnnl or openblas`);
 }
 
+/** Wall time per kernel name (top-level kernel calls only), filled while enableKernelProfile() is on. */
+export const kernelProfile = new Map<string, { calls: number; ms: number }>();
+let profiling = false;
+let depth = 0;
+export function enableKernelProfile(on = true): void {
+  profiling = on;
+}
+
+/** Wraps a kernel so that, while profiling, its wall time is added to kernelProfile (nested calls count once). */
+function profiled(name: string, f: KernelFunc): KernelFunc {
+  return (args) => {
+    if (!profiling) return f(args);
+    const t0 = performance.now();
+    depth++;
+    try {
+      return f(args);
+    } finally {
+      depth--;
+      if (depth === 0) {
+        const e = kernelProfile.get(name) ?? { calls: 0, ms: 0 };
+        e.calls++;
+        e.ms += performance.now() - t0;
+        kernelProfile.set(name, e);
+      }
+    }
+  };
+}
+
 let registered = false;
 
 /**
@@ -44,7 +72,11 @@ export async function registerNativeBackend(): Promise<void> {
   }
   const cpuKernels = new Map<string, KernelFunc>(getKernelsForBackend('cpu').map((k) => [k.kernelName, k.kernelFunc]));
   if (!tf.findBackendFactory(NATIVE_BACKEND)) tf.registerBackend(NATIVE_BACKEND, () => new MathBackendCPU(), 1);
-  if (getKernelsForBackend(NATIVE_BACKEND).length === 0) copyRegisteredKernels('cpu', NATIVE_BACKEND);
+  if (getKernelsForBackend(NATIVE_BACKEND).length === 0) {
+    for (const k of getKernelsForBackend('cpu')) {
+      registerKernel({ ...k, backendName: NATIVE_BACKEND, kernelFunc: profiled(k.kernelName, k.kernelFunc) });
+    }
+  }
   const configs = nativeKernelConfigs(addon, NATIVE_BACKEND, cpuKernels, {
     gemm: gemmLibrary(),
     stats: () => (statsOn ? nativeStats : undefined),
@@ -53,7 +85,7 @@ export async function registerNativeBackend(): Promise<void> {
   for (const config of configs) {
     if (!cpuKernels.has(config.kernelName)) continue; // nothing to fall back to: leave it to tfjs
     if (copied.has(config.kernelName)) unregisterKernel(config.kernelName, NATIVE_BACKEND);
-    registerKernel(config);
+    registerKernel({ ...config, kernelFunc: profiled(config.kernelName, config.kernelFunc) });
   }
   registered = true;
 }

@@ -1,0 +1,99 @@
+// Where a UNet forward spends its time on the native backend, per tfjs kernel: the real Karlo configs
+// (test/fixtures/karlo_configs) with random weights, one forward after a warm-up. This is how we decide which
+// JS kernels to move into the addon (the goal: no single JS kernel above 10% of a step).
+//   npx tsx bench/native_profile.bench.ts [--model sr|decoder] [--size PX] [--batch N] [--top K]
+// Defaults: sr at 64x64 batch 1 and decoder at 32x32 batch 2 (the real sizes are 256 and 64: the kernel mix is the
+// same, the time 16x/4x longer; pass --size to run them). Peak memory: the weights (2.8 GB sr, 3.5 GB decoder) + activations.
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../src/backend/index.js';
+import { enableKernelProfile, kernelProfile, describeNative } from '../src/backend/native/index.js';
+import { readJson } from '../src/io/weights.js';
+import type { TensorSource } from '../src/layers/module.js';
+import { UNet2DModel } from '../src/models/unet2d.js';
+import { UNet2DConditionModel, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
+
+function opt(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : def;
+}
+
+/** Random weights on demand: uniform with std 1/√fan_in (norm weights near 1), never all in memory twice. */
+function randomSource(params: [string, number[]][]): TensorSource {
+  const shapes = new Map(params);
+  let s = 12345;
+  return {
+    names: () => [...shapes.keys()],
+    shape: (n) => shapes.get(n)!,
+    describe: () => 'random weights',
+    read: (n) => {
+      const shape = shapes.get(n)!;
+      const size = shape.reduce((a, b) => a * b, 1);
+      const fanIn = shape.length > 1 ? size / shape[0] : 1;
+      const isNorm = /norm/.test(n) && n.endsWith('weight');
+      const scale = Math.sqrt(3 / fanIn);
+      const data = new Float32Array(size);
+      for (let i = 0; i < size; i++) {
+        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+        const u = (s / 4294967296) * 2 - 1;
+        data[i] = isNorm ? 1 + 0.1 * u : shape.length === 1 ? 0.02 * u : scale * u;
+      }
+      return { dtype: 'float32', shape, data };
+    },
+  };
+}
+
+async function main() {
+  const model = opt('model', 'sr');
+  const size = Number(opt('size', model === 'sr' ? '64' : '32'));
+  const batch = Number(opt('batch', model === 'sr' ? '1' : '2'));
+  const top = Number(opt('top', '15'));
+  const choice = await initBackend(opt('backend', 'native'));
+  console.log(`${choice.message}; ${describeNative()}`);
+
+  const t0 = performance.now();
+  let run: () => tf.Tensor;
+  let net: UNet2DModel | UNet2DConditionModel;
+  if (model === 'sr') {
+    const m = new UNet2DModel(readJson(path.join(CONFIGS, 'super_res_first/config.json')) as Record<string, unknown>);
+    m.loadStateDict(randomSource(m.namedParameters().map(([k, p]) => [k, p.torchShape])), { trainable: false });
+    const x = tf.randomNormal([batch, 6, size, size]) as tf.Tensor4D;
+    run = () => m.forward(x, 500);
+    net = m;
+  } else {
+    const cfg = unet2dConditionConfig(readJson(path.join(CONFIGS, 'decoder/config.json')) as Record<string, unknown>);
+    const m = new UNet2DConditionModel(cfg);
+    m.loadStateDict(randomSource(m.namedParameters().map(([k, p]) => [k, p.torchShape])), { trainable: false });
+    const x = tf.randomNormal([batch, cfg.in_channels, size, size]) as tf.Tensor4D;
+    const ctx = tf.randomNormal([batch, 81, 1536]) as tf.Tensor3D;
+    const cls = tf.randomNormal([batch, m.timeEmbedDim]) as tf.Tensor2D;
+    run = () => m.forward(x, 500, ctx, { classLabels: cls });
+    net = m;
+  }
+  console.log(`${model}: ${(net.numParameters() / 1e6).toFixed(0)}M parameters, random weights in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+  // Warm-up (oneDNN primitive creation), then one profiled forward.
+  tf.dispose(run());
+  kernelProfile.clear();
+  enableKernelProfile(true);
+  const t1 = performance.now();
+  const y = run();
+  y.dataSync();
+  const total = performance.now() - t1;
+  enableKernelProfile(false);
+  y.dispose();
+  const rows = [...kernelProfile.entries()].sort((a, b) => b[1].ms - a[1].ms);
+  const inKernels = rows.reduce((a, [, v]) => a + v.ms, 0);
+  console.log(`forward ${model} ${batch}x${size}x${size}: ${(total / 1000).toFixed(2)} s (${(inKernels / 1000).toFixed(2)} s in kernels), ` +
+    `peak RSS ${(process.resourceUsage().maxRSS / 1024 / 1024).toFixed(2)} GB`);
+  for (const [name, v] of rows.slice(0, top)) {
+    console.log(`  ${name.padEnd(24)} ${v.calls.toString().padStart(5)} calls ${(v.ms / 1000).toFixed(3).padStart(8)} s ${((100 * v.ms) / total).toFixed(1).padStart(5)}%`);
+  }
+  net.dispose();
+}
+
+await main();
