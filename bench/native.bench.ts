@@ -3,6 +3,7 @@
 // allocated once. native/ceiling is the overhead of going through tfjs (output allocation, kernel dispatch).
 // The slow backends run a shape only when its estimated time fits the cap (cpu is ~1 GFLOP/s, wasm ~20).
 //   npx tsx bench/native.bench.ts [--json] [--backends native,wasm,cpu] [--cap SECONDS] [--only REGEX]
+//   npm run bench native [-- --only conv]
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend/index.js';
 import { loadAddon, describeNative, gemmLibrary } from '../src/backend/native/index.js';
@@ -45,7 +46,7 @@ function args() {
   };
   return {
     json: a.includes('--json'),
-    backends: (val('--backends') ?? 'native,wasm,cpu').split(','),
+    backends: (val('--backends') ?? val('--backend') ?? 'native,wasm,cpu').split(','),
     cap: Number(val('--cap') ?? 8),
     only: val('--only') ? new RegExp(val('--only')!) : undefined,
   };
