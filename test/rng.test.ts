@@ -88,6 +88,21 @@ test('manualSeed resets the stream and the cached normal; clone continues the sa
   assert.is(g.manualSeed(9), g);
 });
 
+test('KARLO_RNG_VECTOR_MATH picks the default vector-path flavour; bad values are errors naming it', () => {
+  const old = process.env.KARLO_RNG_VECTOR_MATH;
+  try {
+    delete process.env.KARLO_RNG_VECTOR_MATH;
+    assert.is(new TorchGenerator(0).vectorMath, 'avx2');
+    process.env.KARLO_RNG_VECTOR_MATH = 'libm';
+    assert.is(new TorchGenerator(0).vectorMath, 'libm');
+    assert.equal(new TorchGenerator(3).randn([40]), new TorchGenerator(3, { vectorMath: 'libm' }).randn([40]));
+    process.env.KARLO_RNG_VECTOR_MATH = 'sse';
+    assert.throws(() => new TorchGenerator(0), /KARLO_RNG_VECTOR_MATH=sse/);
+  } finally {
+    if (old === undefined) delete process.env.KARLO_RNG_VECTOR_MATH; else process.env.KARLO_RNG_VECTOR_MATH = old;
+  }
+});
+
 test('randnTensor returns a float32 tensor with torch.randn values and shape', () => {
   const t = randnTensor([1, 4, 8, 8], new TorchGenerator(42));
   assert.equal(t.shape, [1, 4, 8, 8]);

@@ -32,6 +32,13 @@ export const TORCH_DEFAULT_SEED = 67280421310721n;
 
 export type VectorMath = 'libm' | 'avx2';
 
+/** The vector-path flavour new generators use: env KARLO_RNG_VECTOR_MATH (avx2 | libm), default avx2. */
+export function defaultVectorMath(): VectorMath {
+  const v = (process.env.KARLO_RNG_VECTOR_MATH ?? 'avx2').trim().toLowerCase();
+  if (v !== 'avx2' && v !== 'libm') throw new Error(`KARLO_RNG_VECTOR_MATH=${v}: expected avx2 (x86 PyTorch builds) or libm (ARM / non-AVX2 builds)`);
+  return v;
+}
+
 export interface GeneratorState {
   seed: bigint;
   mt: Uint32Array;
@@ -85,7 +92,7 @@ export class TorchGenerator {
   vectorMath: VectorMath;
 
   constructor(seed?: number | bigint, opts: { vectorMath?: VectorMath } = {}) {
-    this.vectorMath = opts.vectorMath ?? 'avx2';
+    this.vectorMath = opts.vectorMath ?? defaultVectorMath();
     this.manualSeed(seed ?? TORCH_DEFAULT_SEED);
   }
 
