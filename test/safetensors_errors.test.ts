@@ -132,6 +132,16 @@ test('I64 outside int32 is a SafetensorsError naming file and tensor; missing fi
   expectError(path.join(tmp, 'nope.safetensors'), /cannot open/);
 });
 
+test('the writer refuses what it cannot write faithfully, naming the file and tensor, leaving no file behind', () => {
+  const f = path.join(tmp, 'w.safetensors');
+  assert.throws(() => saveSafetensors(f, { __metadata__: { dtype: 'F32', shape: [1], data: new Float32Array(1) } }), /reserved/);
+  assert.throws(() => saveSafetensors(f, { w: { dtype: 'F32', shape: [-1], data: new Float32Array(0) } }), /"w": shape \[-1\]/);
+  assert.throws(() => saveSafetensors(f, { w: { dtype: 'F8' as SafetensorsDType, shape: [1], data: new Float32Array(1) } }), /"w": unsupported dtype F8/);
+  assert.throws(() => saveSafetensors(f, { w: { dtype: 'F32', shape: [3], data: new Float32Array(2) } }), /"w": 2 elements given/);
+  assert.not.ok(fs.existsSync(f));
+  assert.is(fs.readdirSync(tmp).filter((n) => n.includes('.tmp-')).length, 0);
+});
+
 // ---------- fuzz ----------
 
 /** xorshift32, seeded: the fuzz cases are the same on every run. */

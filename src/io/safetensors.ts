@@ -419,7 +419,11 @@ export function saveSafetensors(file: string, tensors: Map<string, TensorToWrite
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
   for (const [name, t] of entries) {
-    if (!(t.dtype in DTYPE_SIZE)) throw new Error(`tensor "${name}": unsupported dtype ${t.dtype}`);
+    if (name === '__metadata__') throw new Error(`${file}: "__metadata__" is reserved and cannot name a tensor`);
+    if (!(t.dtype in DTYPE_SIZE)) throw new Error(`${file}: tensor "${name}": unsupported dtype ${t.dtype}`);
+    if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new Error(`${file}: tensor "${name}": shape ${JSON.stringify(t.shape)} is not a list of non-negative integers`);
+    }
     const bytes = numel(t.shape) * DTYPE_SIZE[t.dtype];
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
