@@ -125,7 +125,7 @@ export class CLIPAttention extends Module {
     this.out_proj = this.module('out_proj', new Linear(D, D));
   }
 
-  /** x [B, L, D]; bias [B or 1, 1, L, L] additive → [B, L, D] */
+  /** x [B, L, D]; bias additive, broadcastable to [B, H, L, L] → [B, L, D] */
   forward(x: tf.Tensor3D, bias: tf.Tensor4D): tf.Tensor3D {
     return this.emit(tf.tidy(() => {
       const [B, L, D] = x.shape;
@@ -213,9 +213,9 @@ export class CLIPTextTransformer extends Module {
  */
 export function clipAttentionBias(L: number, attentionMask?: tf.Tensor2D): tf.Tensor4D {
   return tf.tidy(() => {
-    const row = tf.reshape(tf.range(0, L, 1, 'int32'), [L, 1]);
-    const col = tf.reshape(tf.range(0, L, 1, 'int32'), [1, L]);
-    const causal = tf.reshape(tf.where(tf.greater(col, row), tf.fill([L, L], MASK_MIN), tf.zeros([L, L])), [1, 1, L, L]) as tf.Tensor4D;
+    const c = new Float32Array(L * L);
+    for (let i = 0; i < L; i++) c.fill(MASK_MIN, i * L + i + 1, (i + 1) * L);
+    const causal = tf.tensor4d(c, [1, 1, L, L]);
     if (!attentionMask) return causal;
     const B = attentionMask.shape[0];
     const pad = tf.reshape(tf.mul(tf.sub(1, tf.cast(attentionMask, 'float32')), MASK_MIN), [B, 1, 1, L]);
@@ -248,7 +248,9 @@ export class CLIPTextModelWithProjection extends Module {
     return tf.tidy(() => {
       const ids = inputIds.dtype === 'int32' ? inputIds : (tf.cast(inputIds, 'int32') as tf.Tensor2D);
       const tm = this.text_model;
-      const bias = clipAttentionBias(L, attentionMask);
+      // Broadcast the bias to [B, H, L, L] once, so each layer's add is a same-shape add (cheap on every backend).
+      const bias4 = clipAttentionBias(L, attentionMask);
+      const bias = tf.tile(bias4, [bias4.shape[0] === B ? 1 : B, cfg.num_attention_heads, 1, 1]) as tf.Tensor4D;
       let h = tm.embeddings.forward(ids);
       const hiddenStates: tf.Tensor3D[] = [h];
       for (const layer of tm.encoder.layers) {
