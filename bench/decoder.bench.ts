@@ -1,0 +1,243 @@
+// Real-size Karlo decoder (karlo_configs/decoder: UNet2DConditionModel 64 px, (320, 640, 960, 1280), 3 layers per
+// block, SimpleCrossAttn at levels 1-3, 885,439,686 parameters) and text_proj (7,878,400), random weights, written
+// to temporary safetensors files under the OS temp dir (deleted afterwards) and loaded back. Then ONE guided decoder
+// step at 64×64 as runDecoder does it: the UNet on cat([latents]·2) (batch 2 = CFG, 81 context tokens with a
+// padding mask), guidance 8 on ε, the text half's variance, UnCLIPScheduler learned_range step. One child process
+// per backend. Reports s/step, GFLOP/s (2·MACs of every conv and linear plus the attention QKᵀ and PV products,
+// PERF.md's count: 1216.6 GFLOP), peak RSS (whole process, and during the step alone via VmHWM reset).
+// PyTorch 1.13 CPU on this machine (PERF.md): 11.61 s (2 threads), 14.03 s (1 thread) per forward.
+//   npx tsx bench/decoder.bench.ts [backend ...] [--backend B] [--size N] [--allow-slow]
+// Default backend: native. The cpu backend (plain JS, ~1 GFLOP/s) would need ~20 min for the 1.2 TFLOP of one
+// step: it runs only with --allow-slow. wasm cannot hold 3.54 GB of weights plus the activations in its 4 GB heap.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, availableBackends } from '../src/backend/index.js';
+import { saveSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
+import { readJson } from '../src/io/weights.js';
+import type { Module } from '../src/layers/module.js';
+import type { ResnetBlock2D } from '../src/layers/resnet.js';
+import type { AddedKVAttention } from '../src/layers/attention.js';
+import { UNet2DConditionModel, loadUNet2DCondition, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
+import { SimpleCrossAttnDownBlock2D, SimpleCrossAttnUpBlock2D } from '../src/layers/cross_attn_blocks.js';
+import { UnCLIPTextProjModel, loadTextProj, textProjConfig } from '../src/models/text_proj.js';
+import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
+import { TorchGenerator, randnTensor } from '../src/random/generator.js';
+import { decoderConditioning, guidedModelOutput } from '../src/pipeline/decoder_stage.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
+const TORCH_2T = 11.61, TORCH_1T = 14.03, TORCH_GFLOP = 1216.6;
+const MB = 2 ** 20;
+
+/**
+ * 2·MACs of one UNet forward at H×W for `batch` rows and `nEnc` encoder tokens: every Conv2d and Linear, and the
+ * attention products QKᵀ and PV (keys = encoder tokens + spatial tokens). Walks the blocks as forward() does.
+ */
+export function unet2dConditionGflop(m: UNet2DConditionModel, H: number, W: number, batch: number, nEnc: number): number {
+  const temb = m.timeEmbedDim;
+  let f = 2 * batch * (m.config.block_out_channels[0] * temb + temb * temb); // time embedding MLP
+  const conv = (cin: number, cout: number, k: number, h: number, w: number) => { f += 2 * batch * h * w * cin * cout * k * k; };
+  const resnet = (r: ResnetBlock2D, h: number, w: number): [number, number] => {
+    const s = r.opts.down ? 0.5 : r.opts.up ? 2 : 1;
+    const [ho, wo] = [h * s, w * s];
+    conv(r.inChannels, r.outChannels, 3, ho, wo);
+    conv(r.outChannels, r.outChannels, 3, ho, wo);
+    if (r.conv_shortcut) conv(r.inChannels, r.outChannels, 1, ho, wo);
+    if (r.time_emb_proj) f += 2 * batch * temb * r.time_emb_proj.outFeatures;
+    return [ho, wo];
+  };
+  const attn = (a: AddedKVAttention, h: number, w: number) => {
+    const c = a.opts.queryDim, inner = a.innerDim, hw = h * w;
+    const keys = nEnc + (a.onlyCrossAttention ? 0 : hw);
+    f += 2 * batch * hw * c * inner * (a.onlyCrossAttention ? 1 : 3); // to_q (+ to_k, to_v)
+    f += 2 * 2 * batch * nEnc * a.opts.addedKvProjDim * inner; // add_k_proj, add_v_proj
+    f += 2 * 2 * batch * hw * keys * inner; // QKᵀ and PV over all heads
+    f += 2 * batch * hw * inner * c; // to_out.0
+  };
+  let h = H, w = W;
+  conv(m.config.in_channels, m.config.block_out_channels[0], m.config.conv_in_kernel, h, w);
+  for (const d of m.down_blocks) {
+    d.resnets.forEach((r, i) => {
+      resnet(r, h, w);
+      if (d instanceof SimpleCrossAttnDownBlock2D) attn(d.attentions[i], h, w);
+    });
+    for (const r of d.downsamplers ?? []) [h, w] = resnet(r, h, w);
+  }
+  if (m.mid_block) {
+    resnet(m.mid_block.resnets[0], h, w);
+    m.mid_block.attentions.forEach((a, i) => { attn(a, h, w); resnet(m.mid_block!.resnets[i + 1], h, w); });
+  }
+  for (const u of m.up_blocks) {
+    u.resnets.forEach((r, i) => {
+      resnet(r, h, w);
+      if (u instanceof SimpleCrossAttnUpBlock2D) attn(u.attentions[i], h, w);
+    });
+    for (const r of u.upsamplers ?? []) [h, w] = resnet(r, h, w);
+  }
+  conv(m.config.block_out_channels[0], m.config.out_channels, m.config.conv_out_kernel, h, w);
+  return f / 1e9;
+}
+
+/** Deterministic stand-in weights (uniform, std 1/√fan_in; norm weights 1 + noise), generated per tensor while writing. */
+function randomWeights(model: Module, seed: number): Record<string, TensorToWrite> {
+  let s = seed >>> 0 || 1;
+  const out: Record<string, TensorToWrite> = {};
+  for (const [k, p] of model.namedParameters()) {
+    const shape = p.torchShape;
+    out[k] = {
+      dtype: 'F32',
+      shape,
+      data: () => {
+        const n = shape.reduce((a, b) => a * b, 1);
+        const a = new Float32Array(n);
+        const fanIn = shape.length >= 2 ? shape.slice(1).reduce((x, y) => x * y, 1) : 1;
+        const std = shape.length >= 2 ? 1 / Math.sqrt(fanIn) : 0.02;
+        const mean = /norm(\d|_out)?\.weight$/.test(k) ? 1 : 0;
+        const amp = (std * Math.sqrt(3)) / 2147483648;
+        for (let i = 0; i < n; i++) {
+          s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+          a[i] = mean + amp * (s | 0);
+        }
+        return new Uint8Array(a.buffer);
+      },
+    };
+  }
+  return out;
+}
+
+const maxRssMB = () => process.resourceUsage().maxRSS / 1024;
+/** Resets the kernel's peak-RSS counter (VmHWM); false where /proc/self/clear_refs is not writable. */
+function resetPeakRss(): boolean {
+  try { fs.writeFileSync('/proc/self/clear_refs', '5'); return true; } catch { return false; }
+}
+function statusMB(field: 'VmHWM' | 'VmRSS'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function child(backend: string, dir: string, size: number): Promise<void> {
+  const choice = await initBackend(backend);
+  const t0 = performance.now();
+  const decoder = loadUNet2DCondition(path.join(dir, 'decoder'));
+  const textProj = loadTextProj(path.join(dir, 'text_proj'));
+  const loadS = (performance.now() - t0) / 1000;
+  const loadPeakMB = maxRssMB();
+  const weightsMB = ((decoder.numParameters() + textProj.numParameters()) * 4) / MB;
+  const sched = UnCLIPScheduler.fromDir(path.join(CONFIGS, 'decoder_scheduler'));
+  sched.setTimesteps(25);
+  const gen = new TorchGenerator(0);
+  const d = textProj.config.clip_embeddings_dim;
+  // One prompt with CFG: rows [unconditional, prompt]; masks of 2 and 12 tokens (BOS … EOS), the rest padding.
+  const text = {
+    promptEmbeds: randnTensor([2, d], gen) as tf.Tensor2D,
+    textEncHiddenStates: randnTensor([2, 77, d], gen) as tf.Tensor3D,
+    textMask: tf.tensor2d([...Array.from({ length: 77 }, (_, i) => +(i < 2)), ...Array.from({ length: 77 }, (_, i) => +(i < 12))], [2, 77], 'int32'),
+  };
+  const imageEmbeddings = randnTensor([1, d], gen) as tf.Tensor2D;
+  let t = performance.now();
+  const cond = decoderConditioning(textProj, imageEmbeddings, text, true);
+  cond.encoderHiddenStates.dataSync();
+  const textProjS = (performance.now() - t) / 1000;
+  let latents = randnTensor([1, decoder.config.in_channels, size, size], gen) as tf.Tensor4D;
+  const base = tf.memory().numTensors;
+  (globalThis as { gc?: () => void }).gc?.();
+  const rssBeforeMB = statusMB('VmRSS');
+  const peakResettable = resetPeakRss();
+  // The body of one runDecoder iteration (decoder_stage.ts), timed with the result read back.
+  const t0s = sched.timesteps[0];
+  t = performance.now();
+  const next = tf.tidy(() => {
+    const mo = guidedModelOutput(decoder, latents, t0s, cond, 8, true);
+    return sched.step(mo, t0s, latents, { prevTimestep: sched.timesteps[1], generator: gen }).prevSample;
+  });
+  const out = next.dataSync();
+  const stepS = (performance.now() - t) / 1000;
+  const stepPeakMB = peakResettable ? statusMB('VmHWM') : NaN;
+  if (!out.every(Number.isFinite)) throw new Error('non-finite values in the step result');
+  latents.dispose();
+  latents = next as tf.Tensor4D;
+  if (tf.memory().numTensors !== base) throw new Error(`tensor leak: ${tf.memory().numTensors - base} tensors after the step`);
+  const gf = unet2dConditionGflop(decoder, size, size, 2, cond.encoderHiddenStates.shape[1]);
+  console.log(JSON.stringify({
+    backend: choice.name, size, params: decoder.numParameters(), textProjParams: textProj.numParameters(), weightsMB: Math.round(weightsMB),
+    loadS: +loadS.toFixed(1), loadPeakRssMB: Math.round(loadPeakMB), textProjS: +textProjS.toFixed(3), rssBeforeStepMB: Math.round(rssBeforeMB),
+    stepPeakRssMB: Math.round(stepPeakMB), stepGrowthMB: Math.round(stepPeakMB - rssBeforeMB), stepS: +stepS.toFixed(2), gflop: +gf.toFixed(1),
+    gflops: +(gf / stepS).toFixed(1), processPeakRssMB: Math.round(maxRssMB()),
+  }));
+  tf.dispose([latents, imageEmbeddings, text.promptEmbeds, text.textEncHiddenStates, text.textMask, cond.encoderHiddenStates, cond.additiveClipTimeEmbeddings, cond.attentionMask]);
+  decoder.dispose();
+  textProj.dispose();
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const i = argv.indexOf('--child');
+  if (i >= 0) return child(argv[i + 1], argv[i + 2], Number(argv[i + 3]));
+  const opt = (name: string) => { const k = argv.indexOf(name); return k >= 0 ? argv[k + 1] : undefined; };
+  const size = Number(opt('--size') ?? 64);
+  if (!Number.isInteger(size) || size < 8 || size % 8) throw new Error(`--size must be a multiple of 8, got ${opt('--size')}`);
+  const allowSlow = argv.includes('--allow-slow');
+  const valued = new Set(['--size', '--backend']);
+  const asked = argv.filter((a, k) => !a.startsWith('-') && !valued.has(argv[k - 1]));
+  if (opt('--backend') && opt('--backend') !== 'auto') asked.push(opt('--backend')!);
+  const wanted = asked.length ? asked : ['native'];
+  const backends = await availableBackends(wanted as never[]);
+  for (const b of wanted) if (!backends.includes(b as never)) console.log(`${b}: not available here, skipped`);
+
+  const decCfgFile = path.join(CONFIGS, 'decoder', 'config.json');
+  const tpCfgFile = path.join(CONFIGS, 'text_proj', 'config.json');
+  const rawDec = readJson(decCfgFile);
+  const rawTp = readJson(tpCfgFile);
+  const decShell = new UNet2DConditionModel(unet2dConditionConfig(rawDec, decCfgFile));
+  const tpShell = new UnCLIPTextProjModel(textProjConfig(rawTp, tpCfgFile));
+  const counts = readJson<Record<string, number>>(path.join(CONFIGS, 'param_counts.json'));
+  const params = decShell.numParameters(), tpParams = tpShell.numParameters();
+  if (params !== counts.decoder) throw new Error(`decoder parameter count ${params} != param_counts.json ${counts.decoder}`);
+  if (tpParams !== counts.text_proj) throw new Error(`text_proj parameter count ${tpParams} != param_counts.json ${counts.text_proj}`);
+  const gf = unet2dConditionGflop(decShell, size, size, 2, 77 + tpShell.config.clip_extra_context_tokens);
+  const free = os.freemem() / 2 ** 30;
+  console.log(`decoder (random weights): ${params.toLocaleString('en')} parameters, text_proj ${tpParams.toLocaleString('en')} (both = param_counts.json); ${size}×${size} batch 2 (CFG), 81 context tokens: ${gf.toFixed(1)} GFLOP per step; free memory ${free.toFixed(1)} GiB`);
+  console.log(`PyTorch 1.13 CPU reference (PERF.md, ${TORCH_GFLOP} GFLOP at 64²): ${TORCH_2T} s (2 threads, ${(TORCH_GFLOP / TORCH_2T).toFixed(0)} GFLOP/s), ${TORCH_1T} s (1 thread)`);
+  const run = backends.filter((b) => {
+    if ((b === 'cpu' || b === 'wasm') && gf > 100 && !allowSlow) {
+      console.log(`${b}: not run: ~${gf.toFixed(0)} GFLOP at ~${b === 'cpu' ? 1 : 20} GFLOP/s would take ~${(gf / (b === 'cpu' ? 1 : 20) / 60).toFixed(0)} min${b === 'wasm' ? ', and 3.54 GB of weights plus the activations do not fit the 4 GB wasm heap' : ''} (--allow-slow to force)`);
+      return false;
+    }
+    return true;
+  });
+  if (!run.length) return;
+  if (free < 7) console.log(`warning: only ${free.toFixed(1)} GiB free; the run needs about 5 GiB`);
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-decoder-bench-'));
+  try {
+    let t = performance.now();
+    for (const [name, raw, shell, seed] of [['decoder', rawDec, decShell, 11], ['text_proj', rawTp, tpShell, 12]] as const) {
+      fs.mkdirSync(path.join(dir, name));
+      fs.writeFileSync(path.join(dir, name, 'config.json'), JSON.stringify(raw));
+      saveSafetensors(path.join(dir, name, 'diffusion_pytorch_model.safetensors'), randomWeights(shell, seed));
+    }
+    const bytes = fs.statSync(path.join(dir, 'decoder', 'diffusion_pytorch_model.safetensors')).size;
+    console.log(`wrote ${(bytes / 1e9).toFixed(2)} GB (decoder) in ${((performance.now() - t) / 1000).toFixed(1)} s (writer peak RSS ${Math.round(maxRssMB())} MB)`);
+    console.log('backend   load s  step s  GFLOP/s  vs torch 2T  weights MB  RSS before step  peak RSS in step (+growth)  process peak RSS');
+    for (const b of run) {
+      t = performance.now();
+      const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--child', b, dir, String(size)], { encoding: 'utf8', cwd: ROOT, maxBuffer: 1 << 24 });
+      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+      if (r.status !== 0 || !line) {
+        console.log(`${b.padEnd(9)} failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+        continue;
+      }
+      const j = JSON.parse(line);
+      console.log(`${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.gflops).padStart(7)}  ${(j.stepS / TORCH_2T).toFixed(2).padStart(9)}×  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${j.processPeakRssMB}`);
+      console.log(`          ${line}`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
