@@ -130,8 +130,8 @@ export interface ZipRecord {
 
 /**
  * Writes a zip of STORED records like torch's writer: data 64-byte aligned via a local extra field, CRC-32s,
- * ZIP64 fields when needed (or for every entry with `zip64: true`). `crc: false` writes zero CRCs (synthetic
- * multi-GB files; our reader does not check tensor-data CRCs).
+ * ZIP64 fields when needed (or for every entry with `zip64: true`). `crc: false` writes zero CRCs for the `data/`
+ * records (synthetic multi-GB files; our reader checks the CRCs of pickles and small records only).
  */
 export function writeZip(file: string, records: ZipRecord[], opts: { zip64?: boolean; crc?: boolean } = {}): void {
   const fd = fs.openSync(file, 'w');
@@ -150,7 +150,7 @@ export function writeZip(file: string, records: ZipRecord[], opts: { zip64?: boo
       const name = Buffer.from(r.name, 'utf8');
       const data = typeof r.data === 'function' ? r.data() : r.data;
       const size = data.length;
-      const crc = opts.crc === false ? 0 : zlib.crc32(data) >>> 0;
+      const crc = opts.crc === false && r.name.includes('/data/') ? 0 : zlib.crc32(data) >>> 0;
       const headerOfs = pos;
       const need64 = opts.zip64 || size >= 0xffffffff || headerOfs >= 0xffffffff;
       // Local header: ZIP64 extra (sizes) when needed, then FB padding so the data starts 64-byte aligned.
