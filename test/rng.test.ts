@@ -112,4 +112,18 @@ test('randnTensor returns a float32 tensor with torch.randn values and shape', (
   assert.ok(tf.memory().numTensors >= 0);
 });
 
+test('randnTensor with one generator per row draws each row as randn([1, ...]) from its own generator (diffusers)', () => {
+  const t = randnTensor([2, 3, 4, 4], [new TorchGenerator(0), new TorchGenerator(42)]);
+  const d = t.dataSync();
+  assert.equal(d.subarray(0, 48), new TorchGenerator(0).randn([1, 3, 4, 4]));
+  assert.equal(d.subarray(48), new TorchGenerator(42).randn([1, 3, 4, 4]));
+  t.dispose();
+  // Rows under 16 elements take torch's scalar path, as they would in diffusers.
+  const s = randnTensor([2, 5], [new TorchGenerator(1), new TorchGenerator(1)]);
+  assert.equal(s.dataSync().subarray(0, 5), s.dataSync().subarray(5));
+  assert.equal(s.dataSync().subarray(0, 5), new TorchGenerator(1).randn([5]));
+  s.dispose();
+  assert.throws(() => randnTensor([3, 2], [new TorchGenerator(0)]), /1 generators given for a batch of 3/);
+});
+
 test.run();

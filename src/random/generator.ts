@@ -350,9 +350,20 @@ function boxMuller16Avx2(d: Float32Array, o: number): void {
   }
 }
 
-/** torch.randn(shape, generator=gen) as a float32 tfjs tensor. */
-export function randnTensor(shape: number[], gen: TorchGenerator): tf.Tensor {
-  return tf.tensor(gen.randn(shape), shape, 'float32');
+/**
+ * torch.randn(shape, generator=gen) as a float32 tfjs tensor. With a list of generators (one per batch row), what
+ * diffusers' randn_tensor does: row i = torch.randn([1, ...shape[1:]], generator=gens[i]), concatenated.
+ */
+export function randnTensor(shape: number[], gen: TorchGenerator | TorchGenerator[]): tf.Tensor {
+  if (!Array.isArray(gen)) return tf.tensor(gen.randn(shape), shape, 'float32');
+  if (shape.length === 0 || gen.length !== shape[0]) {
+    throw new Error(`randnTensor: ${gen.length} generators given for a batch of ${shape[0] ?? 'none'} (shape [${shape}]); pass one per row`);
+  }
+  const row = [1, ...shape.slice(1)];
+  const rowSize = row.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(rowSize * shape[0]);
+  gen.forEach((g, i) => out.set(g.randn(row), i * rowSize));
+  return tf.tensor(out, shape, 'float32');
 }
 
 /** torch.rand(shape, generator=gen) as a float32 tfjs tensor. */
