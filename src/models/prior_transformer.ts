@@ -68,6 +68,41 @@ export function priorTransformerConfig(raw: Record<string, unknown> = {}, source
   return c;
 }
 
+// Batched products with one shared weight matrix, broadcast over the batch without copying it. tfjs 4.22's
+// BatchMatMul gradient does not reduce over a broadcast batch dimension, so these carry their own gradients.
+type GradFn = Parameters<typeof tf.customGrad>[0];
+
+/** [M, K] · x_bᵀ for x [B, N, K] → [B, M, N]. */
+function weightTimesXT(w: tf.Tensor2D, x: tf.Tensor3D): tf.Tensor3D {
+  const f = tf.customGrad(((w: tf.Tensor, x: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([w, x]);
+    const w3 = tf.expandDims(w, 0) as tf.Tensor3D;
+    return {
+      value: tf.matMul(w3, x as tf.Tensor3D, false, true),
+      gradFunc: (dy: tf.Tensor, [w, x]: tf.Tensor[]) => [
+        tf.sum(tf.matMul(dy as tf.Tensor3D, x as tf.Tensor3D), 0), // Σ_b dy_b · x_b
+        tf.matMul(dy as tf.Tensor3D, tf.expandDims(w, 0) as tf.Tensor3D, true, false), // dy_bᵀ · W
+      ],
+    };
+  }) as unknown as GradFn);
+  return f(w, x) as tf.Tensor3D;
+}
+
+/** a_bᵀ · Wᵀ for a [B, K, N], W [M, K] → [B, N, M]. */
+function xTTimesWT(a: tf.Tensor3D, w: tf.Tensor2D): tf.Tensor3D {
+  const f = tf.customGrad(((a: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([a, w]);
+    return {
+      value: tf.matMul(a as tf.Tensor3D, tf.expandDims(w, 0) as tf.Tensor3D, true, true),
+      gradFunc: (dy: tf.Tensor, [a, w]: tf.Tensor[]) => [
+        tf.matMul(tf.expandDims(w, 0) as tf.Tensor3D, dy as tf.Tensor3D, true, true), // Wᵀ · dy_bᵀ
+        tf.sum(tf.matMul(dy as tf.Tensor3D, a as tf.Tensor3D, true, true), 0), // Σ_b dy_bᵀ · a_bᵀ
+      ],
+    };
+  }) as unknown as GradFn);
+  return f(a, w) as tf.Tensor3D;
+}
+
 /** diffusers Attention with AttnProcessor, self-attention only: softmax(bias + scale·q·kᵀ)·v, per head. */
 export class SelfAttention extends Module {
   readonly to_q: Linear;
@@ -89,8 +124,7 @@ export class SelfAttention extends Module {
 
   /** W·xᵀ + b for every batch row: [B, S, dim] → [B, inner, S] (rows = heads × head_dim, so heads split for free). */
   private projectT(lin: Linear, x: tf.Tensor3D): tf.Tensor3D {
-    const w = tf.reshape(lin.weight.value, [1, this.innerDim, this.dim]) as tf.Tensor3D;
-    return tf.add(tf.matMul(w, x, false, true), tf.reshape(lin.bias!.value, [this.innerDim, 1])) as tf.Tensor3D;
+    return tf.add(weightTimesXT(lin.weight.value as tf.Tensor2D, x), tf.reshape(lin.bias!.value, [this.innerDim, 1])) as tf.Tensor3D;
   }
 
   /**
@@ -110,11 +144,10 @@ export class SelfAttention extends Module {
       let scores: tf.Tensor = tf.mul(tf.matMul(qT, kT, true, false), this.scale); // [B·H, S, S]
       if (bias) scores = tf.add(tf.reshape(scores, [b, this.heads, s, s]), tf.reshape(bias, [b, 1, s, s]));
       const probs = tf.reshape(tf.softmax(scores, -1), [bh, s, s]);
-      const outT = tf.reshape(tf.matMul(vT, probs, false, true), [b, this.innerDim, s]); // [B, H·d, S]
+      const outT = tf.reshape(tf.matMul(vT, probs, false, true), [b, this.innerDim, s]) as tf.Tensor3D; // [B, H·d, S]
       const out = this.to_out.items[0];
       // Plain matMul + add: tfjs-backend-wasm 4.22's _FusedMatMul gives wrong results with transposeA.
-      const w = tf.reshape(out.weight.value, [1, this.dim, this.innerDim]) as tf.Tensor3D;
-      return tf.add(tf.matMul(outT, w, true, true), out.bias!.value) as tf.Tensor3D;
+      return tf.add(xTTimesWT(outT, out.weight.value as tf.Tensor2D), out.bias!.value) as tf.Tensor3D;
     }));
   }
 }
