@@ -113,14 +113,14 @@ test('inspect bad input: one line on stderr naming the path, exit 2, no stack tr
   const fails = (p: string, re: RegExp) => assert.throws(() => inspectPath(p), (e: Error) => re.test(e.message) && !e.message.includes('\n'));
   const empty = path.join(tmp, 'emptydir');
   fs.mkdirSync(empty);
-  fails(empty, /emptydir: no weights file; looked for diffusion_pytorch_model\.safetensors, model\.safetensors/);
+  fails(empty, /emptydir: no weights file \(looked for diffusion_pytorch_model\.safetensors, model\.safetensors/);
   const pipe = path.join(tmp, 'pipe');
   fs.mkdirSync(pipe);
   fs.writeFileSync(path.join(pipe, 'model_index.json'), JSON.stringify({ _class_name: 'UnCLIPPipeline', prior: ['diffusers', 'PriorTransformer'] }));
   fails(pipe, /pipe\/prior: component folder "prior" \(PriorTransformer\) named in .*model_index\.json is missing/);
   fs.mkdirSync(path.join(pipe, 'prior'));
   fs.writeFileSync(path.join(pipe, 'prior', 'config.json'), '{}');
-  fails(pipe, /pipe\/prior: no weights file; looked for/);
+  fails(pipe, /pipe\/prior: no weights file \(looked for/);
   fs.writeFileSync(path.join(pipe, 'model_index.json'), '{"prior": ');
   fails(pipe, /model_index\.json: invalid JSON/);
   const trunc = path.join(tmp, 'trunc.safetensors');

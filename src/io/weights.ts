@@ -104,7 +104,7 @@ export function findWeightsFile(dir: string): string {
   if (others.length === 1) return path.join(dir, others[0]);
   if (others.length > 1) throw new Error(`${dir}: several .safetensors files (${others.join(', ')}); expected one of ${WEIGHT_FILES.join(', ')}`);
   const bins = entries.filter((n) => n.endsWith('.bin') || n.endsWith('.ckpt') || n.endsWith('.pt') || n.endsWith('.pth'));
-  throw new Error(`${dir}: no weights file; looked for ${WEIGHT_FILES.join(', ')}${bins.length ? `; found ${bins.join(', ')}: convert PyTorch files with \`karlo convert\`` : ''}`);
+  throw new Error(`${dir}: no weights file (looked for ${WEIGHT_FILES.join(', ')})${bins.length ? `; found ${bins.join(', ')}: convert PyTorch files with \`karlo convert\`` : ''}`);
 }
 
 /** Reads and parses `config.json` (or another JSON file) of a folder, naming the file on error. */
