@@ -66,7 +66,6 @@ export async function runSuperResParity(dir: string, opts: ParityOptions = {}): 
   if (!subs.length) throw new Error(`${dir}: neither a UNet2DModel fixture folder nor one holding ${SUBFOLDERS.join('/ or ')}/`);
   const res: Comparison[] = [];
   for (const s of subs) {
-    opts.log?.(`${s}:`);
     res.push(...(await runUNet2DParity(path.join(dir, s), opts, `${s}.`)));
   }
   return res;
