@@ -1,6 +1,7 @@
 // Fixture-folder kinds that `karlo parity DIR` understands. Each kind detects its folder layout (the format of
 // the fixtures README) and returns one Comparison per compared tensor.
 import type { Comparison } from './compare.js';
+import { pipelineParity } from './pipeline.js';
 import { schedulersParity } from './schedulers.js';
 import { priorParity } from './prior.js';
 import { tokenizerParity } from './tokenizer.js';
@@ -26,6 +27,7 @@ export interface ParityKind {
 }
 
 export const PARITY_KINDS: ParityKind[] = [
+  pipelineParity,
   rngParity,
   superResParity,
   interpParity,

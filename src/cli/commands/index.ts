@@ -5,6 +5,7 @@ import inspect from './inspect.js';
 import bench from './bench.js';
 import tokenize from './tokenize.js';
 import convert from './convert.js';
+import generate from './generate.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
@@ -12,4 +13,5 @@ export const COMMANDS: CommandModule<any, any>[] = [
   bench,
   tokenize,
   convert,
+  generate,
 ];
