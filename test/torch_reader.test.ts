@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { fixture } from './helpers.js';
+import { fixture, useBackend } from './helpers.js';
+import { PriorTransformer, priorTransformerConfig } from '../src/models/prior_transformer.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { TorchCheckpoint, TorchFileError, PyDict, PyObject, torchSource } from '../src/io/torch/index.js';
 import { PickleWriter, saveTorchStateDict, writeZip, type TensorToSave } from '../src/io/torch/writer.js';
@@ -166,6 +167,31 @@ test('torchSource: a checkpoint as a TensorSource (prefix stripped), errors name
     assert.throws(() => src.read('nope'), (e: Error) => e instanceof TorchFileError && e.message.includes('improved-sr-ckpt-step=1.2M.ckpt') && e.message.includes('model_last_step.nope'));
   } finally {
     src.close();
+  }
+});
+
+test('torchSource: a diffusers-style .bin (torch.save zip) loads strictly into our module, values identical', async () => {
+  await useBackend('cpu');
+  const dir = path.join(tmp, 'bin-prior');
+  fs.mkdirSync(dir);
+  const st = SafetensorsFile.open(fixture('prior', 'diffusion_pytorch_model.safetensors'));
+  const tensors = new Map<string, TensorToSave>(st.names().map((n) => [n, { dtype: st.info(n).dtype, shape: st.info(n).shape, data: st.readBytes(n) }]));
+  const bin = path.join(dir, 'diffusion_pytorch_model.bin');
+  saveTorchStateDict(bin, tensors);
+  const model = new PriorTransformer(priorTransformerConfig(JSON.parse(fs.readFileSync(fixture('prior', 'config.json'), 'utf8'))));
+  const src = torchSource(bin);
+  try {
+    const report = model.loadStateDict(src, { strict: true });
+    assert.equal(report, { missing: [], unexpected: [], misshaped: [] });
+    for (const [k, p] of model.namedParameters()) {
+      const ours = p.toTorch();
+      assert.equal([...ours.dataSync()], [...st.read(k).data], k);
+      ours.dispose();
+    }
+  } finally {
+    src.close();
+    st.close();
+    model.dispose();
   }
 });
 
