@@ -268,6 +268,13 @@ export function convertOriginal(opts: ConvertOptions): ConvertReport {
   try {
     const plans = planRelease(rel, hp, components);
     log(`hparams: ${hp.fromYaml ? `Karlo configs in ${hp.source}` : hp.source}`);
+    // The values no tensor shape tells, so they are never a hidden choice.
+    for (const p of plans) {
+      const c = p.config;
+      if (p.component === 'prior') log(`  prior: ${c.num_attention_heads} heads × ${c.attention_head_dim} (not derivable from the tensors)`);
+      if (p.component === 'decoder') log(`  decoder: attention head channels ${c.attention_head_dim}, sample_size ${c.sample_size} (not derivable from the tensors)`);
+      if (p.component === 'super_res_first') log('  super_res: sample_size 256 (the 64→256 stage\'s output size, a constant)');
+    }
     fs.rmSync(tmp, { recursive: true, force: true });
     fs.mkdirSync(tmp, { recursive: true });
     const byFile = new Map<string, FileKey>((Object.keys(ORIGINAL_FILES) as FileKey[]).map((k) => [ORIGINAL_FILES[k], k]));

@@ -69,7 +69,9 @@ const command: CommandModule<object, Args> = {
       });
     } catch (e) {
       if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError) throw e; // our bug: keep the stack
-      throw new UsageError((e as Error).message.split('\n').join(' '));
+      const msg = (e as Error).message.split('\n').join(' ');
+      throw new UsageError(/not on this reader's whitelist/.test(msg) && !argv['allow-unknown-calls']
+        ? `${msg} (if the file is trusted, --allow-unknown-calls records such calls as inert placeholders)` : msg);
     }
     if (argv.json) {
       console.log(JSON.stringify(report));
