@@ -424,6 +424,46 @@ test('errors name the file and the record or key: not a zip, truncated, missing 
   ck.close();
 });
 
+test('protocol-4 pickles (FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL), _rebuild_tensor_v3 on an UntypedStorage, Parameter via _rebuild_from_type_v2', () => {
+  const f = path.join(tmp, 'p4.pt');
+  const sbu = (w: PickleWriter, str: string) => { const b = Buffer.from(str); return w.op(0x8c, b.length).raw(b).op(0x94); };
+  const w = new PickleWriter().proto(4).op(0x95, 0, 0, 0, 0, 0, 0, 0, 0);
+  sbu(sbu(w, 'collections'), 'OrderedDict').op(0x93).op(0x94).emptyTuple().reduce().op(0x94).mark();
+  // "h": _rebuild_tensor_v3(UntypedStorage of 8 bytes, offset 1, (2,), (1,), False, OrderedDict(), torch.float16)
+  sbu(w, 'h');
+  sbu(sbu(w, 'torch._utils'), '_rebuild_tensor_v3').op(0x93).mark();
+  w.mark(); sbu(w, 'storage'); sbu(sbu(w, 'torch'), 'UntypedStorage').op(0x93); sbu(w, '0'); sbu(w, 'cpu'); w.int(8).tuple().binpersid();
+  w.int(1).ints([2]).ints([1]).bool(false).global('collections', 'OrderedDict').emptyTuple().reduce();
+  sbu(sbu(w, 'torch'), 'float16').op(0x93);
+  w.tuple().reduce();
+  // "p": a Parameter rebuilt through _rebuild_from_type_v2(_rebuild_parameter, Parameter, (tensor, True, OrderedDict()), {})
+  sbu(w, 'p');
+  w.global('torch._tensor', '_rebuild_from_type_v2').mark().global('torch._utils', '_rebuild_parameter').global('torch.nn.parameter', 'Parameter').mark();
+  w.global('torch._utils', '_rebuild_tensor_v2').mark().mark().str('storage').global('torch', 'FloatStorage').str('1').str('cpu').int(2).tuple().binpersid();
+  w.int(0).ints([2]).ints([1]).bool(false).global('collections', 'OrderedDict').emptyTuple().reduce().tuple().reduce();
+  w.bool(true).global('collections', 'OrderedDict').emptyTuple().reduce().tuple().emptyDict().tuple().reduce();
+  w.setitems().stop();
+  const half = Buffer.alloc(8);
+  [0x3c00, 0x4000, 0xc000, 0x3800].forEach((h, i) => half.writeUInt16LE(h, 2 * i)); // 1, 2, -2, 0.5
+  writeZip(f, [
+    { name: 'archive/data.pkl', data: w.bytes() },
+    { name: 'archive/data/0', data: half },
+    { name: 'archive/data/1', data: new Uint8Array(new Float32Array([3, 4]).buffer) },
+    { name: 'archive/version', data: Buffer.from('3\n') },
+  ]);
+  const ck = TorchCheckpoint.open(f);
+  try {
+    const h = ck.stateDict().get('h')!;
+    assert.is(h.dtype, 'F16');
+    assert.equal([...ck.read('h').data], [2, -2]);
+    const p = ck.stateDict().get('p')!;
+    assert.ok(p.isParameter && p.requiresGrad);
+    assert.equal([...ck.read('p').data], [3, 4]);
+  } finally {
+    ck.close();
+  }
+});
+
 test('big-endian archives (byteorder record "big") are swapped to little-endian', () => {
   const f = path.join(tmp, 'be.pt');
   const pkl = new PickleWriter().proto(2).global('collections', 'OrderedDict').emptyTuple().reduce().mark().str('w')
