@@ -3,7 +3,9 @@
 // allocated once. native/ceiling is the overhead of going through tfjs (output allocation, kernel dispatch).
 // The slow backends run a shape only when its estimated time fits the cap (cpu is ~1 GFLOP/s, wasm ~20).
 //   npx tsx bench/native.bench.ts [--json] [--backends native,wasm,cpu] [--cap SECONDS] [--only REGEX]
-//   npm run bench native [-- --only conv]
+//   npm run bench native [-- --only conv] [--compare-torch]
+// --compare-torch: also times the shapes in PyTorch (a python3 with torch, e.g. Debian's python3-torch), same threads.
+import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend/index.js';
 import { loadAddon, describeNative, gemmLibrary } from '../src/backend/native/index.js';
@@ -49,6 +51,7 @@ function args() {
     backends: (val('--backends') ?? val('--backend') ?? 'native,wasm,cpu').split(','),
     cap: Number(val('--cap') ?? 8),
     only: val('--only') ? new RegExp(val('--only')!) : undefined,
+    torch: a.includes('--compare-torch'),
   };
 }
 
@@ -133,6 +136,48 @@ function rawRunners(s: Shape): { name: string; run: () => void }[] {
   ];
 }
 
+/** GFLOP/s of each shape in PyTorch (F.linear / torch.bmm / F.conv2d, channels_last), or why not. */
+function torchRates(shapes: Shape[], threads: number): Map<string, number> | string {
+  const script = `
+import json, sys, time
+import torch
+import torch.nn.functional as F
+torch.set_num_threads(${threads})
+out = {}
+for s in json.loads(sys.stdin.read()):
+    with torch.no_grad():
+        if s['kind'] == 'linear':
+            x, w, b = torch.randn(s['m'], s['k']), torch.randn(s['n'], s['k']), torch.randn(s['n'])
+            f = lambda: F.linear(x, w, b)
+        elif s['kind'] == 'bmm':
+            bb = s.get('b', 1)
+            a = torch.randn(bb, s['m'], s['k'])
+            w = torch.randn(bb, s['n'], s['k']).transpose(1, 2) if s.get('transB') else torch.randn(bb, s['k'], s['n'])
+            f = lambda: torch.bmm(a, w)
+        else:
+            x = torch.randn(s['batch'], s['cin'], s['hw'], s['hw']).to(memory_format=torch.channels_last)
+            w = torch.randn(s['cout'], s['cin'], s['ksize'], s['ksize']).to(memory_format=torch.channels_last)
+            b = torch.randn(s['cout'])
+            f = lambda: F.conv2d(x, w, b, padding=(s['ksize'] - 1) // 2)
+        f()
+        ts = []
+        t0 = time.perf_counter()
+        while len(ts) < 3 or (time.perf_counter() - t0 < 1.5 and len(ts) < 50):
+            t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
+        ts.sort()
+        out[s['name']] = s['gflop'] / ts[len(ts) // 2]
+print(json.dumps(out))
+`;
+  const input = JSON.stringify(shapes.map((s) => ({ ...s, gflop: flops(s) / 1e9 })));
+  let why = '';
+  for (const py of ['/usr/bin/python3', 'python3']) {
+    const r = spawnSync(py, ['-c', script], { input, encoding: 'utf8', maxBuffer: 1 << 24 });
+    if (r.status === 0) return new Map(Object.entries(JSON.parse(r.stdout.trim().split('\n').pop()!)) as [string, number][]);
+    why = `${py}: ${(r.stderr || String(r.error ?? '')).trim().split('\n').pop()}`;
+  }
+  return `PyTorch not available (${why})`;
+}
+
 // Rough rates used only to decide what fits the cap on the slow backends.
 const EXPECTED_GFLOPS: Record<string, number> = { cpu: 1, wasm: 20 };
 
@@ -181,8 +226,23 @@ async function main() {
       log(`${s.name.padEnd(52)} ${('tfjs ' + b).padEnd(14)} ${g.toFixed(1).padStart(7)} GFLOP/s${rel}`);
     }
   }
+  let torch: { name: string; gflops: number; nativeRatio?: number }[] | undefined;
+  if (opt.torch) {
+    const rates = torchRates(shapes, loadAddon().getThreads());
+    if (typeof rates === 'string') {
+      skipped.push(rates);
+    } else {
+      torch = [...rates].map(([name, g]) => {
+        const n = results.find((r) => r.name === name && r.backend === 'native');
+        const nativeRatio = n ? n.gflops / g : undefined;
+        log(`${name.padEnd(52)} ${'PyTorch'.padEnd(14)} ${g.toFixed(1).padStart(7)} GFLOP/s` +
+          (nativeRatio ? `  (native/torch ${nativeRatio.toFixed(2)})` : ''));
+        return { name, gflops: g, nativeRatio };
+      });
+    }
+  }
   if (opt.json) {
-    console.log(JSON.stringify({ results, ceiling, skipped }, null, 1));
+    console.log(JSON.stringify({ results, ceiling, ...(torch ? { torch } : {}), skipped }, null, 1));
   } else {
     for (const s of skipped) console.log(`skipped: ${s}`);
   }

@@ -8,7 +8,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { compareArrays } from '../src/parity/compare.js';
 import { BackendUnavailableError } from '../src/backend/index.js';
 import { registerGradients } from '../src/backend/gradients.js';
-import { registerNativeBackend, enableNativeStats, nativeStats } from '../src/backend/native/index.js';
+import { registerNativeBackend, enableNativeStats, nativeStats, groupNorm, groupNormComposite } from '../src/backend/native/index.js';
 
 // Native vs cpu: max |native − cpu| ≤ 1e-5 · max(1, max |cpu|) (float32 sums in another order).
 const TOL = 1e-5;
@@ -277,17 +277,40 @@ if (unavailable) {
     ranNative('Softmax');
   });
 
+  test('fused groupNorm (+SiLU) and its gradients equal the tfjs-op GroupNorm on cpu', async () => {
+    let i = 0;
+    for (const [shape, groups] of [[[2, 9, 7, 32], 8], [[1, 40, 64], 32], [[2, 16, 16, 96], 32]] as [number[], number][]) {
+      for (const silu of [false, true]) {
+        i++;
+        const c = shape[shape.length - 1];
+        // An offset mean (3 + ...) checks the variance does not cancel badly.
+        const x = () => tf.add(T(shape, i, -2, 2), 3);
+        const w = () => T([c], i + 1, 0.5, 1.5);
+        const b = () => T([c], i + 2);
+        await same(`groupNorm ${shape} g${groups} silu=${silu}`, () => groupNorm(x(), w(), b(), groups, 1e-5, { silu }), TOL,
+          () => groupNormComposite(x(), w(), b(), groups, 1e-5, silu));
+        const dy = () => T(shape, i + 3);
+        const loss = (f: (a: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) => tf.Tensor) =>
+          tf.grads((a: tf.Tensor, ww: tf.Tensor, bb: tf.Tensor) => tf.sum(tf.mul(f(a, ww, bb), dy())))([x(), w(), b()]);
+        await same(`grad groupNorm ${shape} silu=${silu}`, () => loss((a, ww, bb) => groupNorm(a, ww, bb, groups, 1e-5, { silu })), TOL,
+          () => loss((a, ww, bb) => groupNormComposite(a, ww, bb, groups, 1e-5, silu)));
+      }
+    }
+    ranNative('KarloGroupNorm');
+  });
+
   test('native kernels free every tensor (numTensors and numBytes return to baseline)', async () => {
     await tf.setBackend('native');
     const before = tf.memory();
     const x = T([1, 12, 12, 8], 1) as tf.Tensor4D;
     const f = T([3, 3, 8, 8], 2) as tf.Tensor4D;
     const r = tf.tidy(() => {
-      let y = tf.fused.conv2d({ x, filter: f, strides: 1, pad: 'same', bias: T([8], 3), activation: 'prelu', preluActivationWeights: T([8], 4) });
+      let y: tf.Tensor = tf.fused.conv2d({ x, filter: f, strides: 1, pad: 'same', bias: T([8], 3), activation: 'prelu', preluActivationWeights: T([8], 4) });
       y = tf.fused.conv2d({ x: y as tf.Tensor4D, filter: f, strides: 1, pad: 'same', bias: T([1, 12, 12, 8], 5), activation: 'elu' });
       y = tf.fused.matMul({ a: tf.reshape(y, [144, 8]), b: T([8, 8], 6), bias: T([144, 8], 7), activation: 'leakyrelu' });
       const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, 'same')))([x, f]);
-      return tf.add(tf.sum(y), tf.add(tf.sum(g[0]), tf.sum(g[1])));
+      const gn = tf.grads((a: tf.Tensor) => tf.sum(groupNorm(a, tf.ones([8]), tf.zeros([8]), 4, 1e-5, { silu: true })))([x]);
+      return tf.add(tf.add(tf.sum(y), tf.sum(gn[0])), tf.add(tf.sum(g[0]), tf.sum(g[1])));
     });
     r.dispose();
     x.dispose();

@@ -268,6 +268,26 @@ napi_value Softmax(napi_env env, napi_callback_info info) {
   });
 }
 
+// groupNorm(x, gamma|null, beta|null, y, n, s, c, groups, eps, silu)
+napi_value GroupNorm(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args A(env, info, 10);
+    size_t lx, ly, lg = 0, lb = 0;
+    const float* x = A.f32(0, &lx);
+    const float* gamma = A.f32(1, &lg);
+    const float* beta = A.f32(2, &lb);
+    float* y = A.f32(3, &ly);
+    const int64_t n = A.i64(4), s = A.i64(5), c = A.i64(6), g = A.i64(7);
+    if (g < 1 || c % g != 0) throw JsError("groupNorm: channels must divide into groups");
+    need(lx, n * s * c, "groupNorm x");
+    need(ly, n * s * c, "groupNorm out");
+    if (gamma) need(lg, c, "groupNorm gamma");
+    if (beta) need(lb, c, "groupNorm beta");
+    karlo::groupNorm(x, gamma, beta, y, n, s, c, g, static_cast<float>(A.num(8)), A.flag(9));
+    return undef(env);
+  });
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Args A(env, info, 1);
@@ -308,6 +328,7 @@ napi_value Init(napi_env env, napi_value exports) {
              {"unary", Unary},
              {"reduce", Reduce},
              {"softmax", Softmax},
+             {"groupNorm", GroupNorm},
              {"setThreads", SetThreads},
              {"getThreads", GetThreads},
              {"describe", Describe},

@@ -48,6 +48,9 @@ void unary(int op, const float* x, float* y, int64_t len);
 // Reduce x (shape, rank) over the axes flagged in `reduced`; out has the kept dims in order.
 enum RedOp { RED_SUM = 0, RED_MEAN = 1, RED_MAX = 2, RED_MIN = 3 };
 void reduce(int op, int rank, const int64_t* shape, const bool* reduced, const float* x, float* out);
+// GroupNorm over channels-last x [n, s, c] with g groups, per-channel gamma/beta (nullable), then SiLU if asked.
+void groupNorm(const float* x, const float* gamma, const float* beta, float* y, int64_t n, int64_t s, int64_t c,
+               int64_t g, float eps, bool silu);
 // Softmax over the last axis of [rows, cols].
 void softmaxLastAxis(const float* x, float* y, int64_t rows, int64_t cols);
 

@@ -25,6 +25,9 @@ export interface NativeAddon {
   unary(op: number, x: Float32Array, y: Float32Array): void;
   reduce(op: number, shape: number[], reduced: number[], x: Float32Array, out: Float32Array): void;
   softmax(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  /** GroupNorm over channels-last x [n, s, c] (g groups), per-channel gamma/beta, then SiLU if asked. */
+  groupNorm(x: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, y: Float32Array, n: number, s: number,
+    c: number, groups: number, eps: number, silu: boolean): void;
   setThreads(n: number): void;
   getThreads(): number;
   describe(): string;

@@ -8,8 +8,10 @@ import '@tensorflow/tfjs-backend-cpu';
 import { BackendUnavailableError } from '../index.js';
 import { loadAddon, type NativeAddon } from './addon.js';
 import { nativeKernelConfigs } from './kernels.js';
+import { GROUP_NORM_KERNEL } from './ops.js';
 
 export { loadAddon, threadCount, type NativeAddon } from './addon.js';
+export { groupNorm, groupNormComposite } from './ops.js';
 
 export const NATIVE_BACKEND = 'native';
 
@@ -83,7 +85,8 @@ export async function registerNativeBackend(): Promise<void> {
   });
   const copied = new Set(getKernelsForBackend(NATIVE_BACKEND).map((k) => k.kernelName));
   for (const config of configs) {
-    if (!cpuKernels.has(config.kernelName)) continue; // nothing to fall back to: leave it to tfjs
+    // A kernel tfjs-cpu lacks is left to tfjs, except our own fused ones (reached only through ./ops.ts).
+    if (!cpuKernels.has(config.kernelName) && config.kernelName !== GROUP_NORM_KERNEL) continue;
     if (copied.has(config.kernelName)) unregisterKernel(config.kernelName, NATIVE_BACKEND);
     registerKernel({ ...config, kernelFunc: profiled(config.kernelName, config.kernelFunc) });
   }

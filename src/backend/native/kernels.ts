@@ -7,10 +7,21 @@ import {
 } from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { ACT, BIN_OP, RED_OP, UN_OP, type NativeAddon } from './addon.js';
+import { GROUP_NORM_KERNEL } from './ops.js';
 
 type Backend = MathBackendCPU;
 type Args = { inputs: Record<string, TensorInfo>; backend: Backend; attrs?: NamedAttrMap };
 type Activation = 'linear' | 'relu' | 'prelu' | 'elu' | 'relu6' | 'leakyrelu' | 'sigmoid';
+
+/**
+ * Output buffers the addon overwrites entirely: large ones skip the zero-fill of `new Float32Array` (one whole
+ * memory pass on 21M-element activations), via Node's uninitialised, unpooled allocation.
+ */
+function alloc(n: number): Float32Array {
+  if (n < 16384) return new Float32Array(n);
+  const buf = Buffer.allocUnsafeSlow(n * 4);
+  return new Float32Array(buf.buffer, buf.byteOffset, n);
+}
 
 /** Below this many output elements the JS kernel is as fast as a call into the addon. */
 const MIN_ELEMENTWISE = 4096;
@@ -72,7 +83,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     if (batch * m * n * k === 0) return null;
     const av = f32(backend, a);
     const bv = f32(backend, b);
-    const res = new Float32Array(batch * m * n);
+    const res = alloc(batch * m * n);
     if ((batchA === batch || batchA === 1) && (batchB === batch || batchB === 1)) {
       addon.matmul(av, bv, res, bias, batchA, batchB, m, n, k, transA, transB, act, alpha, useBlas);
     } else {
@@ -222,7 +233,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     const nativeBias = channelBias(bias, ci.outChannels);
     const fuseAct = fusable(activation) && (nativeBias || !bias);
     const alpha = a.leakyreluAlpha ?? 0.2;
-    const y = new Float32Array(util.sizeFromShape(ci.outShape));
+    const y = alloc(util.sizeFromShape(ci.outShape));
     const ok = tryNative(name, () => addon.conv2d(f32(backend, x), f32(backend, filter), nativeBias ? f32(backend, bias!) : null, y,
       shape, fuseAct ? ACT[activation as keyof typeof ACT] : ACT.linear, alpha));
     if (!ok) return null;
@@ -245,7 +256,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
         a.strides, 1, a.pad, a.dimRoundingMode, false, backend_util.convertConv2DDataFormat(a.dataFormat));
       const shape = convShape(ci);
       if (shape) {
-        const dx = new Float32Array(util.sizeFromShape(a.inputShape));
+        const dx = alloc(util.sizeFromShape(a.inputShape));
         if (tryNative('Conv2DBackpropInput', () => addon.conv2dBackpropInput(f32(backend, dy), f32(backend, filter), dx, shape))) {
           count('Conv2DBackpropInput', true);
           return out(backend, a.inputShape, dx);
@@ -264,7 +275,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
         a.strides, 1, a.pad, a.dimRoundingMode, false, backend_util.convertConv2DDataFormat(a.dataFormat));
       const shape = convShape(ci);
       if (shape) {
-        const dw = new Float32Array(util.sizeFromShape(a.filterShape));
+        const dw = alloc(util.sizeFromShape(a.filterShape));
         if (tryNative('Conv2DBackpropFilter', () => addon.conv2dBackpropFilter(f32(backend, x), f32(backend, dy), dw, shape))) {
           count('Conv2DBackpropFilter', true);
           return out(backend, a.filterShape, dw);
@@ -298,7 +309,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
       const outShape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
       const size = util.sizeFromShape(outShape);
       if (size < MIN_ELEMENTWISE) return cpu(name, args as unknown as Args);
-      const y = new Float32Array(size);
+      const y = alloc(size);
       addon.binary(BIN_OP[name], outShape, f32(backend, a), broadcastStrides(a.shape, outShape), f32(backend, b),
         broadcastStrides(b.shape, outShape), y);
       count(name, true);
@@ -314,7 +325,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
       const { x } = inputs;
       const size = util.sizeFromShape(x.shape);
       if (x.dtype !== 'float32' || size < MIN_ELEMENTWISE) return cpu(name, args as unknown as Args);
-      const y = new Float32Array(size);
+      const y = alloc(size);
       addon.unary(UN_OP[name], f32(backend, x), y);
       count(name, true);
       return out(backend, x.shape, y);
@@ -335,7 +346,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
       const axes = util.parseAxisParam(axis, x.shape);
       const [outShape] = backend_util.computeOutAndReduceShapes(x.shape, axes);
       const flags = x.shape.map((_, i) => (axes.includes(i) ? 1 : 0));
-      const y = new Float32Array(util.sizeFromShape(outShape));
+      const y = alloc(util.sizeFromShape(outShape));
       addon.reduce(RED_OP[name], x.shape, flags, f32(backend, x), y);
       count(name, true);
       return out(backend, keepDims ? backend_util.expandShapeToKeepDim(outShape, axes) : outShape, y);
@@ -352,10 +363,30 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
       return cpu('Softmax', args as unknown as Args);
     }
     const cols = logits.shape[rank - 1];
-    const y = new Float32Array(size);
+    const y = alloc(size);
     addon.softmax(f32(backend, logits), y, size / cols, cols);
     count('Softmax', true);
     return out(backend, logits.shape, y);
+  };
+
+  // Fused GroupNorm (+ SiLU), reached through groupNorm() in ./ops.ts.
+  const groupNorm: KernelFunc = (args) => {
+    const { inputs, backend, attrs } = args as unknown as Args;
+    const { x, weight, bias } = inputs;
+    const { groups, eps, silu } = attrs as { groups: number; eps: number; silu: boolean };
+    const c = x.shape[x.shape.length - 1];
+    for (const [name, t] of [['weight', weight], ['bias', bias]] as const) {
+      if (t.dtype !== 'float32' || util.sizeFromShape(t.shape) !== c) {
+        throw new Error(`groupNorm: ${name} must be float32 with ${c} elements, got ${t.dtype} [${t.shape}]`);
+      }
+    }
+    if (x.dtype !== 'float32') throw new Error(`groupNorm: x must be float32, got ${x.dtype}`);
+    const size = util.sizeFromShape(x.shape);
+    const y = alloc(size);
+    addon.groupNorm(f32(backend, x), f32(backend, weight), f32(backend, bias), y, x.shape[0], size / (x.shape[0] * c), c,
+      groups, eps, silu);
+    count(GROUP_NORM_KERNEL, true);
+    return out(backend, x.shape, y);
   };
 
   const k = (kernelName: string, kernelFunc: KernelFunc): KernelConfig => ({ kernelName, backendName, kernelFunc });
@@ -370,5 +401,6 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     ...(Object.keys(UN_OP) as (keyof typeof UN_OP)[]).map(unary),
     ...(Object.keys(RED_OP) as (keyof typeof RED_OP)[]).map(reduction),
     k('Softmax', softmax),
+    k(GROUP_NORM_KERNEL, groupNorm),
   ];
 }
