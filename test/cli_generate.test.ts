@@ -11,11 +11,21 @@ import { decodePng, encodePng, floatToRgb8, readPng } from '../src/io/png.js';
 import { UnCLIPPipeline } from '../src/pipeline/unclip_pipeline.js';
 import { BUNDLED_MODEL_DIR, outputPaths } from '../src/cli/commands/generate.js';
 import { backendsUnderTest, useBackend } from './helpers.js';
+import { availableBackends } from '../src/backend/index.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const backend = (await backendsUnderTest())[0];
+// The fastest backend here: these tests are about the command, not numerics (those are in pipeline.test.ts).
+const backend = (await availableBackends(['wasm'])).length ? 'wasm' : (await backendsUnderTest())[0];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-gen-'));
 const FAST = ['--prior-steps', '2', '--decoder-steps', '2', '--sr-steps', '2'];
+
+// The bundled tiny model with decoder 8×8 and super-res 32×32 (same weights; the UNets are fully convolutional).
+const MINI = path.join(tmp, 'mini');
+fs.cpSync(BUNDLED_MODEL_DIR, MINI, { recursive: true });
+for (const [c, size] of [['decoder', 8], ['super_res_first', 32], ['super_res_last', 32]] as const) {
+  const f = path.join(MINI, c, 'config.json');
+  fs.writeFileSync(f, JSON.stringify({ ...JSON.parse(fs.readFileSync(f, 'utf8')), sample_size: size }));
+}
 
 function karlo(args: string[]) {
   const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'karlo.js'), ...args], { cwd: tmp, encoding: 'utf8', timeout: 120_000 });
@@ -59,15 +69,15 @@ test('generate: writes a PNG equal to the pipeline output (same seed and setting
 test('generate: refuses to overwrite without --force (file untouched), overwrites with it; timing table without --json', () => {
   const out = path.join(tmp, 'keep.png');
   fs.writeFileSync(out, 'precious');
-  const r = karlo(['generate', 'a frog', '--out', out, ...FAST, '--backend', backend]);
+  const r = karlo(['generate', 'a frog', '--out', out, '--model', MINI, ...FAST, '--backend', backend]);
   assert.is(r.code, 2);
   assert.is(r.stderr.trim().split('\n').length, 1, r.stderr);
   assert.match(r.stderr, /keep\.png exists; pass --force/);
   assert.is(fs.readFileSync(out, 'utf8'), 'precious');
-  const f = karlo(['generate', 'a frog', '--out', out, ...FAST, '--backend', backend, '--force', '--num-images', '2']);
+  const f = karlo(['generate', 'a frog', '--out', out, '--model', MINI, ...FAST, '--backend', backend, '--force', '--num-images', '2']);
   assert.is(f.code, 0, f.stderr);
   assert.equal(outputPaths(out, 2), [path.join(tmp, 'keep-0.png'), path.join(tmp, 'keep-1.png')]);
-  for (const p of outputPaths(out, 2)) assert.is(readPng(p).width, 64);
+  for (const p of outputPaths(out, 2)) assert.is(readPng(p).width, 32);
   assert.match(f.stdout, /super-res\s+[\d.]+\s+2\s+[\d.]+\s+[\d.]+/, 'timing table row');
   assert.match(f.stdout, /peak RSS \d+ MB/);
 });
@@ -81,11 +91,12 @@ test('generate: bad input → one line on stderr, exit 2', () => {
     [['generate', 'a frog', '--preset', 'slow'], /--preset must be one of fast, default/],
     [['generate', 'a frog', '--model', path.join(tmp, 'nope')], /nope: model folder does not exist/],
     [['generate', 'a frog', '--model', tmp], /model_index\.json: missing/],
+    [['generate', 'a frog', '--backend', 'quantum'], /unknown backend "quantum"/],
     [['generate', 'a frog', '--out', path.join(tmp, 'no', 'such', 'dir', 'x.png')], /folder .* does not exist/],
     [['generate', ''], /prompts must not be empty/],
   ];
   for (const [args, re] of cases) {
-    const r = karlo([...args, '--backend', backend]);
+    const r = karlo([...args, ...(args.includes('--model') ? [] : ['--model', MINI]), ...(args.includes('--backend') ? [] : ['--backend', backend])]);
     assert.is(r.code, 2, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
     const lines = r.stderr.trim().split('\n').filter((l) => !/^note: |^backend: /.test(l));
     assert.is(lines.length, 1, `${args.join(' ')}: ${r.stderr}`);
@@ -95,14 +106,14 @@ test('generate: bad input → one line on stderr, exit 2', () => {
 
 test('generate --save-intermediates: decoder and super-res previews as PNGs next to the output', () => {
   const out = path.join(tmp, 'inter.png');
-  const r = karlo(['generate', 'a frog', '--out', out, ...FAST, '--backend', backend, '--save-intermediates', '--json']);
+  const r = karlo(['generate', 'a frog', '--out', out, '--model', MINI, ...FAST, '--backend', backend, '--save-intermediates', '--json']);
   assert.is(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   const names = j.intermediates.map((p: string) => path.basename(p));
   assert.ok(names.includes('decoder-step000-t999-img0.png'), names.join(' '));
   assert.ok(names.includes('decoder-final-img0.png'));
   assert.ok(names.some((n: string) => n.startsWith('super_res-step001')));
-  assert.is(readPng(path.join(tmp, 'inter.intermediates', 'decoder-final-img0.png')).width, 16);
+  assert.is(readPng(path.join(tmp, 'inter.intermediates', 'decoder-final-img0.png')).width, 8);
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -13,6 +13,7 @@ import { runPipelineParity } from '../src/parity/pipeline.js';
 import { UnCLIPPipeline, KARLO_PRESETS, type StageEvent } from '../src/pipeline/unclip_pipeline.js';
 import type { Comparison } from '../src/parity/compare.js';
 import { backendsUnderTest, fixture, useBackend } from './helpers.js';
+import { availableBackends } from '../src/backend/index.js';
 
 const backends = await backendsUnderTest();
 const TINY = fixture('pipeline_tiny');
@@ -53,23 +54,21 @@ for (const b of backends) {
   });
 }
 
-test('run.json with its generator (seed 0) drawing the step noise instead of the recorded noise also matches', async () => {
-  await useBackend(backends[0]);
-  const cs = await runPipelineParity(path.join(TINY, 'run.json'), { noise: 'generator' });
-  assertAllOk('run.json, generator noise', cs);
-  assert.is(cs.filter((c) => c.name.startsWith('randn.')).length, 10);
-});
-
 // ---------- API, memory hygiene, stage-wise loading ----------
+// On a smaller copy of the tiny pipeline (decoder 8×8, super-res 32×32: the UNets are fully convolutional), on
+// the fastest backend here: these tests are about the pipeline's logic, not numerics.
 
 const FAST = { priorSteps: 2, decoderSteps: 2, superResSteps: 2, seed: 7 };
+const apiBackend = (await availableBackends(['wasm'])).length ? 'wasm' : backends[0];
+const MINI = miniModel();
+test.after(() => fs.rmSync(MINI, { recursive: true, force: true }));
 
 test('generate: NHWC images in [0, 1], same seed → same images, settings and timings reported', async () => {
-  await useBackend(backends[0]);
-  const pipe = await UnCLIPPipeline.load(TINY);
+  await useBackend(apiBackend);
+  const pipe = await UnCLIPPipeline.load(MINI);
   const events: StageEvent[] = [];
   const a = await pipe.generate(['a frog'], { ...FAST, numImagesPerPrompt: 2, onStage: (e) => events.push(e) });
-  assert.equal(a.shape, [2, 64, 64, 3]);
+  assert.equal(a.shape, [2, 32, 32, 3]);
   assert.ok(a.images.every((v) => v >= 0 && v <= 1));
   assert.is(a.seed, 7n);
   assert.equal(a.settings, { numImagesPerPrompt: 2, priorSteps: 2, decoderSteps: 2, superResSteps: 2, priorGuidance: 4, decoderGuidance: 8 });
@@ -82,7 +81,7 @@ test('generate: NHWC images in [0, 1], same seed → same images, settings and t
   const b = await pipe.generate(['a frog'], { ...FAST, numImagesPerPrompt: 2 });
   assert.equal(Array.from(b.images), Array.from(a.images), 'same seed, same images');
   // numImagesPerPrompt 2 draws different noise per image
-  assert.not.equal(Array.from(a.images.subarray(0, 100)), Array.from(a.images.subarray(64 * 64 * 3, 64 * 64 * 3 + 100)));
+  assert.not.equal(Array.from(a.images.subarray(0, 100)), Array.from(a.images.subarray(32 * 32 * 3, 32 * 32 * 3 + 100)));
 });
 
 test('presets: fast = 25/25/7, default = decoder 50; explicit steps override a preset; bad settings are clear errors', () => {
@@ -97,12 +96,12 @@ test('presets: fast = 25/25/7, default = decoder 50; explicit steps override a p
 });
 
 test('explicit latents of the wrong shape: an error naming the option, before anything runs', async () => {
-  await useBackend(backends[0]);
-  const pipe = await UnCLIPPipeline.load(TINY);
+  await useBackend(apiBackend);
+  const pipe = await UnCLIPPipeline.load(MINI);
   const bad = tf.zeros([1, 3, 8, 8]);
   try {
     await pipe.generate(['a', 'b'], { ...FAST, decoderLatents: bad }).then(() => assert.unreachable('should throw'), (e: Error) => {
-      assert.match(e.message, /decoderLatents has shape \[1,3,8,8\], expected \[2,3,16,16\]/);
+      assert.match(e.message, /decoderLatents has shape \[1,3,8,8\], expected \[2,3,8,8\]/);
     });
   } finally {
     bad.dispose();
@@ -110,8 +109,8 @@ test('explicit latents of the wrong shape: an error naming the option, before an
 });
 
 test('memory: numTensors back to baseline after generate, and when a stage throws half-way (onStep throws in the decoder)', async () => {
-  await useBackend(backends[0]);
-  const pipe = await UnCLIPPipeline.load(TINY);
+  await useBackend(apiBackend);
+  const pipe = await UnCLIPPipeline.load(MINI);
   const base = tf.memory().numTensors;
   await pipe.generate(['a frog', 'a fox'], FAST);
   assert.is(tf.memory().numTensors, base, 'after a call');
@@ -132,7 +131,7 @@ test('memory: numTensors back to baseline after generate, and when a stage throw
 });
 
 test('stage-wise loading: components are released after their stage; keepLoaded keeps them until dispose()', async () => {
-  await useBackend(backends[0]);
+  await useBackend(apiBackend);
   const base = tf.memory().numTensors;
   // During the super-res stage only its weights are alive: count tensors there vs with everything kept.
   const during = async (pipe: UnCLIPPipeline) => {
@@ -140,10 +139,10 @@ test('stage-wise loading: components are released after their stage; keepLoaded 
     await pipe.generate(['a frog'], { ...FAST, onStep: (i) => { if (i.stage === 'super_res') n = Math.max(n, tf.memory().numTensors); } });
     return n;
   };
-  const staged = await UnCLIPPipeline.load(TINY);
+  const staged = await UnCLIPPipeline.load(MINI);
   const nStaged = await during(staged);
   assert.is(tf.memory().numTensors, base);
-  const kept = await UnCLIPPipeline.load(TINY, { keepLoaded: true });
+  const kept = await UnCLIPPipeline.load(MINI, { keepLoaded: true });
   const nKept = await during(kept);
   const afterFirst = tf.memory().numTensors;
   assert.ok(afterFirst > base, 'weights stay loaded');
@@ -155,9 +154,9 @@ test('stage-wise loading: components are released after their stage; keepLoaded 
   assert.is(tf.memory().numTensors, base, 'dispose() frees the kept components');
 });
 
-test('previews: decoder latents (16×16 here, 64×64 in Karlo) after each step plus image_small, super-res steps; all in [0, 1]', async () => {
-  await useBackend(backends[0]);
-  const pipe = await UnCLIPPipeline.load(TINY);
+test('previews: decoder latents (8×8 here, 64×64 in Karlo) after each step plus image_small, super-res steps; all in [0, 1]', async () => {
+  await useBackend(apiBackend);
+  const pipe = await UnCLIPPipeline.load(MINI);
   const seen: string[] = [];
   await pipe.generate(['a frog'], {
     ...FAST,
@@ -166,10 +165,23 @@ test('previews: decoder latents (16×16 here, 64×64 in Karlo) after each step p
       assert.ok(p.images.every((v) => v >= 0 && v <= 1));
     },
   });
-  assert.equal(seen, ['decoder:0:1x16x16x3', 'decoder:1:1x16x16x3', 'decoder:-1:1x16x16x3', 'super_res:0:1x64x64x3', 'super_res:1:1x64x64x3']);
+  assert.equal(seen, ['decoder:0:1x8x8x3', 'decoder:1:1x8x8x3', 'decoder:-1:1x8x8x3', 'super_res:0:1x32x32x3', 'super_res:1:1x32x32x3']);
 });
 
 // ---------- model folders ----------
+
+/** The tiny pipeline with decoder sample_size 8 and super-res sample_size 32 (same weights). */
+function miniModel(): string {
+  const d = tinyCopy();
+  const edit = (c: string, size: number) => {
+    const f = path.join(d, c, 'config.json');
+    fs.writeFileSync(f, JSON.stringify({ ...JSON.parse(fs.readFileSync(f, 'utf8')), sample_size: size }, null, 2));
+  };
+  edit('decoder', 8);
+  edit('super_res_first', 32);
+  edit('super_res_last', 32);
+  return d;
+}
 
 function tinyCopy(): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-tiny-'));
@@ -219,9 +231,9 @@ test('model folder: missing folder, index, component, wrong pipeline/component c
 });
 
 test('fp16 / bf16 weight files: widened at load, identical results to float32 files holding the same values', async () => {
-  await useBackend(backends[0]);
-  const half = tinyCopy();
-  const full = tinyCopy();
+  await useBackend(apiBackend);
+  const half = miniModel();
+  const full = miniModel();
   try {
     const convert = (component: string, file: string, dtype: 'F16' | 'BF16') => {
       const src = path.join(half, component, file);
