@@ -115,7 +115,7 @@ test('ViT-L-14.pt (TorchScript): the module tree flattens to state_dict(), 53 te
     const fp16 = [...ck.stateDict()].filter(([, t]) => t.dtype === 'F16').map(([n]) => n).sort();
     assert.equal(fp16, [...manifest.clip_state_dict_fp16_keys].sort());
     // Storages come from data/ only (constants/ holds the causal mask etc.).
-    for (const s of ck.storages.values()) assert.match(s.entry.name, /^ViT-L-14\/data\//);
+    for (const s of ck.storages.values()) assert.match(s.record.name, /^ViT-L-14\/data\//);
     assert.ok((ck.root as PyObject).cls.qualname.startsWith('__torch__.clip.model'));
   } finally {
     ck.close();

@@ -97,7 +97,14 @@ export class TorchCheckpoint {
     if (!entry) fail(`storage "${key}": no record "${entryName}" in the archive`);
     const bytes = (numel as number) * DTYPE_SIZE[dtype];
     if (entry!.size !== bytes) fail(`storage "${key}": record "${entryName}" holds ${entry!.size} bytes, ${g.name} of ${numel} elements needs ${bytes}`);
-    const s = new TorchStorage(key as string, dtype, numel as number, typeof location === 'string' ? location : String(location), entry!, g.name === 'UntypedStorage');
+    const e = entry!;
+    const zip = this.zip;
+    const record = {
+      name: e.name,
+      size: e.size,
+      read: (offset: number, length: number) => (e.method === 0 ? zip.readRange(e, offset, length) : zip.readAll(e).subarray(offset, offset + length)),
+    };
+    const s = new TorchStorage(key as string, dtype, numel as number, typeof location === 'string' ? location : String(location), record, g.name === 'UntypedStorage');
     this.storages.set(key as string, s);
     return s;
   }
@@ -258,13 +265,13 @@ export class TorchCheckpoint {
   /** A tensor (by state-dict name or object) as contiguous little-endian bytes in its own dtype. */
   readRaw(t: string | TorchTensor): RawTensor {
     const [name, tensor] = this.resolve(t);
-    return materialize(this.zip, tensor, this.bigEndian, `tensor "${name}"`);
+    return materialize(this.file, tensor, this.bigEndian, `tensor "${name}"`);
   }
 
   /** A tensor widened like safetensors reads: floats → float32 (F64 rounded), integers/bool → int32. */
   read(t: string | TorchTensor): TensorData {
     const [name, tensor] = this.resolve(t);
-    const raw = materialize(this.zip, tensor, this.bigEndian, `tensor "${name}"`);
+    const raw = materialize(this.file, tensor, this.bigEndian, `tensor "${name}"`);
     let data: TensorData['data'];
     try {
       data = decodeBytes(raw.bytes, raw.dtype, tensor.numel, `tensor "${name}"`);

@@ -5,7 +5,16 @@
 import type { SafetensorsDType } from '../safetensors.js';
 import { DTYPE_SIZE } from '../safetensors.js';
 import { TorchFileError } from './errors.js';
-import type { ZipArchive, ZipEntry } from './zip.js';
+
+/** Where a storage's bytes live: a zip record, or a span of a legacy (pre-1.6) stream. */
+export interface StorageRecord {
+  /** For messages: the record name ("archive/data/0") or stream position. */
+  readonly name: string;
+  /** Bytes. */
+  readonly size: number;
+  /** `length` bytes from `offset` (within the record). */
+  read(offset: number, length: number): Uint8Array;
+}
 
 /** torch.<X>Storage class names → element dtype (UntypedStorage holds bytes). */
 export const STORAGE_DTYPES: Record<string, SafetensorsDType> = {
@@ -32,7 +41,7 @@ export class TorchStorage {
     /** Elements (bytes for an untyped storage). */
     readonly numel: number,
     readonly location: string,
-    readonly entry: ZipEntry,
+    readonly record: StorageRecord,
     readonly untyped: boolean,
   ) {}
 }
@@ -124,7 +133,7 @@ export function makeTensor(
 }
 
 /** Reads a tensor into contiguous little-endian bytes (one positioned read of the span its view covers). */
-export function materialize(zip: ZipArchive, t: TorchTensor, bigEndian: boolean, what: string): RawTensor {
+export function materialize(file: string, t: TorchTensor, bigEndian: boolean, what: string): RawTensor {
   const es = DTYPE_SIZE[t.dtype];
   const n = t.numel;
   const shape = [...t.shape];
@@ -132,15 +141,14 @@ export function materialize(zip: ZipArchive, t: TorchTensor, bigEndian: boolean,
   let maxIndex = t.offset;
   for (let i = 0; i < shape.length; i++) maxIndex += (shape[i] - 1) * t.stride[i];
   const spanBytes = (maxIndex - t.offset + 1) * es;
-  const e = t.storage.entry;
   let src: Uint8Array;
   try {
-    src = e.method === 0 ? zip.readRange(e, t.offset * es, spanBytes) : zip.readAll(e).subarray(t.offset * es, t.offset * es + spanBytes);
+    src = t.storage.record.read(t.offset * es, spanBytes);
   } catch (err) {
-    if (err instanceof TorchFileError) throw new TorchFileError(zip.file, `${what}: ${err.message.slice(zip.file.length + 2)}`);
+    if (err instanceof TorchFileError) throw new TorchFileError(file, `${what}: ${err.message.startsWith(file) ? err.message.slice(file.length + 2) : err.message}`);
     throw err;
   }
-  if (src.length !== spanBytes) throw new TorchFileError(zip.file, `${what}: storage "${t.storage.key}" is shorter than the view needs`);
+  if (src.length !== spanBytes) throw new TorchFileError(file, `${what}: storage "${t.storage.key}" is shorter than the view needs`);
   let out: Uint8Array;
   if (t.contiguous) {
     out = src;
