@@ -88,7 +88,10 @@ function tfjsRunner(s: Shape): { run: () => void; dispose: () => void } {
     const w = tf.tensor2d(randArray(s.n! * s.k!, 2), [s.n!, s.k!]);
     const bias = tf.tensor1d(randArray(s.n!, 3));
     inputs = [x, w, bias];
-    op = () => tf.fused.matMul({ a: x, b: w, transposeB: true, bias });
+    // Exactly as Linear runs it (src/layers/basic.ts): on wasm, whose transposeB path is slow, it transposes W first.
+    op = tf.getBackend() === 'wasm'
+      ? () => tf.tidy(() => tf.fused.matMul({ a: x, b: tf.transpose(w) as tf.Tensor2D, bias }))
+      : () => tf.fused.matMul({ a: x, b: w, transposeB: true, bias });
   } else if (s.kind === 'bmm') {
     const a = tf.tensor3d(randArray(s.b! * s.m! * s.k!, 1), [s.b!, s.m!, s.k!]);
     const bShape: [number, number, number] = s.transB ? [s.b!, s.n!, s.k!] : [s.b!, s.k!, s.n!];
@@ -112,6 +115,9 @@ function tfjsRunner(s: Shape): { run: () => void; dispose: () => void } {
   };
 }
 
+/** The raw conv calls may keep packed weights too, as the backend does for small outputs. */
+const RAW_WEIGHTS_ID = 2 ** 40;
+
 /** The same problem as raw addon calls (buffers allocated once): the library ceiling. */
 function rawRunners(s: Shape): { name: string; run: () => void }[] {
   const addon = loadAddon();
@@ -122,7 +128,7 @@ function rawRunners(s: Shape): { name: string; run: () => void }[] {
     const y = new Float32Array(s.batch! * s.hw! * s.hw! * s.cout!);
     const p = (s.ksize! - 1) >> 1;
     const shape = [s.batch!, s.hw!, s.hw!, s.cin!, s.ksize!, s.ksize!, s.cout!, s.hw!, s.hw!, 1, 1, 1, 1, p, p, s.ksize! - 1 - p, s.ksize! - 1 - p];
-    return [{ name: 'oneDNN conv', run: () => addon.conv2d(x, w, bias, y, shape, 0, 0) }];
+    return [{ name: 'oneDNN conv', run: () => addon.conv2d(x, w, bias, y, shape, 0, 0, RAW_WEIGHTS_ID) }];
   }
   const b = s.b ?? 1;
   const a = randArray(b * s.m! * s.k!, 1);

@@ -8,7 +8,8 @@ import '@tensorflow/tfjs-backend-cpu';
 import { compareArrays } from '../src/parity/compare.js';
 import { BackendUnavailableError } from '../src/backend/index.js';
 import { registerGradients } from '../src/backend/gradients.js';
-import { registerNativeBackend, enableNativeStats, nativeStats, groupNorm, groupNormComposite } from '../src/backend/native/index.js';
+import { registerNativeBackend, enableNativeStats, nativeStats, groupNorm, groupNormComposite, loadAddon } from '../src/backend/native/index.js';
+import { weightCacheMB } from '../src/backend/native/addon.js';
 
 // Native vs cpu: max |native − cpu| ≤ 1e-5 · max(1, max |cpu|) (float32 sums in another order).
 const TOL = 1e-5;
@@ -297,6 +298,24 @@ if (unavailable) {
       }
     }
     ranNative('KarloGroupNorm');
+  });
+
+  test('packed conv filters: a new filter of the same shape is never served stale; the cache keeps its budget', async () => {
+    const addon = loadAddon();
+    for (let i = 0; i < 3; i++) {
+      // Same shapes every round, new filter values: each must match cpu.
+      await same(`conv with filter #${i}`, () => tf.conv2d(T([1, 6, 6, 16], 1) as tf.Tensor4D, T([3, 3, 16, 16], 100 + i) as tf.Tensor4D, 1, 'same'));
+    }
+    const before = addon.weightCache();
+    addon.weightCache(64 * 1024); // smaller than one packed [3,3,64,64] filter (147 KB): served uncached
+    try {
+      await same('conv with a filter over the cache budget', () => tf.conv2d(T([1, 5, 5, 64], 1) as tf.Tensor4D, T([3, 3, 64, 64], 2) as tf.Tensor4D, 1, 'same'));
+      assert.ok(addon.weightCache() <= 64 * 1024, `cache holds ${addon.weightCache()} bytes over its 64 KB budget`);
+    } finally {
+      addon.weightCache(weightCacheMB() * 2 ** 20);
+    }
+    assert.ok(before >= 0);
+    ranNative('Conv2D');
   });
 
   test('native kernels free every tensor (numTensors and numBytes return to baseline)', async () => {

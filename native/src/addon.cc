@@ -134,10 +134,10 @@ karlo::ConvShape convShape(const Args& A, size_t i) {
                           v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16]};
 }
 
-// conv2d(x, w, bias|null, y, shape17, act, alpha)
+// conv2d(x, w, bias|null, y, shape17, act, alpha, weightsId)
 napi_value Conv2d(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
-    Args A(env, info, 7);
+    Args A(env, info, 8);
     karlo::ConvShape s = convShape(A, 4);
     size_t lx, lw, ly, lb = 0;
     const float* x = A.f32(0, &lx);
@@ -148,7 +148,8 @@ napi_value Conv2d(napi_env env, napi_callback_info info) {
     need(lw, s.kh * s.kw * s.c * s.o, "conv2d filter");
     need(ly, s.n * s.oh * s.ow * s.o, "conv2d out");
     if (b) need(lb, s.o, "conv2d bias");
-    karlo::conv2dForward(s, x, w, b, y, static_cast<int>(A.i64(5)), static_cast<float>(A.num(6)));
+    karlo::conv2dForward(s, x, w, b, y, static_cast<int>(A.i64(5)), static_cast<float>(A.num(6)),
+                         static_cast<uint64_t>(A.num(7)));
     return undef(env);
   });
 }
@@ -288,6 +289,35 @@ napi_value GroupNorm(napi_env env, napi_callback_info info) {
   });
 }
 
+napi_value ReleaseWeights(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args A(env, info, 1);
+    karlo::releaseWeights(static_cast<uint64_t>(A.num(0)));
+    return undef(env);
+  });
+}
+
+// weightCache(budgetBytes?) → bytes held
+napi_value WeightCache(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    size_t argc = 1;
+    napi_value v;
+    NAPI_OK(napi_get_cb_info(env, info, &argc, &v, nullptr, nullptr));
+    if (argc >= 1) {
+      napi_valuetype t;
+      NAPI_OK(napi_typeof(env, v, &t));
+      if (t == napi_number) {
+        double d;
+        NAPI_OK(napi_get_value_double(env, v, &d));
+        karlo::setWeightCacheBudget(static_cast<size_t>(d < 0 ? 0 : d));
+      }
+    }
+    napi_value r;
+    NAPI_OK(napi_create_double(env, static_cast<double>(karlo::weightCacheBytes()), &r));
+    return r;
+  });
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Args A(env, info, 1);
@@ -329,6 +359,8 @@ napi_value Init(napi_env env, napi_value exports) {
              {"reduce", Reduce},
              {"softmax", Softmax},
              {"groupNorm", GroupNorm},
+             {"releaseWeights", ReleaseWeights},
+             {"weightCache", WeightCache},
              {"setThreads", SetThreads},
              {"getThreads", GetThreads},
              {"describe", Describe},

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <list>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,44 @@ struct Scratch {
   }
 };
 Scratch g_wscratch;
+
+// Reordered (packed) conv weights, by the caller's id for the weights array (immutable while the id lives) and the
+// layout the primitive wants. LRU within a byte budget; the caller releases an id when its array is collected.
+struct PackedWeights {
+  uint64_t id;
+  memory::desc md;
+  float* data;
+  size_t bytes;
+};
+std::list<PackedWeights> g_packed;  // most recently used first
+size_t g_packedBytes = 0;
+size_t g_packedBudget = size_t(1) << 30;
+
+void dropPacked(std::list<PackedWeights>::iterator it) {
+  g_packedBytes -= it->bytes;
+  std::free(it->data);
+  g_packed.erase(it);
+}
+
+// Returns packed weights for (id, md), reordering from `user` on a miss; nullptr when they do not fit the budget.
+float* packedWeights(uint64_t id, const memory::desc& md, reorder& r, memory& user) {
+  for (auto it = g_packed.begin(); it != g_packed.end(); ++it) {
+    if (it->id == id && it->md == md) {
+      g_packed.splice(g_packed.begin(), g_packed, it);
+      return it->data;
+    }
+  }
+  const size_t bytes = md.get_size();
+  if (bytes > g_packedBudget) return nullptr;
+  while (!g_packed.empty() && g_packedBytes + bytes > g_packedBudget) dropPacked(std::prev(g_packed.end()));
+  float* data = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+  if (!data) return nullptr;
+  memory packed(md, eng(), data);
+  r.execute(strm(), user, packed);
+  g_packed.push_front(PackedWeights{id, md, data, bytes});
+  g_packedBytes += bytes;
+  return data;
+}
 
 post_ops actPostOps(int act, float alpha) {
   post_ops po;
@@ -206,7 +245,7 @@ void matmulBlas(const MatmulArgs& p) {
 }
 
 void conv2dForward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int act,
-                   float alpha) {
+                   float alpha, uint64_t weightsId) {
   std::ostringstream k;
   k << convKey(s) << ',' << (bias != nullptr) << ',' << act << ',' << alpha;
   const std::string key = k.str();
@@ -227,8 +266,13 @@ void conv2dForward(const ConvShape& s, const float* x, const float* w, const flo
   memory wUser(e.userW, eng(), const_cast<float*>(w));
   memory wM = wUser;
   if (e.reorderW) {
-    wM = memory(e.pd.weights_desc(), eng(), g_wscratch.get(e.pd.weights_desc().get_size()));
-    e.wReorder.execute(strm(), wUser, wM);
+    float* packed = weightsId ? packedWeights(weightsId, e.pd.weights_desc(), e.wReorder, wUser) : nullptr;
+    if (packed) {
+      wM = memory(e.pd.weights_desc(), eng(), packed);
+    } else {
+      wM = memory(e.pd.weights_desc(), eng(), g_wscratch.get(e.pd.weights_desc().get_size()));
+      e.wReorder.execute(strm(), wUser, wM);
+    }
   }
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(e.pd.src_desc(), eng(), const_cast<float*>(x))},
                                        {DNNL_ARG_WEIGHTS, wM},
@@ -294,6 +338,21 @@ void conv2dBackwardFilter(const ConvShape& s, const float* x, const float* dy, f
   strm().wait();
 }
 
+void releaseWeights(uint64_t id) {
+  for (auto it = g_packed.begin(); it != g_packed.end();) {
+    auto next = std::next(it);
+    if (it->id == id) dropPacked(it);
+    it = next;
+  }
+}
+
+void setWeightCacheBudget(size_t bytes) {
+  g_packedBudget = bytes;
+  while (!g_packed.empty() && g_packedBytes > g_packedBudget) dropPacked(std::prev(g_packed.end()));
+}
+
+size_t weightCacheBytes() { return g_packedBytes; }
+
 void setThreads(int n) {
   if (n < 1) n = 1;
   omp_set_num_threads(n);
@@ -316,6 +375,7 @@ void clearCache() {
   g_convBwdData.clear();
   g_convBwdWeights.clear();
   g_wscratch.release();
+  while (!g_packed.empty()) dropPacked(g_packed.begin());
 }
 
 }  // namespace karlo

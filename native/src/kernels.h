@@ -29,7 +29,12 @@ struct ConvShape {
 // Each throws std::runtime_error with a readable message when oneDNN rejects the problem.
 void matmulDnnl(const MatmulArgs& p);
 void matmulBlas(const MatmulArgs& p);
-void conv2dForward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int act, float alpha);
+// weightsId != 0: the caller guarantees `w` is immutable while that id lives, so its packed form may be cached.
+void conv2dForward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int act, float alpha,
+                   uint64_t weightsId);
+void releaseWeights(uint64_t id);
+void setWeightCacheBudget(size_t bytes);
+size_t weightCacheBytes();
 void conv2dBackwardData(const ConvShape& s, const float* dy, const float* w, float* dx);
 void conv2dBackwardFilter(const ConvShape& s, const float* x, const float* dy, float* dw);
 void setThreads(int n);

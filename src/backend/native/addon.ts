@@ -17,8 +17,15 @@ export interface NativeAddon {
   /** out[batch,m,n] = act(op(a)·op(b) + bias); batchA/batchB equal or 1 (broadcast). useBlas: OpenBLAS sgemm instead of oneDNN. */
   matmul(a: Float32Array, b: Float32Array, out: Float32Array, bias: Float32Array | null, batchA: number, batchB: number,
     m: number, n: number, k: number, transA: boolean, transB: boolean, act: number, alpha: number, useBlas: boolean): void;
-  /** NHWC x, HWIO w; shape = [n,h,w,c, kh,kw,o, oh,ow, sh,sw, dh,dw, pt,pl,pb,pr]. */
-  conv2d(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, shape: number[], act: number, alpha: number): void;
+  /**
+   * NHWC x, HWIO w; shape = [n,h,w,c, kh,kw,o, oh,ow, sh,sw, dh,dw, pt,pl,pb,pr]. weightsId > 0 promises that `w` does
+   * not change while that id lives (releaseWeights): its packed form is then cached.
+   */
+  conv2d(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, shape: number[], act: number,
+    alpha: number, weightsId: number): void;
+  releaseWeights(id: number): void;
+  /** Sets the packed-weights cache budget in bytes (when given); returns the bytes it holds. */
+  weightCache(budgetBytes?: number): number;
   conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, shape: number[]): void;
   conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, shape: number[]): void;
   binary(op: number, outShape: number[], a: Float32Array, stridesA: number[], b: Float32Array, stridesB: number[], out: Float32Array): void;
@@ -68,12 +75,22 @@ export function loadAddon(): NativeAddon {
   try {
     const addon = createRequire(import.meta.url)(file) as NativeAddon;
     addon.setThreads(threadCount());
+    addon.weightCache(weightCacheMB() * 2 ** 20);
     cached = addon;
     return addon;
   } catch (e) {
     failure = `the addon ${file} failed to load (${(e as Error).message.split('\n')[0]}); ${HOW_TO_FIX}`;
     throw new Error(failure);
   }
+}
+
+/** KARLO_NATIVE_WEIGHT_CACHE_MB (default 1024): packed conv filters kept between calls (0 disables). */
+export function weightCacheMB(): number {
+  const env = process.env.KARLO_NATIVE_WEIGHT_CACHE_MB;
+  if (env === undefined || env === '') return 1024;
+  const n = Number(env);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`KARLO_NATIVE_WEIGHT_CACHE_MB=${env}: expected a number of MB >= 0`);
+  return n;
 }
 
 /** KARLO_NATIVE_THREADS, else every core Node sees. */

@@ -61,6 +61,25 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
   const allF32 = (...ts: (TensorInfo | undefined)[]) => ts.every((t) => !t || t.dtype === 'float32');
   const out = (backend: Backend, shape: number[], values: Float32Array) => backend.makeTensorInfo(shape, 'float32', values);
 
+  // Conv filters whose repacking into oneDNN's blocked layout costs more than a few % of the conv (few output
+  // pixels per weight: the decoder's 8x8-16x16 levels, where it is 35-70%) are packed once and cached in the addon,
+  // keyed by the identity of the filter's array: tfjs never writes into a tensor's values, and the id dies with
+  // the array.
+  const PACK_BELOW_PIXELS = 4096;
+  const ids = new WeakMap<Float32Array, number>();
+  let nextId = 1;
+  const released = new FinalizationRegistry<number>((id) => addon.releaseWeights(id));
+  const weightsId = (w: Float32Array, pixels: number): number => {
+    if (pixels >= PACK_BELOW_PIXELS) return 0;
+    let id = ids.get(w);
+    if (id === undefined) {
+      id = nextId++;
+      ids.set(w, id);
+      released.register(w, id);
+    }
+    return id;
+  };
+
   // ---------- GEMM ----------
 
   /** act(op(a)·op(b) + bias) with tfjs's batch broadcasting, or null when the addon should not take it. */
@@ -234,8 +253,10 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     const fuseAct = fusable(activation) && (nativeBias || !bias);
     const alpha = a.leakyreluAlpha ?? 0.2;
     const y = alloc(util.sizeFromShape(ci.outShape));
-    const ok = tryNative(name, () => addon.conv2d(f32(backend, x), f32(backend, filter), nativeBias ? f32(backend, bias!) : null, y,
-      shape, fuseAct ? ACT[activation as keyof typeof ACT] : ACT.linear, alpha));
+    const w = f32(backend, filter);
+    const ok = tryNative(name, () => addon.conv2d(f32(backend, x), w, nativeBias ? f32(backend, bias!) : null, y,
+      shape, fuseAct ? ACT[activation as keyof typeof ACT] : ACT.linear, alpha,
+      weightsId(w, ci.batchSize * ci.outHeight * ci.outWidth)));
     if (!ok) return null;
     count(name, true);
     const r = out(backend, ci.outShape, y);
