@@ -40,11 +40,16 @@ test('UNet2DConditionModel config: unsupported values are errors naming the fiel
 test('UNet2DConditionModel: bad inputs are errors naming the argument', async () => {
   await useBackend('cpu');
   const m = new UNet2DConditionModel(unet2dConditionConfig(readConfig(fixture('decoder'))));
-  const x = tf.zeros([1, 3, 16, 16]) as tf.Tensor4D;
-  const ehs = tf.zeros([1, 81, 64]) as tf.Tensor3D;
-  assert.throws(() => m.forward(x, 3, ehs, {}), /class_labels are required/);
-  assert.throws(() => m.forward(tf.zeros([1, 3, 10, 16]) as tf.Tensor4D, 3, ehs, {}), /10x16; height and width must be divisible by 4/);
-  assert.throws(() => m.forward(x, 3, ehs, { classLabels: tf.zeros([1, 128]) as tf.Tensor2D, attentionMask: tf.ones([1, 77]) as tf.Tensor2D }), /attention_mask has shape \[1,77\]/);
+  const before = tf.memory().numTensors;
+  tf.tidy(() => {
+    const x = tf.zeros([1, 3, 16, 16]) as tf.Tensor4D;
+    const ehs = tf.zeros([1, 81, 64]) as tf.Tensor3D;
+    assert.throws(() => m.forward(x, 3, ehs, {}), /class_labels are required/);
+    assert.throws(() => m.forward(tf.zeros([1, 3, 10, 16]) as tf.Tensor4D, 3, ehs, {}), /10x16; height and width must be divisible by 4/);
+    assert.throws(() => m.forward(x, 3, ehs, { classLabels: tf.zeros([1, 128]) as tf.Tensor2D, attentionMask: tf.ones([1, 77]) as tf.Tensor2D }), /attention_mask has shape \[1,77\]/);
+    assert.throws(() => m.forward(x, 3, tf.zeros([2, 81, 64]) as tf.Tensor3D, { classLabels: tf.zeros([1, 128]) as tf.Tensor2D }), /encoder_hidden_states has shape \[2,81,64\]/);
+  });
+  assert.is(tf.memory().numTensors, before);
 });
 
 test.run();

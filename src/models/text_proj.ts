@@ -103,10 +103,10 @@ export class UnCLIPTextProjModel extends Module {
   }
 }
 
-/** Builds the model from `dir/config.json` and loads `dir`'s weights (strict). */
-export function loadTextProj(dir: string): UnCLIPTextProjModel {
+/** Builds the model from `dir/config.json` and loads `dir`'s weights (strict; trainable variables unless told). */
+export function loadTextProj(dir: string, opts: { trainable?: boolean } = {}): UnCLIPTextProjModel {
   const cfg = textProjConfig(readConfig(dir), path.join(dir, 'config.json'));
   const m = new UnCLIPTextProjModel(cfg);
-  loadWeights(m, dir);
+  loadWeights(m, dir, { strict: true, trainable: opts.trainable ?? true });
   return m;
 }

@@ -354,9 +354,9 @@ export class UNet2DConditionModel extends Module {
   }
 }
 
-/** Builds the model from `dir/config.json` and loads `dir`'s weights (strict). */
-export function loadUNet2DCondition(dir: string): UNet2DConditionModel {
+/** Builds the model from `dir/config.json` and loads `dir`'s weights (strict; trainable variables unless told). */
+export function loadUNet2DCondition(dir: string, opts: { trainable?: boolean } = {}): UNet2DConditionModel {
   const m = new UNet2DConditionModel(unet2dConditionConfig(readConfig(dir), path.join(dir, 'config.json')));
-  loadWeights(m, dir);
+  loadWeights(m, dir, { strict: true, trainable: opts.trainable ?? true });
   return m;
 }
