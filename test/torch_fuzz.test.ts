@@ -1,7 +1,7 @@
-// Seeded fuzzing of the PyTorch checkpoint reader: 2,400 mutated archives (zip level: byte flips, truncation,
-// directory/header corruption; pickle level: mutated data.pkl re-zipped with valid CRCs). Every outcome is either
-// a successful read of every tensor or a TorchFileError naming the file; nothing hangs, and no buffer larger
-// than the file is ever requested.
+// Seeded fuzzing of the PyTorch checkpoint reader: 2,400 mutated files (container level: zip archives and legacy
+// streams with byte flips, truncation, directory/header corruption; pickle level: mutated data.pkl re-zipped with
+// valid CRCs). Every outcome is either a successful read of every tensor or a TorchFileError naming the file;
+// nothing hangs, and no buffer larger than the file is ever requested.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as fs from 'node:fs';
@@ -9,7 +9,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fixture } from './helpers.js';
 import { TorchCheckpoint, TorchFileError, ZipArchive } from '../src/io/torch/index.js';
-import { writeZip, type ZipRecord } from '../src/io/torch/writer.js';
+import { saveLegacyStateDict, writeZip, type ZipRecord } from '../src/io/torch/writer.js';
+import { SafetensorsFile } from '../src/io/safetensors.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-fuzz-'));
 
@@ -66,12 +67,18 @@ function exercise(file: string, stats: Stats, what: string): void {
 
 const BASES = ['extra-storage-cases.ckpt', 'ViT-L-14_stats.th', 'prior-ckpt-step=01000000-of-01000000.ckpt'].map((f) => fixture('original_ckpt', 'original', f));
 
-test('zip-level fuzz: 1,200 archives with flipped bytes, truncations and corrupted headers/directories', () => {
+test('container-level fuzz: 1,200 zip and legacy-stream files with flipped bytes, truncations, corrupted headers/directories', () => {
   const r = rng(20240601);
   const stats: Stats = { ok: 0, refused: 0, maxAlloc: 0, slowest: 0 };
   const file = path.join(tmp, 'zip.ckpt');
+  // A legacy (pre-1.6) stream holding the extra-storage tensors, as a third base.
+  const legacy = path.join(tmp, 'legacy.pt');
+  const exp = SafetensorsFile.open(fixture('original_ckpt', 'expected', 'extra-storage-cases.expected.safetensors'));
+  saveLegacyStateDict(legacy, new Map(exp.names().map((n) => [n, { dtype: exp.info(n).dtype, shape: exp.info(n).shape, data: exp.readBytes(n) }])));
+  exp.close();
+  const bases = [BASES[0], BASES[1], legacy]; // the small ones: fast
   for (let i = 0; i < 1200; i++) {
-    const base = fs.readFileSync(BASES[i % 2]); // the two small ones: fast
+    const base = fs.readFileSync(bases[i % 3]);
     let b = Buffer.from(base);
     const kind = r.int(5);
     if (kind === 0) {
@@ -102,7 +109,7 @@ test('zip-level fuzz: 1,200 archives with flipped bytes, truncations and corrupt
     fs.writeFileSync(file, b);
     exercise(file, stats, `zip case ${i} (kind ${kind})`);
   }
-  console.log(`  zip fuzz: ${stats.ok} read fully, ${stats.refused} refused with TorchFileError; largest buffer ${stats.maxAlloc} B; slowest ${stats.slowest.toFixed(1)} ms`);
+  console.log(`  container fuzz: ${stats.ok} read fully, ${stats.refused} refused with TorchFileError; largest buffer ${stats.maxAlloc} B; slowest ${stats.slowest.toFixed(1)} ms`);
   assert.is(stats.ok + stats.refused, 1200);
   assert.ok(stats.refused > 300, `most mutations are caught (${stats.refused})`);
   assert.ok(stats.slowest < 2000, `no case takes long (${stats.slowest.toFixed(0)} ms)`);

@@ -12,7 +12,7 @@ import { fixture, useBackend } from './helpers.js';
 import { PriorTransformer, priorTransformerConfig } from '../src/models/prior_transformer.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { TorchCheckpoint, TorchFileError, PyDict, PyObject, torchSource } from '../src/io/torch/index.js';
-import { PickleWriter, saveTorchStateDict, writeZip, type TensorToSave } from '../src/io/torch/writer.js';
+import { PickleWriter, saveLegacyStateDict, saveTorchStateDict, writeZip, type TensorToSave } from '../src/io/torch/writer.js';
 
 const ORIG = (f: string) => fixture('original_ckpt', 'original', f);
 const EXP = (f: string) => fixture('original_ckpt', 'expected', f);
@@ -462,6 +462,44 @@ test('protocol-4 pickles (FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL), _rebu
   } finally {
     ck.close();
   }
+});
+
+test('legacy (pre-1.6) torch.save streams: every tensor of the extra-storage fixture, and storage views from the 6-tuple persistent id', () => {
+  const f = path.join(tmp, 'legacy.pt');
+  const exp = SafetensorsFile.open(EXP('extra-storage-cases.expected.safetensors'));
+  const tensors = new Map<string, TensorToSave>(exp.names().map((n) => [n, { dtype: exp.info(n).dtype, shape: exp.info(n).shape, data: exp.readBytes(n) }]));
+  saveLegacyStateDict(f, tensors);
+  const ck = TorchCheckpoint.open(f);
+  try {
+    assert.is(ck.version, 'legacy 1001');
+    assert.is(ck.stateDict().size, exp.names().length);
+    for (const n of exp.names()) assert.ok(Buffer.compare(Buffer.from(ck.readRaw(n).bytes), Buffer.from(exp.readBytes(n))) === 0, n);
+  } finally {
+    ck.close();
+    exp.close();
+  }
+  // A view: storage "v" = elements [2, 6) of root storage "0" (8 floats).
+  const w = new PickleWriter();
+  w.proto(2).long(0x1950a86a20f9469cfc6cn).stop().proto(2).int(1001).stop().proto(2).emptyDict().mark().str('little_endian').bool(true).setitems().stop();
+  w.proto(2).emptyDict().mark().str('view').global('torch._utils', '_rebuild_tensor_v2').mark();
+  w.mark().str('storage').global('torch', 'FloatStorage').str('0').str('cpu').int(8).mark().str('v').int(2).int(4).tuple().tuple().binpersid();
+  w.int(1).ints([3]).ints([1]).bool(false).global('collections', 'OrderedDict').emptyTuple().reduce().tuple().reduce().setitems().stop();
+  w.proto(2).emptyList().mark().str('0').appends().stop();
+  const count = Buffer.alloc(8);
+  count.writeBigInt64LE(8n);
+  const f2 = path.join(tmp, 'legacy-view.pt');
+  fs.writeFileSync(f2, Buffer.concat([w.bytes(), count, Buffer.from(new Float32Array([0, 1, 2, 3, 4, 5, 6, 7]).buffer)]));
+  const ck2 = TorchCheckpoint.open(f2);
+  assert.equal([...ck2.read('view').data], [3, 4, 5]);
+  ck2.close();
+  // Truncated data and a wrong element count are errors naming the file.
+  const full = fs.readFileSync(f2);
+  fs.writeFileSync(f2, full.subarray(0, full.length - 4));
+  assert.throws(() => TorchCheckpoint.open(f2), (e: Error) => e instanceof TorchFileError && e.message.startsWith(f2) && /past the end/.test(e.message));
+  const bad = Buffer.from(full);
+  bad.writeBigInt64LE(9n, w.bytes().length);
+  fs.writeFileSync(f2, bad);
+  assert.throws(() => TorchCheckpoint.open(f2), (e: Error) => e instanceof TorchFileError && /holds 9 elements, the pickle says 8/.test(e.message));
 });
 
 test('big-endian archives (byteorder record "big") are swapped to little-endian', () => {

@@ -1,11 +1,12 @@
 // PyTorch checkpoints (torch.save zip archives, Lightning .ckpt, TorchScript archives) read without Python.
 // The pickle is decoded by our data-only unpickler; tensors stay lazy (storage record + view) until read, so a
 // 4 GB checkpoint costs its pickle in memory plus one tensor at a time.
-import type { TensorData } from '../safetensors.js';
+import * as fs from 'node:fs';
+import type { SafetensorsDType, TensorData } from '../safetensors.js';
 import { DTYPE_SIZE, decodeBytes } from '../safetensors.js';
 import type { TensorSource } from '../../layers/module.js';
 import { TorchFileError } from './errors.js';
-import { PyDict, PyGlobal, PyObject, PySet, describe, isTuple, unpickle } from './pickle.js';
+import { PickleTruncatedError, PyDict, PyGlobal, PyObject, PySet, describe, isTuple, unpickle, unpickleAt, type UnpickleHooks } from './pickle.js';
 import { STORAGE_DTYPES, TORCH_DTYPES, TorchStorage, TorchTensor, makeTensor, materialize, type RawTensor } from './tensor.js';
 import { ZipArchive } from './zip.js';
 
@@ -20,6 +21,14 @@ export interface TorchOpenOptions {
 
 const MAX_WALK_DEPTH = 200;
 
+interface ContainerInfo {
+  prefix: string;
+  kind: 'pickle' | 'torchscript';
+  version: string | null;
+  bigEndian: boolean;
+  root: unknown;
+}
+
 export class TorchCheckpoint {
   readonly file: string;
   /** The archive's top folder (`archive`, or the file stem for torch.save(path) / TorchScript). */
@@ -32,21 +41,71 @@ export class TorchCheckpoint {
   readonly root: unknown;
   /** Storages by key (a key shared by several tensors = tied or viewed weights). */
   readonly storages = new Map<string, TorchStorage>();
-  private readonly zip: ZipArchive;
+  /** Bytes in the file (bounds every allocation: a stride-0 view may not expand beyond it). */
+  private readonly fileSize: number;
+  private zip: ZipArchive | null = null;
+  private readonly closers: (() => void)[] = [];
   private stateDictCache: Map<string, TorchTensor> | null = null;
 
-  private constructor(file: string, zip: ZipArchive, opts: TorchOpenOptions) {
+  private constructor(file: string, fileSize: number, init: (ck: TorchCheckpoint) => ContainerInfo) {
     this.file = file;
+    this.fileSize = fileSize;
+    const c = init(this);
+    this.prefix = c.prefix;
+    this.kind = c.kind;
+    this.version = c.version;
+    this.bigEndian = c.bigEndian;
+    this.root = c.root;
+  }
+
+  /**
+   * Opens a checkpoint and unpickles its object tree (tensor data is read later, on demand): a torch.save zip
+   * archive (torch >= 1.6, Lightning .ckpt, TorchScript), or the legacy pre-1.6 stream.
+   */
+  static open(file: string, opts: TorchOpenOptions = {}): TorchCheckpoint {
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch (e) {
+      throw new TorchFileError(file, `cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    const size = fs.fstatSync(fd).size;
+    const head = Buffer.alloc(Math.min(size, 512));
+    fs.readSync(fd, head, 0, head.length, 0);
+    if (head.length >= 2 && head[0] === 0x80 && head[1] <= 5) {
+      try {
+        return new TorchCheckpoint(file, size, (ck) => ck.initLegacy(fd, size, opts));
+      } catch (e) {
+        fs.closeSync(fd);
+        throw e;
+      }
+    }
+    fs.closeSync(fd);
+    if (head.length >= 262 && head.toString('latin1', 257, 262) === 'ustar') {
+      throw new TorchFileError(file, 'a tar archive: the pre-0.4 torch.save tar format is not supported; re-save it with torch >= 1.6');
+    }
+    const zip = ZipArchive.open(file);
+    try {
+      return new TorchCheckpoint(file, zip.size, (ck) => ck.initZip(zip, opts));
+    } catch (e) {
+      zip.close();
+      throw e;
+    }
+  }
+
+  private initZip(zip: ZipArchive, opts: TorchOpenOptions): ContainerInfo {
+    const file = this.file;
     this.zip = zip;
+    this.closers.push(() => zip.close());
     if (zip.entries.length === 0) throw new TorchFileError(file, 'zip archive is empty');
     const first = zip.entries[0].name;
     const slash = first.indexOf('/');
     if (slash <= 0) throw new TorchFileError(file, `first zip entry "${first}" is not inside a top folder: not a PyTorch archive`);
-    this.prefix = first.slice(0, slash);
-    const rec = (name: string) => zip.get(`${this.prefix}/${name}`);
+    const prefix = first.slice(0, slash);
+    const rec = (name: string) => zip.get(`${prefix}/${name}`);
     const pkl = rec('data.pkl');
-    if (!pkl) throw new TorchFileError(file, `no "${this.prefix}/data.pkl" record: not a PyTorch checkpoint (entries: ${zip.entries.slice(0, 5).map((e) => e.name).join(', ')}${zip.entries.length > 5 ? ', ...' : ''})`);
-    this.kind = rec('constants.pkl') || zip.entries.some((e) => e.name.startsWith(`${this.prefix}/code/`)) ? 'torchscript' : 'pickle';
+    if (!pkl) throw new TorchFileError(file, `no "${prefix}/data.pkl" record: not a PyTorch checkpoint (entries: ${zip.entries.slice(0, 5).map((e) => e.name).join(', ')}${zip.entries.length > 5 ? ', ...' : ''})`);
+    const kind = rec('constants.pkl') || zip.entries.some((e) => e.name.startsWith(`${prefix}/code/`)) ? 'torchscript' : 'pickle';
     const small = (name: string) => {
       const e = rec(name);
       if (!e) return null;
@@ -54,30 +113,154 @@ export class TorchCheckpoint {
       zip.checkCrc(e, b);
       return b.toString('utf8').trim();
     };
-    this.version = small('version') ?? small('.data/version');
+    const version = small('version') ?? small('.data/version');
     const bo = small('byteorder');
     if (bo !== null && bo !== 'little' && bo !== 'big') throw new TorchFileError(file, `byteorder record is "${bo}", expected "little" or "big"`);
-    this.bigEndian = bo === 'big';
     const data = zip.readAll(pkl, zip.size);
     zip.checkCrc(pkl, data);
-    this.root = unpickle(data, file, `${this.prefix}/data.pkl`, {
-      persistentLoad: (pid, fail) => this.persistentLoad(pid, fail),
+    const root = unpickle(data, file, `${prefix}/data.pkl`, {
+      persistentLoad: (pid, fail) => this.persistentLoad(prefix, pid, fail),
       reduce: (fn, args, fail) => this.reduce(fn, args, fail, opts),
     });
+    return { prefix, kind, version, bigEndian: bo === 'big', root };
   }
 
-  /** Opens an archive and unpickles its data.pkl (tensor data is read later, on demand). */
-  static open(file: string, opts: TorchOpenOptions = {}): TorchCheckpoint {
-    const zip = ZipArchive.open(file);
-    try {
-      return new TorchCheckpoint(file, zip, opts);
-    } catch (e) {
-      zip.close();
-      throw e;
+  /**
+   * The legacy stream (torch < 1.6, or _use_new_zipfile_serialization=False): pickles of the magic number, the
+   * protocol version (1001) and sys_info, then the object pickle, then the list of storage keys, then each storage
+   * as an int64 element count followed by its raw bytes. Storages are located by walking those counts (positioned
+   * reads only); their bytes are read on demand.
+   */
+  private initLegacy(fd: number, size: number, opts: TorchOpenOptions): ContainerInfo {
+    const file = this.file;
+    this.legacyFdValue = fd;
+    this.closers.push(() => fs.closeSync(fd));
+    const readAt = (pos: number, len: number, what: string): Buffer => {
+      if (pos < 0 || pos + len > size) throw new TorchFileError(file, `${what}: bytes [${pos}, ${pos + len}) lie outside the file (${size} bytes)`);
+      const b = Buffer.allocUnsafeSlow(len);
+      let done = 0;
+      while (done < len) {
+        const n = fs.readSync(fd, b, done, Math.min(len - done, 1 << 30), pos + done);
+        if (n <= 0) throw new TorchFileError(file, `${what}: unexpected end of file`);
+        done += n;
+      }
+      return b;
+    };
+    const roots = new Map<string, { dtype: SafetensorsDType; numel: number; offset: number | null }>();
+    const noCalls: UnpickleHooks = {
+      persistentLoad: (_pid, fail) => fail('unexpected persistent id in a header pickle'),
+      reduce: (fn, _args, fail) => fail(`refused: a header pickle calls ${fn.qualname}`),
+    };
+    // The pickles are at the start; read a growing prefix until they all parse.
+    let len = Math.min(size, 1 << 20);
+    for (;;) {
+      const buf = readAt(0, len, 'legacy header');
+      roots.clear();
+      this.storages.clear();
+      try {
+        const magic = unpickleAt(buf, 0, file, 'legacy magic number', noCalls);
+        if (magic.value !== 0x1950a86a20f9469cfc6cn) throw new TorchFileError(file, 'not a PyTorch file: a pickle without torch.save\'s magic number (and not a zip archive)');
+        const proto = unpickleAt(buf, magic.end, file, 'legacy protocol version', noCalls);
+        if (proto.value !== 1001) throw new TorchFileError(file, `legacy protocol version ${String(proto.value)} is not 1001`);
+        const sys = unpickleAt(buf, proto.end, file, 'legacy sys_info', noCalls);
+        const bigEndian = sys.value instanceof PyDict && sys.value.get('little_endian') === false;
+        const main = unpickleAt(buf, sys.end, file, 'legacy object pickle', {
+          persistentLoad: (pid, fail) => this.legacyPersistentLoad(pid, fail, roots, size),
+          reduce: (fn, args, fail) => this.reduce(fn, args, fail, opts),
+        });
+        const keys = unpickleAt(buf, main.end, file, 'legacy storage keys', noCalls);
+        if (!Array.isArray(keys.value) || !keys.value.every((k) => typeof k === 'string')) throw new TorchFileError(file, 'legacy storage key list is not a list of strings');
+        // Locate each storage: int64 element count, then the bytes.
+        let pos = keys.end;
+        for (const key of keys.value as string[]) {
+          const r = roots.get(key);
+          if (!r) throw new TorchFileError(file, `legacy storage key "${key}" is not used by the object pickle`);
+          if (r.offset !== null) throw new TorchFileError(file, `legacy storage key "${key}" is listed twice`);
+          const h = readAt(pos, 8, `storage "${key}" header`);
+          const numel = bigEndian ? h.readBigInt64BE(0) : h.readBigInt64LE(0);
+          if (numel !== BigInt(r.numel)) throw new TorchFileError(file, `storage "${key}": the stream holds ${numel} elements, the pickle says ${r.numel}`);
+          r.offset = pos + 8;
+          pos = r.offset + r.numel * DTYPE_SIZE[r.dtype];
+          if (pos > size) throw new TorchFileError(file, `storage "${key}" runs past the end of the file (${size} bytes): truncated file?`);
+        }
+        return { prefix: '', kind: 'pickle', version: 'legacy 1001', bigEndian, root: main.value };
+      } catch (e) {
+        if (e instanceof PickleTruncatedError && len < size) {
+          len = Math.min(size, len * 4);
+          continue;
+        }
+        throw e;
+      }
     }
   }
 
-  private persistentLoad(pid: unknown, fail: (m: string) => never): TorchStorage {
+  private legacyPersistentLoad(pid: unknown, fail: (m: string) => never, roots: Map<string, { dtype: SafetensorsDType; numel: number; offset: number | null }>, size: number): unknown {
+    if (!isTuple(pid) || pid.length < 2) fail(`persistent id ${describe(pid)} is not a tuple`);
+    const t = pid as unknown[];
+    if (t[0] === 'module') return t[1]; // a pickled container class: its name only
+    if (t[0] !== 'storage' || t.length !== 6) fail('legacy persistent id is not (\'storage\', type, key, location, numel, view)');
+    const [, type, key, location, numel, view] = t;
+    if (!(type instanceof PyGlobal) || type.module !== 'torch' || !(type.name in STORAGE_DTYPES)) fail(`unsupported storage type ${type instanceof PyGlobal ? type.qualname : describe(type)}`);
+    if (typeof key !== 'string' || key.length > 64) fail(`storage key ${typeof key === 'string' ? 'too long' : describe(key)}`);
+    if (typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) fail(`storage "${key}": element count ${String(numel)} is invalid`);
+    const dtype = STORAGE_DTYPES[(type as PyGlobal).name];
+    const es = DTYPE_SIZE[dtype];
+    if ((numel as number) * es > size) fail(`storage "${key}" of ${numel} elements is larger than the file`);
+    let r = roots.get(key as string);
+    if (!r) {
+      r = { dtype, numel: numel as number, offset: null };
+      roots.set(key as string, r);
+    } else if (r.dtype !== dtype || r.numel !== numel) {
+      fail(`storage "${key}" is used with two different types or sizes`);
+    }
+    const root = r;
+    const rootRecord = (base: number, bytes: number, name: string) => ({
+      name,
+      size: bytes,
+      read: (offset: number, length: number): Uint8Array => {
+        if (root.offset === null) throw new TorchFileError(this.file, `storage "${key}" has no data in the file (missing from the storage key list)`);
+        if (offset < 0 || base + offset + length > root.numel * es) throw new TorchFileError(this.file, `read outside storage "${key}"`);
+        const pos = root.offset + base + offset;
+        const b = Buffer.allocUnsafeSlow(length);
+        let done = 0;
+        const fd = this.legacyFd();
+        while (done < length) {
+          const n = fs.readSync(fd, b, done, Math.min(length - done, 1 << 30), pos + done);
+          if (n <= 0) throw new TorchFileError(this.file, `storage "${key}": unexpected end of file`);
+          done += n;
+        }
+        return b;
+      },
+    });
+    const loc = typeof location === 'string' ? location : String(location);
+    if (view === null) {
+      let s = this.storages.get(key as string);
+      if (!s) {
+        s = new TorchStorage(key as string, dtype, numel as number, loc, rootRecord(0, (numel as number) * es, `storage ${key}`), false);
+        this.storages.set(key as string, s);
+      }
+      return s;
+    }
+    if (!isTuple(view) || view.length !== 3) fail(`storage "${key}": view metadata ${describe(view)} is not (key, offset, size)`);
+    const [viewKey, vOffset, vSize] = view as unknown[];
+    if (typeof viewKey !== 'string' || typeof vOffset !== 'number' || typeof vSize !== 'number' || !Number.isSafeInteger(vOffset) || !Number.isSafeInteger(vSize) || vOffset < 0 || vSize < 0 || vOffset + vSize > (numel as number)) {
+      fail(`storage "${key}": view ${describe(view)} does not fit its ${numel} elements`);
+    }
+    let s = this.storages.get(viewKey as string);
+    if (!s) {
+      s = new TorchStorage(viewKey as string, dtype, vSize as number, loc, rootRecord((vOffset as number) * es, (vSize as number) * es, `storage ${key}[${vOffset}:${(vOffset as number) + (vSize as number)}]`), false);
+      this.storages.set(viewKey as string, s);
+    }
+    return s;
+  }
+
+  private legacyFdValue: number | null = null;
+  private legacyFd(): number {
+    if (this.legacyFdValue === null) throw new TorchFileError(this.file, 'file is closed');
+    return this.legacyFdValue;
+  }
+
+  private persistentLoad(prefix: string, pid: unknown, fail: (m: string) => never): TorchStorage {
     if (!isTuple(pid) || pid.length !== 5 || pid[0] !== 'storage') fail(`persistent id ${describe(pid)} is not ('storage', type, key, location, numel)`);
     const [, type, key, location, numel] = pid as unknown[];
     if (!(type instanceof PyGlobal) || type.module !== 'torch' || !(type.name in STORAGE_DTYPES)) {
@@ -92,13 +275,13 @@ export class TorchCheckpoint {
       if (existing.dtype !== dtype || existing.numel !== numel) fail(`storage "${key}" is used as ${g.name}[${numel}] and as ${existing.dtype}[${existing.numel}]`);
       return existing;
     }
-    const entryName = `${this.prefix}/data/${key}`;
-    const entry = this.zip.get(entryName);
+    const entryName = `${prefix}/data/${key}`;
+    const zip = this.zip!;
+    const entry = zip.get(entryName);
     if (!entry) fail(`storage "${key}": no record "${entryName}" in the archive`);
     const bytes = (numel as number) * DTYPE_SIZE[dtype];
     if (entry!.size !== bytes) fail(`storage "${key}": record "${entryName}" holds ${entry!.size} bytes, ${g.name} of ${numel} elements needs ${bytes}`);
     const e = entry!;
-    const zip = this.zip;
     const record = {
       name: e.name,
       size: e.size,
@@ -133,14 +316,14 @@ export class TorchCheckpoint {
       case 'torch._utils._rebuild_tensor_v2': { // (storage, offset, size, stride, requires_grad, hooks[, metadata])
         if (args.length < 4 || args.length > 7) fail(`${q} takes 4 to 7 arguments, got ${args.length}`);
         const s = storageArg(args[0]);
-        return makeTensor(fail, s, args[1], args[2], args[3], args[4], s.dtype, this.zip.size);
+        return makeTensor(fail, s, args[1], args[2], args[3], args[4], s.dtype, this.fileSize);
       }
       case 'torch._utils._rebuild_tensor_v3': { // (storage, offset, size, stride, requires_grad, hooks, dtype[, metadata])
         if (args.length < 7 || args.length > 8) fail(`${q} takes 7 or 8 arguments, got ${args.length}`);
         const s = storageArg(args[0]);
         const dt = args[6];
         if (!(dt instanceof PyGlobal) || dt.module !== 'torch' || !(dt.name in TORCH_DTYPES)) fail(`${q}: unsupported dtype ${describe(dt)}`);
-        return makeTensor(fail, s, args[1], args[2], args[3], args[4], TORCH_DTYPES[(dt as PyGlobal).name], this.zip.size);
+        return makeTensor(fail, s, args[1], args[2], args[3], args[4], TORCH_DTYPES[(dt as PyGlobal).name], this.fileSize);
       }
       case 'torch._utils._rebuild_parameter': // (data, requires_grad, hooks)
       case 'torch._utils._rebuild_parameter_with_state': { // (data, requires_grad, hooks, state)
@@ -289,7 +472,8 @@ export class TorchCheckpoint {
   }
 
   close(): void {
-    this.zip.close();
+    for (const c of this.closers.splice(0)) c();
+    this.legacyFdValue = null;
   }
 }
 

@@ -4,4 +4,4 @@ export { TorchFileError } from './errors.js';
 export { TorchTensor, TorchStorage, type RawTensor, DTYPE_TORCH_NAME } from './tensor.js';
 export { PyDict, PyGlobal, PyObject, PySet, isTuple, deniedGlobal } from './pickle.js';
 export { ZipArchive, type ZipEntry } from './zip.js';
-export { saveTorchStateDict, writeZip, PickleWriter, pickleStateDict, type TensorToSave, type ZipRecord } from './writer.js';
+export { saveTorchStateDict, saveLegacyStateDict, writeZip, PickleWriter, pickleStateDict, type TensorToSave, type ZipRecord } from './writer.js';

@@ -80,14 +80,22 @@ export function deniedGlobal(module: string, name: string): string | null {
 
 const MAX_DEPTH_MARKS = 1 << 20;
 
+/** The pickle ran past the end of the bytes given (a caller reading a stream may retry with more). */
+export class PickleTruncatedError extends TorchFileError {}
+
 /**
  * Unpickles `data` (the `record` of `file`, for error messages). Returns the top object. Throws TorchFileError on
  * any malformed input or refused global.
  */
 export function unpickle(data: Uint8Array, file: string, record: string, hooks: UnpickleHooks): unknown {
+  return unpickleAt(data, 0, file, record, hooks).value;
+}
+
+/** Unpickles the pickle starting at byte `start`; also returns the byte after its STOP (pickles in a stream). */
+export function unpickleAt(data: Uint8Array, start: number, file: string, record: string, hooks: UnpickleHooks): { value: unknown; end: number } {
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const n = data.length;
-  let pos = 0;
+  let pos = start;
   let opPos = 0;
   let stack: unknown[] = [];
   const marks: unknown[][] = [];
@@ -98,8 +106,12 @@ export function unpickle(data: Uint8Array, file: string, record: string, hooks: 
   const fail = (msg: string): never => {
     throw new TorchFileError(file, `${record}: ${msg} (opcode at byte ${opPos})`);
   };
+  const truncated = (msg: string): never => {
+    throw new PickleTruncatedError(file, `${record}: ${msg} (opcode at byte ${opPos})`);
+  };
   const need = (k: number) => {
-    if (k < 0 || pos + k > n) fail(`needs ${k} more bytes but the pickle ends at byte ${n} (truncated or corrupt)`);
+    if (k < 0) fail(`negative length ${k}`);
+    if (pos + k > n) truncated(`needs ${k} more bytes but the pickle ends at byte ${n} (truncated or corrupt)`);
   };
   const u8 = () => { need(1); return data[pos++]; };
   const u16 = () => { need(2); const v = dv.getUint16(pos, true); pos += 2; return v; };
@@ -109,14 +121,14 @@ export function unpickle(data: Uint8Array, file: string, record: string, hooks: 
     need(8);
     const v = dv.getBigUint64(pos, true);
     pos += 8;
-    if (v > BigInt(n)) fail(`length ${v} exceeds the pickle`);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) fail(`length ${v} is out of range`);
     return Number(v);
   };
   const bytes = (k: number) => { need(k); const b = data.subarray(pos, pos + k); pos += k; return b; };
   const line = () => {
     const start = pos;
     while (pos < n && data[pos] !== 0x0a) pos++;
-    if (pos >= n) fail('GLOBAL name is not terminated by a newline');
+    if (pos >= n) truncated('GLOBAL name is not terminated by a newline');
     const s = latin1.decode(data.subarray(start, pos));
     pos++;
     return s;
@@ -170,14 +182,14 @@ export function unpickle(data: Uint8Array, file: string, record: string, hooks: 
 
   for (;;) {
     opPos = pos;
-    if (pos >= n) fail('the pickle ends without a STOP opcode');
+    if (pos >= n) truncated('the pickle ends without a STOP opcode');
     const op = data[pos++];
     switch (op) {
       case 0x80: { const p = u8(); if (p > 5) fail(`unsupported pickle protocol ${p}`); break; } // PROTO
       case 0x95: u64(); break; // FRAME: a length hint only
       case 0x2e: { // STOP
         const v = pop();
-        return v;
+        return { value: v, end: pos };
       }
       case 0x28: // MARK
         if (marks.length >= MAX_DEPTH_MARKS) fail('too many nested MARKs');

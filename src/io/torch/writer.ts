@@ -269,3 +269,46 @@ export function saveTorchStateDict(file: string, tensors: Map<string, TensorToSa
   records.push({ name: `${prefix}/version`, data: Buffer.from('3\n') });
   writeZip(file, records, opts);
 }
+
+/**
+ * The legacy (pre-1.6) torch.save stream: magic-number, protocol (1001) and sys_info pickles, the object pickle
+ * (`OrderedDict` of `_rebuild_tensor_v2` with 6-tuple persistent ids), the storage-key list, then each storage as an
+ * int64 element count and its bytes. For tests of the legacy reader.
+ */
+export function saveLegacyStateDict(file: string, tensors: Map<string, TensorToSave>): void {
+  const head = new PickleWriter();
+  head.proto(2).long(0x1950a86a20f9469cfc6cn).stop();
+  head.proto(2).int(1001).stop();
+  head.proto(2).emptyDict().mark().str('protocol_version').int(1001).str('little_endian').bool(true)
+    .str('type_sizes').emptyDict().mark().str('short').int(2).str('int').int(4).str('long').int(4).setitems().setitems().stop();
+  head.proto(2).global('collections', 'OrderedDict').emptyTuple().reduce().mark();
+  const names = [...tensors.keys()];
+  names.forEach((name, i) => {
+    const t = tensors.get(name)!;
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    const stride: number[] = [];
+    let s = 1;
+    for (let d = t.shape.length - 1; d >= 0; d--) { stride[d] = s; s *= t.shape[d]; }
+    head.str(name).global('torch._utils', '_rebuild_tensor_v2').mark();
+    head.mark().str('storage').global('torch', STORAGE_CLASS[t.dtype]).str(String(i)).str('cpu').int(numel).none().tuple().binpersid();
+    head.int(0).ints(t.shape).ints(stride).bool(false).global('collections', 'OrderedDict').emptyTuple().reduce().tuple().reduce();
+  });
+  head.setitems().stop();
+  head.proto(2).emptyList().mark();
+  names.forEach((_, i) => head.str(String(i)));
+  head.appends().stop();
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, head.bytes());
+    for (const n of names) {
+      const t = tensors.get(n)!;
+      const b = typeof t.data === 'function' ? t.data() : t.data;
+      const count = Buffer.alloc(8);
+      count.writeBigInt64LE(BigInt(t.shape.reduce((a, x) => a * x, 1)));
+      fs.writeSync(fd, count);
+      fs.writeSync(fd, b);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}

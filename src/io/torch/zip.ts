@@ -159,10 +159,7 @@ function readCentralDirectory(file: string, fd: number, size: number): ZipEntry[
     if (tail.readUInt32LE(i) === SIG_EOCD) { eocd = i; break; }
   }
   if (eocd < 0) {
-    const head = preadFully(file, fd, 0, 1, 'header');
-    throw new TorchFileError(file, head[0] === 0x80
-      ? 'legacy (pre-1.6, non-zip) torch.save format is not supported; re-save it with torch >= 1.6'
-      : 'not a zip archive (no end-of-central-directory record): not a PyTorch checkpoint, or truncated');
+    throw new TorchFileError(file, 'not a zip archive (no end-of-central-directory record): not a PyTorch checkpoint, or truncated');
   }
   let entries = tail.readUInt16LE(eocd + 10);
   let cdSize = tail.readUInt32LE(eocd + 12);
