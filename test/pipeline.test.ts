@@ -23,13 +23,14 @@ function assertAllOk(label: string, cs: Comparison[]): void {
   const bad = cs.filter((c) => !c.ok);
   // worst error relative to what is allowed, for the record
   const worst = cs.filter((c) => c.allowed > 0).sort((a, b) => b.maxAbs / b.allowed - a.maxAbs / a.allowed)[0];
-  const img = cs.find((c) => c.name.endsWith('output.images_np_NHWC'));
+  const img = cs.find((c) => c.name.startsWith('output.images_np_NHWC'));
   console.log(`  ${label}: ${cs.length} tensors compared; image max abs err ${img?.maxAbs.toExponential(2)}; worst ${worst?.name} ${worst?.maxAbs.toExponential(2)} (allowed ${worst?.allowed.toExponential(2)})`);
   assert.ok(bad.length === 0, `${label}: ${bad.length} tensor(s) beyond tolerance:\n${bad.map((c) => `  ${c.name}: max abs ${c.maxAbs.toExponential(3)} > ${c.allowed.toExponential(3)}`).join('\n')}`);
 }
 
 function expectAll(cs: Comparison[], names: RegExp[]): void {
-  for (const re of names) assert.ok(cs.some((c) => re.test(c.name)), `no comparison matching ${re}`);
+  // names may carry a note after a space (e.g. ill-conditioned elements reported apart)
+  for (const re of names) assert.ok(cs.some((c) => re.test(c.name.split(' ')[0])), `no comparison matching ${re}`);
 }
 
 for (const b of backends) {
@@ -221,6 +222,7 @@ test('model folder: missing folder, index, component, wrong pipeline/component c
     fs.writeFileSync(cfgFile, cfg);
     fs.rmSync(path.join(d, 'decoder', 'diffusion_pytorch_model.safetensors'));
     await rejects(d, /decoder: no weights file .*\(component "decoder"\)/);
+    fs.cpSync(path.join(TINY, 'decoder'), path.join(d, 'decoder'), { recursive: true });
     fs.rmSync(path.join(d, 'super_res_last'), { recursive: true });
     await rejects(d, /super_res_last: component folder "super_res_last" \(UNet2DModel\) is missing/);
     fs.rmSync(idx);

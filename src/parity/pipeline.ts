@@ -10,6 +10,7 @@ import { SafetensorsFile, type TensorData } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { TorchGenerator } from '../random/generator.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
+import { loadUNet2D } from '../models/unet2d.js';
 import { UnCLIPPipeline, type GenerateOptions } from '../pipeline/unclip_pipeline.js';
 import type { StageName } from '../pipeline/types.js';
 import { compareArrays, type Comparison } from './compare.js';
@@ -335,15 +336,84 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
       if (st) {
         const f = flagged[st.stage];
         if (f.set.size === 0 || st.step < f.fromStep || (st.step === f.fromStep && st.part !== 'prev_sample')) return undefined;
+        // super-res steps after the flagged one were re-checked from the recorded inputs (below): only their
+        // sample_in (= our free-running latents) still holds the flagged elements
+        if (st.stage === 'super_res' && forcedSr && st.step > f.fromStep && st.part !== 'sample_in') return undefined;
         return map(f, 'NCHW');
       }
       if (name === 'cap.image_small' && flagged.decoder.set.size) return map(flagged.decoder, 'NCHW');
-      if (name === 'output.images_np_NHWC' && flagged.super_res.set.size) return map(flagged.super_res, 'NHWC');
+      if (name === 'output.images_np_NHWC' && flagged.super_res.set.size && !forcedSr) return map(flagged.super_res, 'NHWC');
       return undefined;
     };
 
+    // After an ill-conditioned super-res step, the free-running latents carry its difference into every later
+    // step (the UNet spreads it to neighbouring pixels), so the later steps are checked stage by stage from the
+    // recorded tensors (fixtures README: "compare stage by stage using the recorded step.* tensors"):
+    // x = recorded sample_in, ε = unet(cat([x, recorded image_upscaled], 1), t), one scheduler step with the
+    // recorded noise; the final image from the last such step. The free-running values are logged.
+    const sr = flagged.super_res;
+    const forcedSr = forcing === 'stages' && sr.set.size > 0 && names.has('cap.image_upscaled');
+    if (forcedSr) {
+      const srSteps = steps.filter((x) => x.stage === 'super_res');
+      const srNoise = draws.filter((d) => d.endsWith('.scheduling_unclip')).slice(-srSteps.filter((x) => x.t > 0).length);
+      const first = loadUNet2D(path.join(dir, 'super_res_first'));
+      const last = loadUNet2D(path.join(dir, 'super_res_last'));
+      const sch = UnCLIPScheduler.fromDir(path.join(dir, 'super_res_scheduler'));
+      const up = refData('cap.image_upscaled');
+      const upT = tf.tensor(up.data as Float32Array, up.shape, 'float32');
+      try {
+        let k = 0;
+        srSteps.forEach((st, i) => {
+          const base = `step.${st.index}.${st.scheduler}.t${st.t}`;
+          const noiseName = st.t > 0 ? srNoise[k++] : undefined;
+          if (i <= sr.fromStep) return;
+          tf.tidy(() => {
+            const xr = refData(`${base}.sample_in`);
+            const x = tf.tensor4d(xr.data as Float32Array, xr.shape as [number, number, number, number]);
+            const unet = i === srSteps.length - 1 ? last : first;
+            const eps = unet.forward(tf.concat([x, upT], 1) as tf.Tensor4D, st.t);
+            const nr = noiseName ? refData(noiseName) : undefined;
+            const next = srSteps[i + 1];
+            const prev = sch.step(eps, st.t, x, {
+              prevTimestep: next ? next.t : undefined,
+              noise: nr ? tf.tensor(nr.data as Float32Array, nr.shape, 'float32') : undefined,
+            }).prevSample;
+            for (const [name, t] of [[`${base}.model_output_after_cfg`, eps], [`${base}.prev_sample`, prev]] as const) {
+              const free = ours.get(name);
+              if (free) {
+                const c = compareArrays(name, free.data, refData(name).data as ArrayLike<number>, { atol: 1, scaleByMax: false });
+                log(`  ${name}: free-running max abs err ${c.maxAbs.toExponential(2)} (informational); checked from the recorded inputs`);
+              }
+              take(name, t);
+            }
+            if (i === srSteps.length - 1) {
+              const img = tf.transpose(tf.clipByValue(tf.add(tf.mul(prev, 0.5), 0.5), 0, 1), [0, 2, 3, 1]);
+              const free = ours.get('output.images_np_NHWC')!;
+              const c = compareArrays('image', free.data, refData('output.images_np_NHWC').data as ArrayLike<number>, { atol: 1, scaleByMax: false });
+              log(`  output.images_np_NHWC: pipeline (free-running) max abs err ${c.maxAbs.toExponential(2)} (informational); checked from the recorded inputs`);
+              ours.set('output.images_np_NHWC', { data: img.dataSync().slice(), shape: [...img.shape] });
+            }
+          });
+        });
+      } finally {
+        upT.dispose();
+        first.dispose();
+        last.dispose();
+      }
+    }
+
     for (const name of [...names].sort()) {
       if (name.startsWith('input.') || name.startsWith('randn.')) continue;
+      const st = stepOfName(name);
+      if (forcedSr && st && st.stage === 'super_res' && st.step > sr.fromStep && st.part === 'sample_in') {
+        // our free-running latents after the ill-conditioned step; the step itself was checked from the record
+        const o = ours.get(name);
+        if (o) {
+          const c = compareArrays(name, o.data, refData(name).data as ArrayLike<number>, { atol: 1, scaleByMax: false });
+          log(`  ${name}: free-running max abs err ${c.maxAbs.toExponential(2)} (informational); the step was checked from the recorded inputs`);
+        }
+        continue;
+      }
       const r = refData(name);
       const o = ours.get(name);
       if (!o) {
