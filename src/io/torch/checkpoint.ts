@@ -1,4 +1,5 @@
-// PyTorch checkpoints (torch.save zip archives, Lightning .ckpt, TorchScript archives) read without Python.
+// PyTorch checkpoints (torch.save zip archives, Lightning .ckpt, TorchScript archives, legacy pre-1.6 streams) read
+// without Python.
 // The pickle is decoded by our data-only unpickler; tensors stay lazy (storage record + view) until read, so a
 // 4 GB checkpoint costs its pickle in memory plus one tensor at a time.
 import * as fs from 'node:fs';
@@ -44,6 +45,8 @@ export class TorchCheckpoint {
   /** Bytes in the file (bounds every allocation: a stride-0 view may not expand beyond it). */
   private readonly fileSize: number;
   private zip: ZipArchive | null = null;
+  /** The open file of a legacy stream (its storages are read from it on demand). */
+  private legacyFdValue: number | null = null;
   private readonly closers: (() => void)[] = [];
   private stateDictCache: Map<string, TorchTensor> | null = null;
 
@@ -254,7 +257,6 @@ export class TorchCheckpoint {
     return s;
   }
 
-  private legacyFdValue: number | null = null;
   private legacyFd(): number {
     if (this.legacyFdValue === null) throw new TorchFileError(this.file, 'file is closed');
     return this.legacyFdValue;
