@@ -112,6 +112,10 @@ if (unavailable) {
       () => tf.matMul(tf.tile(T([2, 1, 6, 8], 7), [1, 3, 1, 1]), tf.tile(T([1, 3, 8, 5], 8), [2, 1, 1, 1])));
     await same('[2,1] x [1,3] batches, transposed', () => tf.matMul(T([2, 1, 8, 6], 9), T([1, 3, 5, 8], 10), true, true), TOL,
       () => tf.matMul(tf.tile(T([2, 1, 8, 6], 9), [1, 3, 1, 1]), tf.tile(T([1, 3, 5, 8], 10), [2, 1, 1, 1]), true, true));
+    // Over 2^20 multiply-adds per matrix, batched products go to oneDNN (smaller ones to OpenBLAS): both paths.
+    await same('oneDNN batched [2,128,96]x[2,96,128]', () => tf.matMul(T([2, 128, 96], 13), T([2, 96, 128], 14)));
+    await same('oneDNN batched, a broadcast [1,128,96]x[3,128,96]^T', () => tf.matMul(T([1, 128, 96], 15), T([3, 128, 96], 16), false, true));
+    await same('oneDNN batched, b broadcast [3,96,128]^T x[1,96,128]', () => tf.matMul(T([3, 96, 128], 17), T([1, 96, 128], 18), true, false));
     await same('attention-like [2,8,77,64]x[2,8,64,77]', () => tf.matMul(T([2, 8, 77, 64], 11), T([2, 8, 77, 64], 12), false, true));
     ranNative('BatchMatMul');
   });
@@ -138,6 +142,10 @@ if (unavailable) {
           a: a(), b: b(), transposeA: ta, transposeB: tb, activation, preluActivationWeights: prelu(), leakyreluAlpha: 0.13,
         }));
       }
+    }
+    for (const activation of ['relu', 'leakyrelu', 'prelu'] as const) {
+      await same(`oneDNN batched fused ${activation}`, () => tf.fused.matMul({ a: T([2, 128, 128], 1), b: T([2, 96, 128], 2), transposeB: true,
+        bias: T([96], 3), activation, leakyreluAlpha: 0.3, preluActivationWeights: activation === 'prelu' ? T([96], 4) : undefined }));
     }
     await same('2-D with bias [1,n]', () => tf.fused.matMul({ a: T([5, 16], 1), b: T([16, 7], 2), bias: T([1, 7], 3), activation: 'relu' }));
     ranNative('_FusedMatMul');
