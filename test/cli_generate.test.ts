@@ -15,7 +15,7 @@ import { availableBackends } from '../src/backend/index.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // The fastest backend here: these tests are about the command, not numerics (those are in pipeline.test.ts).
-const backend = (await availableBackends(['wasm'])).length ? 'wasm' : (await backendsUnderTest())[0];
+const backend = !process.env.KARLO_TEST_BACKENDS && (await availableBackends(['wasm'])).length ? 'wasm' : (await backendsUnderTest())[0];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-gen-'));
 const FAST = ['--prior-steps', '2', '--decoder-steps', '2', '--sr-steps', '2'];
 
