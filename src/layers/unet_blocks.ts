@@ -68,12 +68,16 @@ export class ResnetUpsampleBlock2D extends Module {
       throw new Error(`${this.path || 'ResnetUpsampleBlock2D'}: ${skips.length} skip tensors for ${this.resnets.length} resnets`);
     }
     const h = tf.tidy(() => {
+      // Concats and intermediate outputs are freed as soon as they are consumed (at 256×256 a 960-channel concat
+      // is 240 MB); x and the skips belong to the caller.
       let h = x;
+      const advance = (next: tf.Tensor4D) => { if (h !== x) h.dispose(); h = next; };
       this.resnets.forEach((r, i) => {
-        const skip = skips[skips.length - 1 - i];
-        h = r.forward(tf.concat([h, skip], 3) as tf.Tensor4D, temb);
+        const cat = tf.concat([h, skips[skips.length - 1 - i]], 3) as tf.Tensor4D;
+        advance(r.forward(cat, temb));
+        cat.dispose();
       });
-      for (const u of this.upsamplers ?? []) h = u.forward(h, temb);
+      for (const u of this.upsamplers ?? []) advance(u.forward(h, temb));
       return h;
     });
     return this.emit(h);

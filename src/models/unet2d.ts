@@ -191,9 +191,13 @@ export class UNet2DModel extends Module {
         skips.push(...r.resSamples);
       }
       h = this.mid_block.forward(h, emb);
+      // Up path: each skip and each block input is freed once consumed (the tidy would keep them to the end).
       for (const block of this.up_blocks) {
         const k = block.resnets.length;
-        h = block.forward(h, skips.splice(skips.length - k, k), emb);
+        const used = skips.splice(skips.length - k, k);
+        const out = block.forward(h, used, emb);
+        tf.dispose([h, ...used]);
+        h = out;
       }
       h = this.conv_out.forward(silu(this.conv_norm_out.forward(h)) as tf.Tensor4D);
       return tf.transpose(h, [0, 3, 1, 2]) as tf.Tensor4D;
