@@ -86,7 +86,7 @@ test('convert: the plan equals key_map.json (src, shapes, op, per-head row range
         assert.equal({ src: e.src, src_shape: e.srcShape, dst_shape: e.dstShape, op: e.op, rows: e.rows }, { src: k.src, src_shape: k.src_shape, dst_shape: k.dst_shape, op: k.op, rows: k.rows }, `${p.component}: ${e.dst}`);
       }
       const unused = Array.isArray(km.unused_source_keys) ? km.unused_source_keys : [];
-      if (p.component !== 'super_res_first' && p.component !== 'super_res_last') assert.equal(p.unusedSourceKeys, [...unused].sort(), `${p.component}: unused source keys`);
+      assert.equal(p.unusedSourceKeys, [...unused].sort(), `${p.component}: unused source keys`);
     }
   } finally {
     rel.close();
