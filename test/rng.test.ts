@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import * as fs from 'node:fs';
 import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
-import { TorchGenerator, randnTensor, type VectorMath } from '../src/random/generator.js';
+import { TorchGenerator, randnTensor, TORCH_STATE_BYTES, type VectorMath } from '../src/random/generator.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { fixture } from './helpers.js';
 
@@ -110,6 +110,27 @@ test('randnTensor returns a float32 tensor with torch.randn values and shape', (
   assert.equal(t.dataSync(), refs.read('randn.seed42.shape1x4x8x8').data);
   t.dispose();
   assert.ok(tf.memory().numTensors >= 0);
+});
+
+test('torch get_state()/set_state() bytes: layout of a freshly seeded state; export → import continues the stream', () => {
+  const g = new TorchGenerator(2n ** 40n + 5n);
+  const st = g.toTorchState();
+  assert.is(st.byteLength, TORCH_STATE_BYTES);
+  const dv = new DataView(st.buffer);
+  assert.is(dv.getBigUint64(0, true), 2n ** 40n + 5n); // the_initial_seed
+  assert.equal([dv.getInt32(8, true), dv.getInt32(12, true), dv.getBigUint64(16, true)], [1, 1, 0n]); // left, seeded, next
+  assert.is(dv.getBigUint64(24, true), 5n); // state[0] = low 32 bits of the seed
+  assert.is(dv.getInt32(5040, true), 0); // no cached normal
+  // Mid-stream, with a cached normal pending (odd scalar draw): the copy continues identically.
+  g.randn([20]);
+  g.randn([3]);
+  const copy = TorchGenerator.fromTorchState(g.toTorchState());
+  assert.is(new DataView(g.toTorchState().buffer).getInt32(5040, true), 1);
+  assert.equal(copy.randn([5]), g.randn([5]));
+  assert.equal(copy.randn([700]), g.randn([700]));
+  assert.equal(copy.rand([9]), g.rand([9]));
+  assert.throws(() => TorchGenerator.fromTorchState(new Uint8Array(100)), /5056-byte/);
+  assert.throws(() => TorchGenerator.fromTorchState(new Uint8Array(TORCH_STATE_BYTES)), /invalid mt19937 state/);
 });
 
 test('randnTensor with one generator per row draws each row as randn([1, ...]) from its own generator (diffusers)', () => {

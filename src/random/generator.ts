@@ -30,6 +30,9 @@ const TWO_POW_64 = 1n << 64n;
 /** torch.Generator()'s seed before manual_seed (c10 default_rng_seed_val). */
 export const TORCH_DEFAULT_SEED = 67280421310721n;
 
+/** sizeof(at::detail::CPUGeneratorImplState) on 64-bit hosts: the length of torch.Generator.get_state(). */
+export const TORCH_STATE_BYTES = 5056;
+
 export type VectorMath = 'libm' | 'avx2';
 
 /** The vector-path flavour new generators use: env KARLO_RNG_VECTOR_MATH (avx2 | libm), default avx2. */
@@ -129,6 +132,52 @@ export class TorchGenerator {
     this.next = s.next;
     this.cachedNormal = s.cachedNormal;
     return this;
+  }
+
+  /**
+   * The state as torch's `Generator.get_state()` bytes (a 5056-byte uint8 tensor: CPUGeneratorImplState as laid
+   * out on 64-bit little-endian hosts: initial seed u64, left i32, seeded i32, next u64, the 624 MT words as u64,
+   * normal_x/normal_y/normal_rho f64, normal_is_valid i32, then the float cache f32 + valid flag). Load it in PyTorch
+   * with `g.set_state(torch.frombuffer(bytearray(b), dtype=torch.uint8))`.
+   */
+  toTorchState(): Uint8Array {
+    const b = new Uint8Array(TORCH_STATE_BYTES);
+    const dv = new DataView(b.buffer);
+    dv.setBigUint64(0, this.seed, true);
+    dv.setInt32(8, this.left, true);
+    dv.setInt32(12, 1, true); // seeded
+    dv.setBigUint64(16, BigInt(this.next), true);
+    for (let i = 0; i < N; i++) dv.setBigUint64(24 + 8 * i, BigInt(this.mt[i]), true);
+    if (this.cachedNormal !== null) {
+      dv.setFloat64(5024, this.cachedNormal, true); // normal_y
+      dv.setInt32(5040, 1, true); // normal_is_valid
+    }
+    return b;
+  }
+
+  /** A generator continuing the stream of torch's `Generator.get_state()` bytes (see toTorchState). */
+  static fromTorchState(bytes: Uint8Array, opts: { vectorMath?: VectorMath } = {}): TorchGenerator {
+    if (!(bytes instanceof Uint8Array) || bytes.byteLength !== TORCH_STATE_BYTES) {
+      throw new Error(`TorchGenerator.fromTorchState: expected the ${TORCH_STATE_BYTES}-byte CPU generator state of torch.Generator.get_state(), got ${bytes?.byteLength ?? typeof bytes} bytes`);
+    }
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const left = dv.getInt32(8, true);
+    const seeded = dv.getInt32(12, true);
+    const next = dv.getBigUint64(16, true);
+    // torch's mt19937::is_valid
+    if (!seeded || left <= 0 || left > N || next > BigInt(N)) {
+      throw new Error(`TorchGenerator.fromTorchState: invalid mt19937 state (seeded ${seeded}, left ${left}, next ${next})`);
+    }
+    const mt = new Uint32Array(N);
+    for (let i = 0; i < N; i++) mt[i] = Number(dv.getBigUint64(24 + 8 * i, true) & 0xffffffffn);
+    const g = new TorchGenerator(0, opts);
+    return g.setState({
+      seed: dv.getBigUint64(0, true),
+      mt,
+      left,
+      next: Number(next),
+      cachedNormal: dv.getInt32(5040, true) ? dv.getFloat64(5024, true) : null,
+    });
   }
 
   /** An independent copy at the same position in the stream. */
