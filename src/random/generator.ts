@@ -17,7 +17,9 @@
 // The vector path has two flavours in torch builds: x86 AVX2 (avx_mathfun log256_ps/sincos256_ps polynomials
 // in float32, FMA-contracted; what x86 PyTorch wheels and the golden fixtures use) and the portable one (libm
 // logf/cosf/sinf: ARM, ATEN_CPU_CAPABILITY=default). `vectorMath` picks: 'avx2' (default, bit-identical to the
-// fixtures) or 'libm' (Math.* rounded to float; within ~1 ulp of a libm build, not bit-exact: libm differs).
+// fixtures) or 'libm' (Math.* rounded to float: an approximation of libm builds, not verified bit-exact; it
+// differs from the AVX2 flavour by up to 2e-6 on the fixtures).
+// The scalar path's log1p(-u2) matches the fixtures (torch 1.13); very old torch used log(1 - u2).
 import * as tf from '@tensorflow/tfjs-core';
 
 const N = 624;
