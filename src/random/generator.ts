@@ -19,7 +19,8 @@
 // logf/cosf/sinf: ARM, ATEN_CPU_CAPABILITY=default). `vectorMath` picks: 'avx2' (default, bit-identical to the
 // fixtures) or 'libm' (Math.* rounded to float: an approximation of libm builds, not verified bit-exact; it
 // differs from the AVX2 flavour by up to 2e-6 on the fixtures).
-// The scalar path's log1p(-u2) matches the fixtures (torch 1.13); very old torch used log(1 - u2).
+// The scalar path: newer torch uses log1p(-u2), older log(1 - u2); 1 - u2 is exact in double, so after the cast to
+// float both give the same values in practice.
 import * as tf from '@tensorflow/tfjs-core';
 
 const N = 624;
