@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { saveSafetensors, decodeBytes, type TensorToWrite } from '../../src/io/safetensors.js';
 import { TorchCheckpoint, type TorchOpenOptions } from '../../src/io/torch/checkpoint.js';
 import type { TorchTensor } from '../../src/io/torch/tensor.js';
-import { defaultHparams, readKarloConfigs, type KarloHparams } from './hparams.js';
+import { CONFIG_FILES, defaultHparams, readKarloConfigs, type KarloHparams } from './hparams.js';
 import {
   planDecoder, planPrior, planSuperRes, planTextEncoder, planTextProj, type ComponentPlan, type PlanEntry, type Shapes,
 } from './mapping.js';
@@ -268,6 +268,8 @@ export function convertOriginal(opts: ConvertOptions): ConvertReport {
   try {
     const plans = planRelease(rel, hp, components);
     log(`hparams: ${hp.fromYaml ? `Karlo configs in ${hp.source}` : hp.source}`);
+    const nearby = path.join(opts.from, 'configs');
+    if (!hp.fromYaml && fs.existsSync(path.join(nearby, CONFIG_FILES.prior))) log(`  note: ${nearby} holds Karlo YAML configs; they are used only with --configs ${nearby}`);
     // The values no tensor shape tells, so they are never a hidden choice.
     for (const p of plans) {
       const c = p.config;
