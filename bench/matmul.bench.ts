@@ -46,6 +46,8 @@ function conv(name: string, batch: number, hw: number, cin: number, cout: number
 }
 
 const CASES: Case[] = [
+  // Small first: it calibrates the GFLOP/s estimate that decides which of the larger shapes fit --cap.
+  linear('prior time embed [2,2048]x[2048,2048]ᵀ', 2, 2048, 2048),
   linear('prior linear [162,2048]x[2048,2048]ᵀ', 162, 2048, 2048),
   linear('prior mlp [162,2048]x[8192,2048]ᵀ', 162, 2048, 8192),
   linear('clip mlp [154,768]x[3072,768]ᵀ', 154, 768, 3072),
