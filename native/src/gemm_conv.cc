@@ -57,7 +57,8 @@ struct Scratch {
 Scratch g_wscratch;
 
 // Reordered (packed) conv weights, by the caller's id for the weights array (immutable while the id lives) and the
-// layout the primitive wants. LRU within a byte budget; the caller releases an id when its array is collected.
+// layout the primitive wants, within a byte budget (no eviction: see packedWeights); the caller releases an id when
+// its array is collected.
 struct PackedWeights {
   uint64_t id;
   memory::desc md;
@@ -82,9 +83,10 @@ float* packedWeights(uint64_t id, const memory::desc& md, reorder& r, memory& us
       return it->data;
     }
   }
+  // Full: keep what is there. A UNet visits its filters in the same order every step, so evicting (LRU) would
+  // turn a working set just over the budget into a miss on every call; keeping the first ones hits on those.
   const size_t bytes = md.get_size();
-  if (bytes > g_packedBudget) return nullptr;
-  while (!g_packed.empty() && g_packedBytes + bytes > g_packedBudget) dropPacked(std::prev(g_packed.end()));
+  if (g_packedBytes + bytes > g_packedBudget) return nullptr;
   float* data = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
   if (!data) return nullptr;
   memory packed(md, eng(), data);

@@ -65,7 +65,8 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
   const out = (backend: Backend, shape: number[], values: Float32Array) => backend.makeTensorInfo(shape, 'float32', values);
 
   // Conv filters whose repacking into oneDNN's blocked layout costs more than a few % of the conv (few output
-  // pixels per weight: the decoder's 8x8-16x16 levels, where it is 35-70%) are packed once and cached in the addon,
+  // pixels per weight: the decoder's 8x8-16x16 levels, where it is 35-70%) are packed once and kept in the addon
+  // (up to KARLO_NATIVE_WEIGHT_CACHE_MB, first come first kept),
   // keyed by the identity of the filter's array: tfjs never writes into a tensor's values, and the id dies with
   // the array.
   const PACK_BELOW_PIXELS = 4096;
