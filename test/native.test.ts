@@ -253,6 +253,24 @@ if (unavailable) {
     for (const k of ['Add', 'Sub', 'Multiply', 'RealDiv', 'SquaredDifference', 'Maximum', 'Minimum']) ranNative(k);
   });
 
+  test('transpose (every permutation of a rank-4 tensor, and rank 3) and 2x nearest upsampling equal cpu', async () => {
+    const perms = [[0, 1, 2, 3], [0, 2, 1, 3], [0, 3, 1, 2], [0, 2, 3, 1], [3, 2, 1, 0], [1, 0, 3, 2], [2, 0, 3, 1]];
+    let i = 0;
+    for (const perm of perms) {
+      i++;
+      await same(`transpose ${perm}`, () => tf.transpose(T([3, 17, 10, 12], i), perm));
+    }
+    await same('transpose [B,L,H,D]->[B,H,L,D]', () => tf.transpose(T([2, 100, 8, 64], 9), [0, 2, 1, 3]));
+    await same('transpose rank 3', () => tf.transpose(T([30, 40, 7], 10), [2, 0, 1]));
+    ranNative('Transpose');
+    for (const hpc of [false, true]) {
+      await same(`resizeNearestNeighbor 2x halfPixelCenters=${hpc}`, () =>
+        tf.image.resizeNearestNeighbor(T([2, 9, 13, 24], 11) as tf.Tensor4D, [18, 26], false, hpc));
+    }
+    await same('resizeNearestNeighbor 3x (cpu path)', () => tf.image.resizeNearestNeighbor(T([1, 9, 13, 40], 12) as tf.Tensor4D, [27, 39]));
+    ranNative('ResizeNearestNeighbor');
+  });
+
   test('unary ops, reductions (incl. GroupNorm moments) and softmax equal cpu', async () => {
     const shape = [2, 24, 24, 16];
     const ops: [string, (x: tf.Tensor) => tf.Tensor, number, number][] = [

@@ -112,6 +112,7 @@ void binary(int op, int rank, const int64_t* shape, const float* a, const int64_
     case OP_SQDIFF: binaryImpl([](float x, float y) { return (x - y) * (x - y); }, d, a, b, out); break;
     case OP_MAX: binaryImpl([](float x, float y) { return (x != x || y != y) ? NAN : (x > y ? x : y); }, d, a, b, out); break;
     case OP_MIN: binaryImpl([](float x, float y) { return (x != x || y != y) ? NAN : (x < y ? x : y); }, d, a, b, out); break;
+    case OP_COPY: binaryImpl([](float x, float) { return x; }, d, a, b, out); break;
     default: break;
   }
 }

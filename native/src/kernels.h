@@ -44,7 +44,8 @@ void clearCache();
 
 // Elementwise and reductions (OpenMP over both cores).
 // Binary op with broadcasting given by element strides (0 on broadcast dims) over an output of `rank` dims.
-enum BinOp { OP_ADD = 0, OP_SUB = 1, OP_MUL = 2, OP_DIV = 3, OP_SQDIFF = 4, OP_MAX = 5, OP_MIN = 6 };
+// OP_COPY: out = a (b ignored): with a's strides a transpose, broadcast or nearest upsample as one strided copy.
+enum BinOp { OP_ADD = 0, OP_SUB = 1, OP_MUL = 2, OP_DIV = 3, OP_SQDIFF = 4, OP_MAX = 5, OP_MIN = 6, OP_COPY = 7 };
 void binary(int op, int rank, const int64_t* shape, const float* a, const int64_t* sa, const float* b,
             const int64_t* sb, float* out);
 enum UnOp { UN_SIGMOID = 0, UN_EXP = 1, UN_RSQRT = 2, UN_SQRT = 3, UN_TANH = 4, UN_ERF = 5, UN_NEG = 6,

@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 /** Fused activations the addon applies in the same pass (ids match native/src/kernels.h). */
 export const ACT = { linear: 0, relu: 1, relu6: 2, leakyrelu: 3, sigmoid: 4, elu: 5 } as const;
 export const BIN_OP = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, SquaredDifference: 4, Maximum: 5, Minimum: 6 } as const;
+/** binary() op id of a strided copy (out = a; b unused): transposes and nearest upsampling. */
+export const OP_COPY = 7;
 export const UN_OP = {
   Sigmoid: 0, Exp: 1, Rsqrt: 2, Sqrt: 3, Tanh: 4, Erf: 5, Neg: 6, Relu: 7, Square: 8, Abs: 10, Log: 11,
 } as const;

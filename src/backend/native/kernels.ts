@@ -6,7 +6,7 @@ import {
   type KernelConfig, type KernelFunc, type NamedAttrMap, type TensorInfo,
 } from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
-import { ACT, BIN_OP, RED_OP, UN_OP, type NativeAddon } from './addon.js';
+import { ACT, BIN_OP, OP_COPY, RED_OP, UN_OP, type NativeAddon } from './addon.js';
 import { GROUP_NORM_KERNEL } from './ops.js';
 
 type Backend = MathBackendCPU;
@@ -397,6 +397,41 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     return out(backend, logits.shape, y);
   };
 
+  /** Contiguous copy of x read over `view` (dims) with element `strides`, as a tensor of `shape` (default: view). */
+  const stridedCopy = (backend: Backend, x: TensorInfo, view: number[], strides: number[], shape = view): TensorInfo => {
+    const y = alloc(util.sizeFromShape(view));
+    const xv = f32(backend, x);
+    addon.binary(OP_COPY, view, xv, strides, xv, strides.map(() => 0), y);
+    return out(backend, shape, y);
+  };
+
+  const transpose: KernelFunc = (args) => {
+    const { inputs, backend, attrs } = args as unknown as Args;
+    const { x } = inputs;
+    const { perm } = attrs as { perm: number[] };
+    if (x.dtype !== 'float32' || util.sizeFromShape(x.shape) < MIN_ELEMENTWISE) return cpu('Transpose', args as unknown as Args);
+    const inStrides = [...util.computeStrides(x.shape), 1];
+    const r = stridedCopy(backend, x, perm.map((p) => x.shape[p]), perm.map((p) => inStrides[p]));
+    count('Transpose', true);
+    return r;
+  };
+
+  // Nearest upsampling by exactly 2 (what F.interpolate(scale_factor=2) is): source row floor(r/2) with or without
+  // half-pixel centers, as tfjs computes it; the output is a broadcast view [n, h, 2, w, 2, c] of the input.
+  const resizeNearest: KernelFunc = (args) => {
+    const { inputs, backend, attrs } = args as unknown as Args;
+    const { images } = inputs;
+    const { alignCorners, size } = attrs as { alignCorners: boolean; halfPixelCenters: boolean; size: [number, number] };
+    const [n, h, w, c] = images.shape;
+    if (images.dtype !== 'float32' || alignCorners || size[0] !== 2 * h || size[1] !== 2 * w ||
+      n * size[0] * size[1] * c < MIN_ELEMENTWISE) {
+      return cpu('ResizeNearestNeighbor', args as unknown as Args);
+    }
+    const r = stridedCopy(backend, images, [n, h, 2, w, 2, c], [h * w * c, w * c, 0, c, 0, 1], [n, 2 * h, 2 * w, c]);
+    count('ResizeNearestNeighbor', true);
+    return r;
+  };
+
   // Fused GroupNorm (+ SiLU), reached through groupNorm() in ./ops.ts.
   const groupNorm: KernelFunc = (args) => {
     const { inputs, backend, attrs } = args as unknown as Args;
@@ -430,5 +465,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     ...(Object.keys(RED_OP) as (keyof typeof RED_OP)[]).map(reduction),
     k('Softmax', softmax),
     k(GROUP_NORM_KERNEL, groupNorm),
+    k('Transpose', transpose),
+    k('ResizeNearestNeighbor', resizeNearest),
   ];
 }
