@@ -11,6 +11,7 @@ import { readJson } from '../io/weights.js';
 import { TorchGenerator } from '../random/generator.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { loadUNet2D } from '../models/unet2d.js';
+import { loadUNet2DCondition } from '../models/unet2d_condition.js';
 import { UnCLIPPipeline, type GenerateOptions } from '../pipeline/unclip_pipeline.js';
 import type { StageName } from '../pipeline/types.js';
 import { compareArrays, type Comparison } from './compare.js';
@@ -338,11 +339,11 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
         if (f.set.size === 0 || st.step < f.fromStep || (st.step === f.fromStep && st.part !== 'prev_sample')) return undefined;
         // super-res steps after the flagged one were re-checked from the recorded inputs (below): only their
         // sample_in (= our free-running latents) still holds the flagged elements
-        if (st.stage === 'super_res' && forcedSr && st.step > f.fromStep && st.part !== 'sample_in') return undefined;
+        if (forced[st.stage] && st.step > f.fromStep && st.part !== 'sample_in') return undefined;
         return map(f, 'NCHW');
       }
-      if (name === 'cap.image_small' && flagged.decoder.set.size) return map(flagged.decoder, 'NCHW');
-      if (name === 'output.images_np_NHWC' && flagged.super_res.set.size && !forcedSr) return map(flagged.super_res, 'NHWC');
+      if (name === 'cap.image_small' && flagged.decoder.set.size && !forced.decoder) return map(flagged.decoder, 'NCHW');
+      if (name === 'output.images_np_NHWC' && flagged.super_res.set.size && !forced.super_res) return map(flagged.super_res, 'NHWC');
       return undefined;
     };
 
@@ -351,52 +352,87 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
     // recorded tensors (fixtures README: "compare stage by stage using the recorded step.* tensors"):
     // x = recorded sample_in, ε = unet(cat([x, recorded image_upscaled], 1), t), one scheduler step with the
     // recorded noise; the final image from the last such step. The free-running values are logged.
-    const sr = flagged.super_res;
-    const forcedSr = forcing === 'stages' && sr.set.size > 0 && names.has('cap.image_upscaled');
-    if (forcedSr) {
-      const srSteps = steps.filter((x) => x.stage === 'super_res');
-      const srNoise = draws.filter((d) => d.endsWith('.scheduling_unclip')).slice(-srSteps.filter((x) => x.t > 0).length);
+    const forced: Record<StageName, boolean> = { prior: false, decoder: false, super_res: false };
+    /**
+     * Re-runs a stage's steps after its ill-conditioned step from the recorded tensors: x = recorded sample_in,
+     * model output from `predict` (the stage's model on recorded conditioning), one scheduler step with the
+     * recorded noise; `finish` turns the last step's result into the stage's output tensor (image_small / image).
+     */
+    const forceStage = (stage: StageName, scheduler: string, predict: (x: tf.Tensor4D, t: number, last: boolean) => tf.Tensor4D,
+      finish: (prev: tf.Tensor) => [string, tf.Tensor]) => {
+      const f = flagged[stage];
+      const stSteps = steps.filter((x) => x.stage === stage);
+      // this stage's step-noise draws: the scheduling draws in order, counted per stage
+      const before = steps.slice(0, steps.indexOf(stSteps[0])).filter((x) => x.t > 0 && x.stage !== stage).length;
+      const stNoise = draws.filter((d) => d.endsWith('.scheduling_unclip')).slice(before, before + stSteps.filter((x) => x.t > 0).length);
+      const sch = UnCLIPScheduler.fromDir(path.join(dir, scheduler));
+      let k = 0;
+      stSteps.forEach((st, i) => {
+        const base = `step.${st.index}.${st.scheduler}.t${st.t}`;
+        const noiseName = st.t > 0 ? stNoise[k++] : undefined;
+        if (i <= f.fromStep) return;
+        tf.tidy(() => {
+          const xr = refData(`${base}.sample_in`);
+          const x = tf.tensor4d(xr.data as Float32Array, xr.shape as [number, number, number, number]);
+          const last = i === stSteps.length - 1;
+          const eps = predict(x, st.t, last);
+          const nr = noiseName ? refData(noiseName) : undefined;
+          const prev = sch.step(eps, st.t, x, {
+            prevTimestep: last ? undefined : stSteps[i + 1].t,
+            noise: nr ? tf.tensor(nr.data as Float32Array, nr.shape, 'float32') : undefined,
+          }).prevSample;
+          const results: [string, tf.Tensor][] = [[`${base}.model_output_after_cfg`, eps], [`${base}.prev_sample`, prev]];
+          if (last) results.push(finish(prev));
+          for (const [name, t] of results) {
+            const free = ours.get(name);
+            if (free && names.has(name)) {
+              const c = compareArrays(name, free.data, refData(name).data as ArrayLike<number>, { atol: 1, scaleByMax: false });
+              log(`  ${name}: free-running max abs err ${c.maxAbs.toExponential(2)} (informational); checked from the recorded inputs`);
+            }
+            take(name, t);
+          }
+        });
+      });
+      forced[stage] = true;
+    };
+    const tensorOf = (n: string) => { const r = refData(n); return tf.tensor(r.data as Float32Array, r.shape, 'float32'); };
+
+    if (forcing === 'stages' && flagged.decoder.set.size > 0 && ['cap.decoder_encoder_hidden_states', 'cap.additive_clip_time_embeddings', 'cap.text_mask'].every((n) => names.has(n))) {
+      const decoder = loadUNet2DCondition(path.join(dir, 'decoder'));
+      const ehs = tensorOf('cap.decoder_encoder_hidden_states') as tf.Tensor3D;
+      const emb = tensorOf('cap.additive_clip_time_embeddings') as tf.Tensor2D;
+      const tm = refData('cap.text_mask');
+      // F.pad(text_mask, (extra, 0), True): the extra context tokens are never masked
+      const extra = ehs.shape[1] - tm.shape[1];
+      const maskData = new Int32Array(tm.shape[0] * ehs.shape[1]);
+      for (let r = 0; r < tm.shape[0]; r++) for (let j = 0; j < ehs.shape[1]; j++) maskData[r * ehs.shape[1] + j] = j < extra ? 1 : Number(tm.data[r * tm.shape[1] + j - extra]);
+      const mask = tf.tensor2d(maskData, [tm.shape[0], ehs.shape[1]], 'int32');
+      const s = genOpts.decoderGuidance!;
+      const cfg = genOpts.priorGuidance! > 1 || s > 1;
+      try {
+        forceStage('decoder', 'decoder_scheduler', (x, t) => {
+          const out = decoder.forward(cfg ? tf.concat([x, x], 0) as tf.Tensor4D : x, t, ehs, { classLabels: emb, attentionMask: mask });
+          if (!cfg) return out;
+          const C = x.shape[1];
+          const [u, c] = tf.split(out, 2, 0);
+          const [eu] = tf.split(u, [C, out.shape[1] - C], 1);
+          const [ec, v] = tf.split(c, [C, out.shape[1] - C], 1);
+          return tf.concat([tf.add(eu, tf.mul(s, tf.sub(ec, eu))), v], 1) as tf.Tensor4D;
+        }, (prev) => ['cap.image_small', tf.clipByValue(prev, -1, 1)]);
+      } finally {
+        tf.dispose([ehs, emb, mask]);
+        decoder.dispose();
+      }
+    }
+    if (forcing === 'stages' && flagged.super_res.set.size > 0 && names.has('cap.image_upscaled')) {
       const first = loadUNet2D(path.join(dir, 'super_res_first'));
       const last = loadUNet2D(path.join(dir, 'super_res_last'));
-      const sch = UnCLIPScheduler.fromDir(path.join(dir, 'super_res_scheduler'));
-      const up = refData('cap.image_upscaled');
-      const upT = tf.tensor(up.data as Float32Array, up.shape, 'float32');
+      const up = tensorOf('cap.image_upscaled');
       try {
-        let k = 0;
-        srSteps.forEach((st, i) => {
-          const base = `step.${st.index}.${st.scheduler}.t${st.t}`;
-          const noiseName = st.t > 0 ? srNoise[k++] : undefined;
-          if (i <= sr.fromStep) return;
-          tf.tidy(() => {
-            const xr = refData(`${base}.sample_in`);
-            const x = tf.tensor4d(xr.data as Float32Array, xr.shape as [number, number, number, number]);
-            const unet = i === srSteps.length - 1 ? last : first;
-            const eps = unet.forward(tf.concat([x, upT], 1) as tf.Tensor4D, st.t);
-            const nr = noiseName ? refData(noiseName) : undefined;
-            const next = srSteps[i + 1];
-            const prev = sch.step(eps, st.t, x, {
-              prevTimestep: next ? next.t : undefined,
-              noise: nr ? tf.tensor(nr.data as Float32Array, nr.shape, 'float32') : undefined,
-            }).prevSample;
-            for (const [name, t] of [[`${base}.model_output_after_cfg`, eps], [`${base}.prev_sample`, prev]] as const) {
-              const free = ours.get(name);
-              if (free) {
-                const c = compareArrays(name, free.data, refData(name).data as ArrayLike<number>, { atol: 1, scaleByMax: false });
-                log(`  ${name}: free-running max abs err ${c.maxAbs.toExponential(2)} (informational); checked from the recorded inputs`);
-              }
-              take(name, t);
-            }
-            if (i === srSteps.length - 1) {
-              const img = tf.transpose(tf.clipByValue(tf.add(tf.mul(prev, 0.5), 0.5), 0, 1), [0, 2, 3, 1]);
-              const free = ours.get('output.images_np_NHWC')!;
-              const c = compareArrays('image', free.data, refData('output.images_np_NHWC').data as ArrayLike<number>, { atol: 1, scaleByMax: false });
-              log(`  output.images_np_NHWC: pipeline (free-running) max abs err ${c.maxAbs.toExponential(2)} (informational); checked from the recorded inputs`);
-              ours.set('output.images_np_NHWC', { data: img.dataSync().slice(), shape: [...img.shape] });
-            }
-          });
-        });
+        forceStage('super_res', 'super_res_scheduler', (x, t, isLast) => (isLast ? last : first).forward(tf.concat([x, up], 1) as tf.Tensor4D, t),
+          (prev) => ['output.images_np_NHWC', tf.transpose(tf.clipByValue(tf.add(tf.mul(prev, 0.5), 0.5), 0, 1), [0, 2, 3, 1])]);
       } finally {
-        upT.dispose();
+        up.dispose();
         first.dispose();
         last.dispose();
       }
@@ -405,7 +441,7 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
     for (const name of [...names].sort()) {
       if (name.startsWith('input.') || name.startsWith('randn.')) continue;
       const st = stepOfName(name);
-      if (forcedSr && st && st.stage === 'super_res' && st.step > sr.fromStep && st.part === 'sample_in') {
+      if (st && forced[st.stage] && st.step > flagged[st.stage].fromStep && st.part === 'sample_in') {
         // our free-running latents after the ill-conditioned step; the step itself was checked from the record
         const o = ours.get(name);
         if (o) {
