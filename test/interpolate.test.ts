@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { fixture, backendsUnderTest, useBackend } from './helpers.js';
 import { runInterpParity } from '../src/parity/interp.js';
+import { registerGradients } from '../src/backend/gradients.js';
 import { bicubicResize, bicubicWeightsAA, bicubicWeightsPlain } from '../src/layers/interpolate.js';
 
 for (const backend of await backendsUnderTest()) {
@@ -29,6 +30,21 @@ test('bicubic weight rows sum to 1; antialias taps stay in range, plain taps cla
   // Same size: identity.
   const id = bicubicWeightsPlain(5, 5);
   for (let i = 0; i < 5; i++) for (let j = 0; j < 5; j++) assert.is(id[i * 5 + j], i === j ? 1 : 0);
+});
+
+test('bicubic resize is differentiable: d sum(resize(x)) / dx = (column sums of W_h) ⊗ (column sums of W_w)', async () => {
+  await useBackend('cpu');
+  await registerGradients();
+  const x = tf.randomUniform([1, 2, 4, 6], -1, 1) as tf.Tensor4D;
+  const g = tf.grad((v: tf.Tensor) => tf.sum(bicubicResize(v as tf.Tensor4D, [8, 12], { antialias: true })))(x);
+  const wh = bicubicWeightsAA(4, 8), ww = bicubicWeightsAA(6, 12);
+  const colH = (j: number) => { let s = 0; for (let i = 0; i < 8; i++) s += wh[i * 4 + j]; return s; };
+  const colW = (j: number) => { let s = 0; for (let i = 0; i < 12; i++) s += ww[i * 6 + j]; return s; };
+  const gd = g.dataSync();
+  for (let c = 0; c < 2; c++) for (let y = 0; y < 4; y++) for (let xx = 0; xx < 6; xx++) {
+    assert.ok(Math.abs(gd[c * 24 + y * 6 + xx] - colH(y) * colW(xx)) < 1e-5, `channel ${c} (${y}, ${xx})`);
+  }
+  tf.dispose([x, g]);
 });
 
 test('bicubic resize: bad arguments are errors naming them', () => {
