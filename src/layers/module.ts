@@ -40,10 +40,10 @@ export class Parameter {
 
   /** Sets the value from PyTorch-layout data (converted once here). */
   setFromTorch(data: Float32Array, trainable = true): void {
-    const t = tf.tidy(() => {
-      const x = tf.tensor(data, this.torchShape, 'float32');
-      return this.layout === 'conv2d' ? tf.transpose(x, [2, 3, 1, 0]) : x;
-    });
+    // The layout change runs as a plain typed-array loop: tf.transpose on the JS cpu backend took minutes
+    // for the 2.8 GB super-res UNet.
+    const values = this.layout === 'conv2d' ? oihwToHwio(data, this.torchShape) : data;
+    const t = tf.tensor(values, this.tfShape, 'float32');
     this.assign(t, trainable);
     t.dispose();
   }
@@ -66,6 +66,19 @@ export class Parameter {
     this.v?.dispose();
     this.v = null;
   }
+}
+
+/** PyTorch conv weight [O, I, kh, kw] → tfjs filter [kh, kw, I, O]. */
+export function oihwToHwio(src: Float32Array, [O, I, KH, KW]: number[]): Float32Array {
+  const out = new Float32Array(src.length);
+  const K = KH * KW;
+  for (let o = 0; o < O; o++) {
+    for (let i = 0; i < I; i++) {
+      const s0 = (o * I + i) * K;
+      for (let k = 0; k < K; k++) out[(k * I + i) * O + o] = src[s0 + k];
+    }
+  }
+  return out;
 }
 
 export type OutputHook = (path: string, output: tf.Tensor) => void;
