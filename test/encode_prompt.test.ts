@@ -70,4 +70,15 @@ test('a prompt longer than 77 tokens is truncated with a warning naming the drop
   enc.dispose();
 });
 
+test('a tokenizer whose ids exceed the text encoder vocabulary is a clear error, not a tfjs GatherV2 failure', async () => {
+  await useBackend(backends[backends.length - 1]);
+  const tok = CLIPTokenizer.fromDir(fixture('pipeline_tiny', 'tokenizer'));
+  // the converted-checkpoint fixture's CLIP has a 320-token vocabulary
+  const enc = loadClipTextModel(fixture('original_ckpt', 'expected', 'text_encoder'));
+  const base = tf.memory().numTensors;
+  assert.throws(() => encodePrompt(tok, enc, ['a frog'], {}), /id 4940[67] .*vocab_size is 320.*do not belong together/);
+  assert.is(tf.memory().numTensors, base);
+  enc.dispose();
+});
+
 test.run();

@@ -67,6 +67,12 @@ export function encodePrompt(
       return { promptEmbeds: repeatRows(t.textEmbeds, n), textEncHiddenStates: repeatRows(t.lastHiddenState, n), textMask: repeatRows(tf.cast(t.attentionMask, 'int32') as tf.Tensor2D, n) };
     }
     const enc = tokenizer.encode(texts, { maxLength, padding: 'max_length', truncation: true });
+    // An id past the embedding table would fail deep inside tfjs's GatherV2; say which files disagree instead.
+    const vocab = textEncoder.config.vocab_size;
+    const maxId = Math.max(...enc.inputIds.map((row) => Math.max(...row)));
+    if (maxId >= vocab) {
+      throw new Error(`encodePrompt: the tokenizer produced id ${maxId} but the text encoder's vocab_size is ${vocab}: the tokenizer and text_encoder folders do not belong together`);
+    }
     const ids = tf.tensor2d(enc.inputIds, [texts.length, maxLength], 'int32');
     const allMask = tf.tensor2d(enc.attentionMask, [texts.length, maxLength], 'int32');
     // One forward for "" and the prompts; no attention mask, as the pipeline calls text_encoder(input_ids).
