@@ -104,6 +104,10 @@ export async function initBackend(name?: string, opts: { log?: (line: string) =>
     try {
       await attempts[b]();
       await tf.ready();
+      // tfjs-backend-cpu (and backends built on it) prints a "install tfjs-node" banner on its first tensor;
+      // our own message below already says which backend runs and why.
+      const be = tf.backend() as unknown as { firstUse?: boolean };
+      if (be && typeof be.firstUse === 'boolean') be.firstUse = false;
       const message = requested === 'auto'
         ? `backend: ${b} (auto${skipped.length ? `; skipped ${skipped.join('; ')}` : ''})`
         : `backend: ${b}`;
