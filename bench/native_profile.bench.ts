@@ -1,7 +1,7 @@
 // Where a UNet forward spends its time on the native backend, per tfjs kernel: the real Karlo configs
 // (test/fixtures/karlo_configs) with random weights, one forward after a warm-up. This is how we decide which
 // JS kernels to move into the addon (the goal: no single JS kernel above 10% of a step).
-//   npx tsx bench/native_profile.bench.ts [--model sr|decoder] [--size PX] [--batch N] [--top K]
+//   npx tsx bench/native_profile.bench.ts [--model sr|decoder] [--size PX] [--batch N] [--top K] [--fused-groupnorm]
 // Defaults: sr at 64x64 batch 1 and decoder at 32x32 batch 2 (the real sizes are 256 and 64: the kernel mix is the
 // same, the time 16x/4x longer; pass --size to run them). Peak memory: the weights (2.8 GB sr, 3.5 GB decoder) + activations.
 import * as path from 'node:path';
@@ -12,6 +12,8 @@ import { enableKernelProfile, kernelProfile, describeNative } from '../src/backe
 import { readJson } from '../src/io/weights.js';
 import type { TensorSource } from '../src/layers/module.js';
 import { UNet2DModel } from '../src/models/unet2d.js';
+import { GroupNorm } from '../src/layers/basic.js';
+import { groupNorm } from '../src/backend/native/ops.js';
 import { UNet2DConditionModel, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -22,10 +24,20 @@ function opt(name: string, def: string): string {
   return i >= 0 ? process.argv[i + 1] : def;
 }
 
-/** Random weights on demand: uniform with std 1/√fan_in (norm weights near 1), never all in memory twice. */
+/**
+ * Random weights on demand: uniform with std 1/√fan_in (norm weights near 1), filled from one pre-drawn block (a
+ * profile needs plausible magnitudes, not independent values; this keeps 700M parameters to seconds).
+ */
 function randomSource(params: [string, number[]][]): TensorSource {
   const shapes = new Map(params);
+  const BLOCK = 1 << 20;
+  const block = new Float32Array(BLOCK + 4096);
   let s = 12345;
+  for (let i = 0; i < block.length; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    block[i] = (s / 4294967296) * 2 - 1;
+  }
+  let offset = 0;
   return {
     names: () => [...shapes.keys()],
     shape: (n) => shapes.get(n)!,
@@ -35,13 +47,13 @@ function randomSource(params: [string, number[]][]): TensorSource {
       const size = shape.reduce((a, b) => a * b, 1);
       const fanIn = shape.length > 1 ? size / shape[0] : 1;
       const isNorm = /norm/.test(n) && n.endsWith('weight');
-      const scale = Math.sqrt(3 / fanIn);
+      const scale = isNorm ? 0.1 : shape.length === 1 ? 0.02 : Math.sqrt(3 / fanIn);
       const data = new Float32Array(size);
-      for (let i = 0; i < size; i++) {
-        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-        const u = (s / 4294967296) * 2 - 1;
-        data[i] = isNorm ? 1 + 0.1 * u : shape.length === 1 ? 0.02 * u : scale * u;
+      for (let i = 0; i < size; i += BLOCK) {
+        offset = (offset + 977) % 4096;
+        data.set(block.subarray(offset, offset + Math.min(BLOCK, size - i)), i);
       }
+      for (let i = 0; i < size; i++) data[i] = (isNorm ? 1 : 0) + scale * data[i];
       return { dtype: 'float32', shape, data };
     },
   };
@@ -52,6 +64,14 @@ async function main() {
   const size = Number(opt('size', model === 'sr' ? '64' : '32'));
   const batch = Number(opt('batch', model === 'sr' ? '1' : '2'));
   const top = Number(opt('top', '15'));
+  if (process.argv.includes('--fused-groupnorm')) {
+    // What the layers would gain from the fused kernel: GroupNorm.forward through groupNorm() (SiLU stays separate).
+    type GN = { weight: { value: tf.Tensor }; bias: { value: tf.Tensor }; numGroups: number; eps: number; emit(t: tf.Tensor): tf.Tensor };
+    (GroupNorm.prototype as unknown as { forward: (x: tf.Tensor) => tf.Tensor }).forward = function (this: GN, x: tf.Tensor) {
+      return this.emit(groupNorm(x, this.weight.value, this.bias.value, this.numGroups, this.eps));
+    };
+    console.log('GroupNorm.forward patched to the fused groupNorm()');
+  }
   const choice = await initBackend(opt('backend', 'native'));
   console.log(`${choice.message}; ${describeNative()}`);
 
