@@ -28,6 +28,9 @@ function assertAllOk(label: string, cs: Comparison[]): void {
   assert.ok(bad.length === 0, `${label}: ${bad.length} tensor(s) beyond tolerance:\n${bad.map((c) => `  ${c.name}: max abs ${c.maxAbs.toExponential(3)} > ${c.allowed.toExponential(3)}`).join('\n')}`);
 }
 
+/** For the record: the free-running (end-to-end) image error the parity runner reports beside its checks. */
+const logImage = (line: string) => { if (line.includes('output.images_np_NHWC')) console.log(`  ${line.trim()}`); };
+
 function expectAll(cs: Comparison[], names: RegExp[]): void {
   // names may carry a note after a space (e.g. ill-conditioned elements reported apart)
   for (const re of names) assert.ok(cs.some((c) => re.test(c.name.split(' ')[0])), `no comparison matching ${re}`);
@@ -37,7 +40,7 @@ for (const b of backends) {
   test(`[${b}] pipeline_tiny run.json (explicit latents, recorded noise): every cap.*, step.* and the image match diffusers`, async () => {
     await useBackend(b);
     const base = tf.memory().numTensors;
-    const cs = await runPipelineParity(path.join(TINY, 'run.json'), { noise: 'recorded' });
+    const cs = await runPipelineParity(path.join(TINY, 'run.json'), { noise: 'recorded', log: logImage });
     assertAllOk(`[${b}] run.json`, cs);
     expectAll(cs, [/^cap\.prompt_embeds$/, /^cap\.text_mask$/, /^cap\.image_embeddings$/, /^cap\.decoder_encoder_hidden_states$/,
       /^cap\.image_small$/, /^cap\.image_upscaled$/, /^step\.012\.super_res_scheduler\.t0\.prev_sample$/, /^output\.images_np_NHWC$/]);
@@ -53,7 +56,7 @@ const fastBackend = !process.env.KARLO_TEST_BACKENDS && (await availableBackends
 test(`[${fastBackend}] pipeline_tiny run_seed_only.json (seed 0 only): every random draw in diffusers' order, every cap.*, step.* and the image`, async () => {
   await useBackend(fastBackend);
   const base = tf.memory().numTensors;
-  const cs = await runPipelineParity(path.join(TINY, 'run_seed_only.json'));
+  const cs = await runPipelineParity(path.join(TINY, 'run_seed_only.json'), { log: logImage });
   assertAllOk(`[${fastBackend}] run_seed_only.json`, cs);
   expectAll(cs, [/^randn\.000\.pipeline_unclip$/, /^randn\.012\.scheduling_unclip$/, /^step\.000\.prior_scheduler\.t999\.sample_in$/, /^output\.images_np_NHWC$/]);
   assert.is(cs.filter((c) => c.name.startsWith('randn.')).length, 13, 'all 13 draws compared');
