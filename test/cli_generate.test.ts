@@ -59,7 +59,8 @@ test('generate: writes a PNG equal to the pipeline output (same seed and setting
   assert.match(r.stderr, /random/i, 'says the bundled model is random');
   assert.match(r.stderr, /decoder .*2\/2/, 'a progress line per stage');
   const png = readPng(out);
-  assert.equal([png.width, png.height, png.channels], [64, 64, 3]);
+  const size = JSON.parse(fs.readFileSync(path.join(BUNDLED_MODEL_DIR, 'super_res_first', 'config.json'), 'utf8')).sample_size;
+  assert.equal([png.width, png.height, png.channels], [size, size, 3]);
   await useBackend(backend);
   const res = await (await UnCLIPPipeline.load(BUNDLED_MODEL_DIR)).generate(['a red frog'], { seed: 3, priorSteps: 2, decoderSteps: 2, superResSteps: 2 });
   assert.equal(Array.from(png.data), Array.from(floatToRgb8(res.images, res.shape, 0).data));
