@@ -136,9 +136,11 @@ function rawRunners(s: Shape): { name: string; run: () => void }[] {
   const out = new Float32Array(b * s.m! * s.n!);
   const transB = s.kind === 'linear' ? true : !!s.transB;
   const bias = s.kind === 'linear' ? randArray(s.n!, 3) : null;
+  // OpenBLAS first: its worker threads spin for a while after a call and would slow whatever runs next on the
+  // two cores (main() pauses after it before timing oneDNN and tfjs).
   return [
-    { name: 'oneDNN matmul', run: () => addon.matmul(a, w, out, bias, b, b, s.m!, s.n!, s.k!, false, transB, 0, 0, false) },
     { name: 'OpenBLAS sgemm', run: () => addon.matmul(a, w, out, bias, b, b, s.m!, s.n!, s.k!, false, transB, 0, 0, true) },
+    { name: 'oneDNN matmul', run: () => addon.matmul(a, w, out, bias, b, b, s.m!, s.n!, s.k!, false, transB, 0, 0, false) },
   ];
 }
 
@@ -203,6 +205,7 @@ async function main() {
     try {
       for (const r of rawRunners(s)) {
         const g = gf / time(r.run);
+        if (r.name.startsWith('OpenBLAS')) await new Promise((res) => setTimeout(res, 500));
         log(`${s.name.padEnd(52)} ${r.name.padEnd(14)} ${g.toFixed(1).padStart(7)} GFLOP/s`);
         if (g > best) { best = g; bestLib = r.name; }
       }

@@ -112,7 +112,7 @@ if (unavailable) {
       () => tf.matMul(tf.tile(T([2, 1, 6, 8], 7), [1, 3, 1, 1]), tf.tile(T([1, 3, 8, 5], 8), [2, 1, 1, 1])));
     await same('[2,1] x [1,3] batches, transposed', () => tf.matMul(T([2, 1, 8, 6], 9), T([1, 3, 5, 8], 10), true, true), TOL,
       () => tf.matMul(tf.tile(T([2, 1, 8, 6], 9), [1, 3, 1, 1]), tf.tile(T([1, 3, 5, 8], 10), [2, 1, 1, 1]), true, true));
-    // Over 2^20 multiply-adds per matrix, batched products go to oneDNN (smaller ones to OpenBLAS): both paths.
+    // Larger batched products (oneDNN picks other kernels for them).
     await same('oneDNN batched [2,128,96]x[2,96,128]', () => tf.matMul(T([2, 128, 96], 13), T([2, 96, 128], 14)));
     await same('oneDNN batched, a broadcast [1,128,96]x[3,128,96]^T', () => tf.matMul(T([1, 128, 96], 15), T([3, 128, 96], 16), false, true));
     await same('oneDNN batched, b broadcast [3,96,128]^T x[1,96,128]', () => tf.matMul(T([3, 96, 128], 17), T([1, 96, 128], 18), true, false));

@@ -23,9 +23,6 @@ function alloc(n: number): Float32Array {
   return new Float32Array(buf.buffer, buf.byteOffset, n);
 }
 
-/** Batched matmuls of at most this many multiply-adds per matrix go to OpenBLAS (see matmul()). */
-const SMALL_BATCHED_MACS = 1 << 20;
-
 /** Below this many output elements the JS kernel is as fast as a call into the addon. */
 const MIN_ELEMENTWISE = 4096;
 
@@ -107,9 +104,10 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     const av = f32(backend, a);
     const bv = f32(backend, b);
     const res = alloc(batch * m * n);
-    // Many small products (attention heads: 64 x 81x81x64 in the prior) run ~10x faster as a loop of sgemm calls
-    // than as one oneDNN batched matmul here; large ones are faster in oneDNN.
-    const blas = useBlas || (batch > 1 && m * n * k <= SMALL_BATCHED_MACS);
+    // oneDNN's batched matmul (one primitive over all heads) beats a loop of sgemm calls on every shape measured
+    // on an idle machine (the prior's 64 heads of 81x81x64: 194 vs 54 GFLOP/s); only under heavy CPU contention
+    // did the sgemm loop win. KARLO_NATIVE_GEMM=openblas forces OpenBLAS.
+    const blas = useBlas;
     if ((batchA === batch || batchA === 1) && (batchB === batch || batchB === 1)) {
       addon.matmul(av, bv, res, bias, batchA, batchB, m, n, k, transA, transB, act, alpha, blas);
     } else {
