@@ -44,7 +44,8 @@ export function compareUNetCall(
     out = tf.tidy(() => {
       const mask = prefix === '' && io.has('attention_mask') ? toTensor(get('attention_mask')) as tf.Tensor2D : null;
       const ts = get('timestep');
-      const y = model.forward(toTensor(get('sample')) as tf.Tensor4D, tf.tensor1d(ts.data as Int32Array, 'int32'), toTensor(get('encoder_hidden_states')) as tf.Tensor3D, {
+      // I64 timesteps arrive as int32, float ones as float32; 0-d or [1] or one per row.
+      const y = model.forward(toTensor(get('sample')) as tf.Tensor4D, tf.tensor1d(Array.from(ts.data), ts.dtype), toTensor(get('encoder_hidden_states')) as tf.Tensor3D, {
         classLabels: io.has(prefix + 'class_labels') ? toTensor(get('class_labels')) as tf.Tensor2D : null,
         attentionMask: mask,
       });

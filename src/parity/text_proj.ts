@@ -1,5 +1,6 @@
 // `karlo parity` for UnCLIPTextProjModel fixture folders (fixtures README e): config.json + weights + io.safetensors
-// with image_embeddings, prompt_embeds, text_encoder_hidden_states and the two outputs (CFG on).
+// with image_embeddings, prompt_embeds, text_encoder_hidden_states and the two outputs (CFG when the text rows
+// are twice the image rows, as the fixture's call).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -30,11 +31,14 @@ export async function runTextProjParity(dir: string, opts: ParityOptions = {}): 
   const model = loadTextProj(dir);
   try {
     const out = tf.tidy(() => {
+      const imageEmbeddings = get('image_embeddings') as tf.Tensor2D;
+      const promptEmbeds = get('prompt_embeds') as tf.Tensor2D;
       const r = model.forward({
-        imageEmbeddings: get('image_embeddings') as tf.Tensor2D,
-        promptEmbeds: get('prompt_embeds') as tf.Tensor2D,
+        imageEmbeddings,
+        promptEmbeds,
         textEncoderHiddenStates: get('text_encoder_hidden_states') as tf.Tensor3D,
-        doClassifierFreeGuidance: true,
+        // The recorded call used guidance when the text rows are twice the image rows (unconditional rows first).
+        doClassifierFreeGuidance: promptEmbeds.shape[0] === 2 * imageEmbeddings.shape[0],
       });
       return [r.textEncoderHiddenStates, r.additiveClipTimeEmbeddings];
     });
