@@ -10,6 +10,11 @@
 #include "kernels.h"
 
 namespace karlo {
+
+// Below this many elements (~0.2 ms of work on one core) a second thread is not worth an OpenMP barrier, which
+// under CPU contention can cost a scheduler time slice.
+static const int64_t kParallelMin = 1 << 18;
+
 namespace {
 
 struct Dims {
@@ -67,7 +72,7 @@ void binaryImpl(F f, const Dims& d, const float* a, const float* b, float* out) 
   int64_t rows = 1;
   for (int i = 0; i < r - 1; i++) rows *= d.shape[i];
   const int64_t total = rows * inner;
-  const int nt = total < (1 << 15) ? 1 : omp_get_max_threads();
+  const int nt = total < kParallelMin ? 1 : omp_get_max_threads();
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num(), T = omp_get_num_threads();
@@ -119,7 +124,7 @@ void binary(int op, int rank, const int64_t* shape, const float* a, const int64_
 
 template <class F>
 static void unaryImpl(F f, const float* x, float* y, int64_t n) {
-  const int nt = n < (1 << 14) ? 1 : omp_get_max_threads();
+  const int nt = n < kParallelMin ? 1 : omp_get_max_threads();
 #pragma omp parallel for simd num_threads(nt) schedule(static)
   for (int64_t i = 0; i < n; i++) y[i] = f(x[i]);
 }
@@ -191,7 +196,7 @@ void reduceImpl(const RedDims& d, const float* x, double* acc, int64_t outSize) 
   std::fill(acc, acc + outSize, init);
   int64_t total = 1;
   for (int64_t s : d.shape) total *= s;
-  const int T = total < (1 << 15) ? 1 : omp_get_max_threads();
+  const int T = total < kParallelMin ? 1 : omp_get_max_threads();
   const int64_t n0 = d.shape[0];
   if (!d.red[0] || T == 1 || n0 < T) {
     // Outer dim kept (threads write disjoint outputs) or too small to split: split it directly.
@@ -291,7 +296,7 @@ void reduce(int op, int rank, const int64_t* shape, const bool* reduced, const f
 }
 
 void softmaxLastAxis(const float* x, float* y, int64_t rows, int64_t cols) {
-  const int nt = rows * cols < (1 << 14) ? 1 : omp_get_max_threads();
+  const int nt = rows * cols < kParallelMin ? 1 : omp_get_max_threads();
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t r = 0; r < rows; r++) {
     const float* xr = x + r * cols;
@@ -315,7 +320,7 @@ namespace karlo {
 void groupNorm(const float* x, const float* gamma, const float* beta, float* y, int64_t n, int64_t s, int64_t c,
                int64_t g, float eps, bool silu) {
   const int64_t cg = c / g;
-  const int T = n * s * c < (1 << 15) ? 1 : omp_get_max_threads();
+  const int T = n * s * c < kParallelMin ? 1 : omp_get_max_threads();
   // Pass 1: per (n, group) sum and sum of squares in double (exact enough for float32 data), split over
   // spatial rows with per-thread partials.
   std::vector<double> part(static_cast<size_t>(T) * n * g * 2, 0.0);
