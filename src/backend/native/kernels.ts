@@ -6,6 +6,7 @@ import {
   type KernelConfig, type KernelFunc, type NamedAttrMap, type TensorInfo,
 } from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import { constants as bufferConstants } from 'node:buffer';
 import { ACT, BIN_OP, OP_COPY, RED_OP, UN_OP, type NativeAddon } from './addon.js';
 import { GROUP_NORM_KERNEL } from './ops.js';
 
@@ -17,8 +18,9 @@ type Activation = 'linear' | 'relu' | 'prelu' | 'elu' | 'relu6' | 'leakyrelu' | 
  * Output buffers the addon overwrites entirely: large ones skip the zero-fill of `new Float32Array` (one whole
  * memory pass on 21M-element activations), via Node's uninitialised, unpooled allocation.
  */
+const BUFFER_MAX = bufferConstants.MAX_LENGTH;
 function alloc(n: number): Float32Array {
-  if (n < 16384) return new Float32Array(n);
+  if (n < 16384 || n * 4 > BUFFER_MAX) return new Float32Array(n);
   const buf = Buffer.allocUnsafeSlow(n * 4);
   return new Float32Array(buf.buffer, buf.byteOffset, n);
 }
