@@ -65,9 +65,9 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
 
   // Conv filters whose repacking into oneDNN's blocked layout costs more than a few % of the conv (few output
   // pixels per weight: the decoder's 8x8-16x16 levels, where it is 35-70%) are packed once and kept in the addon
-  // (up to KARLO_NATIVE_WEIGHT_CACHE_MB, first come first kept),
-  // keyed by the identity of the filter's array: tfjs never writes into a tensor's values, and the id dies with
-  // the array.
+  // (up to KARLO_NATIVE_WEIGHT_CACHE_MB, first come first kept), keyed by the identity of the filter's array:
+  // tfjs never writes into a tensor's values (code that writes into a dataSync() array in place would be served
+  // the old packing), and the id is released when the array is collected.
   const PACK_BELOW_PIXELS = 4096;
   const ids = new WeakMap<Float32Array, number>();
   let nextId = 1;
