@@ -2,6 +2,7 @@
 // Embedding, and the activations Karlo uses.
 import * as tf from '@tensorflow/tfjs-core';
 import { Module, Parameter } from './module.js';
+import { groupNorm } from '../backend/native/ops.js';
 
 export class Linear extends Module {
   readonly weight: Parameter;
@@ -93,16 +94,24 @@ export class GroupNorm extends Module {
 
   /** x: [N, H, W, C] or [N, L, C] (channels last). */
   forward(x: tf.Tensor): tf.Tensor {
-    return this.emit(tf.tidy(() => {
-      const shape = x.shape;
-      const c = shape[shape.length - 1];
-      if (c !== this.numChannels) throw new Error(`${this.path || 'GroupNorm'}: input has ${c} channels, ${this.numChannels} expected`);
-      const g = this.numGroups;
-      const xg = tf.reshape(x, [shape[0], -1, g, c / g]);
-      const { mean, variance } = tf.moments(xg, [1, 3], true);
-      const xn = tf.reshape(tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, this.eps))), shape);
-      return tf.add(tf.mul(xn, this.weight.value), this.bias.value);
-    }));
+    this.checkChannels(x);
+    // One fused kernel on the native backend (statistics in double), tfjs ops elsewhere; same math as torch.
+    return this.emit(groupNorm(x, this.weight.value, this.bias.value, this.numGroups, this.eps));
+  }
+
+  /**
+   * SiLU(GroupNorm(x)), the pair every UNet block runs: fused into one pass on the native backend. With an
+   * output hook installed the GroupNorm output is reported first (so hooks see what torch's norm module returns).
+   */
+  forwardSilu(x: tf.Tensor): tf.Tensor {
+    if (this.hooked) return tf.tidy(() => silu(this.forward(x)));
+    this.checkChannels(x);
+    return groupNorm(x, this.weight.value, this.bias.value, this.numGroups, this.eps, { silu: true });
+  }
+
+  private checkChannels(x: tf.Tensor): void {
+    const c = x.shape[x.shape.length - 1];
+    if (c !== this.numChannels) throw new Error(`${this.path || 'GroupNorm'}: input has ${c} channels, ${this.numChannels} expected`);
   }
 }
 

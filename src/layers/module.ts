@@ -232,6 +232,11 @@ export class Module {
     for (const [, m] of this.namedModules()) m._hook = fn;
   }
 
+  /** True when an output hook is installed (layers may then skip fusions that would hide an output). */
+  protected get hooked(): boolean {
+    return this._hook !== null;
+  }
+
   /** Reports an output to the hook, if one is installed; returns it unchanged. Costs nothing otherwise. */
   protected emit<T extends tf.Tensor>(out: T, suffix?: string): T {
     if (this._hook) this._hook(suffix ? joinPath(this.path, suffix) : this.path, out);

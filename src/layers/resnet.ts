@@ -90,8 +90,7 @@ export class ResnetBlock2D extends Module {
         return t;
       };
       let input: tf.Tensor4D = x;
-      let h: tf.Tensor4D = this.norm1.forward(x) as tf.Tensor4D;
-      h = next(h, silu(h) as tf.Tensor4D);
+      let h: tf.Tensor4D = this.norm1.forwardSilu(x) as tf.Tensor4D;
       if (this.opts.up) {
         input = nearestUpsample2x(input);
         h = next(h, nearestUpsample2x(h));
@@ -115,9 +114,9 @@ export class ResnetBlock2D extends Module {
         h = next(h, tf.add(h, shift));
       } else {
         if (t) h = next(h, tf.add(h, t));
-        h = next(h, this.norm2.forward(h) as tf.Tensor4D);
+        h = next(h, this.norm2.forwardSilu(h) as tf.Tensor4D);
       }
-      h = next(h, silu(h) as tf.Tensor4D);
+      if (this.timeEmbeddingNorm === 'scale_shift') h = next(h, silu(h) as tf.Tensor4D);
       h = next(h, this.conv2.forward(h));
       if (this.conv_shortcut) input = next(input, this.conv_shortcut.forward(input));
       let out = next(h, tf.add(input, h) as tf.Tensor4D);

@@ -199,7 +199,7 @@ export class UNet2DModel extends Module {
         tf.dispose([h, ...used]);
         h = out;
       }
-      h = this.conv_out.forward(silu(this.conv_norm_out.forward(h)) as tf.Tensor4D);
+      h = this.conv_out.forward(this.conv_norm_out.forwardSilu(h) as tf.Tensor4D);
       return tf.transpose(h, [0, 3, 1, 2]) as tf.Tensor4D;
     });
   }

@@ -347,7 +347,7 @@ export class UNet2DConditionModel extends Module {
         const mine = skips.splice(skips.length - k, k);
         x = u instanceof SimpleCrossAttnUpBlock2D ? u.forward(x, mine, emb, ctx) : u.forward(x, mine, emb);
       }
-      x = silu(this.conv_norm_out.forward(x)) as tf.Tensor4D;
+      x = this.conv_norm_out.forwardSilu(x) as tf.Tensor4D;
       x = this.conv_out.forward(x);
       return tf.transpose(x, [0, 3, 1, 2]) as tf.Tensor4D;
     });
