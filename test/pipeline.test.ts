@@ -14,6 +14,7 @@ import { UnCLIPPipeline, KARLO_PRESETS, type StageEvent } from '../src/pipeline/
 import type { Comparison } from '../src/parity/compare.js';
 import { backendsUnderTest, fixture, useBackend } from './helpers.js';
 import { availableBackends } from '../src/backend/index.js';
+import { loadUNet2D } from '../src/models/unet2d.js';
 
 const backends = await backendsUnderTest();
 const TINY = fixture('pipeline_tiny');
@@ -162,6 +163,37 @@ test('stage-wise loading: components are released after their stage; keepLoaded 
   assert.ok(second.timings.stages.prior.loadSeconds === 0, 'kept components are not reloaded');
   kept.dispose();
   assert.is(tf.memory().numTensors, base, 'dispose() frees the kept components');
+});
+
+test('super-res holds one UNet at a time: super_res_last is loaded for the last step after super_res_first is released (both with keepLoaded)', async () => {
+  await useBackend(apiBackend);
+  const base = tf.memory().numTensors;
+  const perStep = async (pipe: UnCLIPPipeline) => {
+    const n: number[] = [];
+    const released: number[] = [];
+    const r = await pipe.generate(['a frog'], {
+      ...FAST, superResSteps: 3,
+      onStep: (i) => { if (i.stage === 'super_res') n.push(tf.memory().numTensors); },
+      stageOptions: { super_res: { releaseFirst: () => released.push(n.length) } },
+    });
+    return { n, released, timing: r.timings.stages.super_res };
+  };
+  const staged = await perStep(await UnCLIPPipeline.load(MINI));
+  assert.is(tf.memory().numTensors, base);
+  assert.equal(staged.released, [2], 'super_res_first released once, before the last step');
+  // Same architecture in first and last: the same number of tensors alive at the first and the last step.
+  assert.is(staged.n[2], staged.n[0], `one UNet alive at the last step (${staged.n})`);
+  assert.ok(staged.timing.loadSeconds > 0);
+  const kept = await UnCLIPPipeline.load(MINI, { keepLoaded: true });
+  const keptRun = await perStep(kept);
+  const b0 = tf.memory().numTensors;
+  const unet = loadUNet2D(path.join(MINI, 'super_res_last'));
+  const nUnet = tf.memory().numTensors - b0;
+  unet.dispose();
+  assert.is(keptRun.n[2] - keptRun.n[0], nUnet, `both UNets alive at the last step with keepLoaded (${keptRun.n})`);
+  assert.equal(keptRun.released, [2]);
+  kept.dispose();
+  assert.is(tf.memory().numTensors, base);
 });
 
 test('previews: decoder latents (8×8 here, 64×64 in Karlo) after each step plus image_small, super-res steps; all in [0, 1]', async () => {

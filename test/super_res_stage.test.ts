@@ -100,6 +100,53 @@ test('super-res stage draws latents and noise from the generator in diffusers or
   await runAndCheck(run, { generator: gen });
 });
 
+test('super_res_last as a loader: called once, at the last step, after releaseFirst freed super_res_first; same image; numTensors back to baseline', async () => {
+  await useBackend('cpu');
+  const run = loadSafetensors(`${dir}/run.safetensors`);
+  const sched = UnCLIPScheduler.fromDir(`${dir}/super_res_scheduler`);
+  const small = T(run.get('cap.image_small')!) as tf.Tensor4D;
+  const latents = T(run.get('input.super_res_latents')!);
+  // Reference: both models given up front.
+  const first0 = loadUNet2D(`${dir}/super_res_first`);
+  const last0 = loadUNet2D(`${dir}/super_res_last`);
+  const ref = await runSuperRes(first0, last0, sched, small, { steps: 3, latents, generator: new TorchGenerator(5) });
+  const refData = ref.dataSync().slice();
+  tf.dispose([ref]);
+  first0.dispose();
+  last0.dispose();
+
+  const base = tf.memory().numTensors;
+  const first = loadUNet2D(`${dir}/super_res_first`);
+  const nFirst = tf.memory().numTensors - base;
+  assert.ok(nFirst > 0);
+  const events: string[] = [];
+  let step = 0;
+  let afterRelease = -1;
+  let lastModel: UNet2DModel | undefined;
+  const out = await runSuperRes(first, async () => {
+    events.push(`load@${step}`);
+    assert.is(tf.memory().numTensors, afterRelease, 'nothing allocated between releaseFirst and the loader');
+    lastModel = loadUNet2D(`${dir}/super_res_last`);
+    return lastModel;
+  }, sched, small, {
+    steps: 3, latents, generator: new TorchGenerator(5),
+    releaseFirst: () => {
+      events.push(`release@${step}`);
+      const before = tf.memory().numTensors;
+      first.dispose();
+      afterRelease = tf.memory().numTensors;
+      assert.is(before - afterRelease, nFirst, 'super_res_first freed');
+    },
+    onStep: ({ step: i }) => { events.push(`step${i}`); step = i + 1; },
+  });
+  assert.equal(events, ['step0', 'step1', 'release@2', 'load@2', 'step2']);
+  assert.equal(Array.from(out.dataSync()), Array.from(refData), 'same image as with both models given');
+  out.dispose();
+  lastModel!.dispose();
+  assert.is(tf.memory().numTensors, base, 'numTensors back to baseline');
+  tf.dispose([small, latents]);
+});
+
 test('super-res stage: bad inputs are errors naming them', async () => {
   await useBackend('cpu');
   const first = loadUNet2D(`${dir}/super_res_first`);

@@ -4,6 +4,8 @@
 // unet(cat([latents, upscaled], 1), t) with super_res_first on every step but the last and super_res_last on
 // the last, no classifier-free guidance, scheduler step to the next timestep (t − 1 after the last), variance
 // noise from the generator (t > 0 only); finally clamp(x·0.5 + 0.5, 0, 1).
+// super_res_last may be given as a loader: it is then called once, just before the last step, after
+// opts.releaseFirst, so the two 2.8 GB UNets of the real model are never held at once.
 import * as tf from '@tensorflow/tfjs-core';
 import type { UNet2DModel } from '../models/unet2d.js';
 import type { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
@@ -20,6 +22,20 @@ export interface SuperResStageOptions extends StageOptions {
   onUpscaled?: (image: tf.Tensor4D) => void;
   /** Called with each step's model output (cap step.*.model_output_after_cfg); owned by the stage. */
   onModelOutput?: (info: { step: number; timestep: number; output: tf.Tensor4D }) => void;
+  /**
+   * Called once when super_res_first is no longer needed (before the last step, i.e. before a super_res_last
+   * loader runs), so the caller can free it. Not called when the stage fails before that point.
+   */
+  releaseFirst?: () => void;
+}
+
+/** super_res_last, or a function that loads it (called once, at the last step, after releaseFirst). */
+export type SuperResLastSource = UNet2DModel | (() => UNet2DModel | Promise<UNet2DModel>);
+
+function checkPair(srFirst: UNet2DModel, srLast: UNet2DModel): void {
+  if (srFirst.config.in_channels !== srLast.config.in_channels) {
+    throw new Error(`runSuperRes: super_res_first/last in_channels (${srFirst.config.in_channels}, ${srLast.config.in_channels}) must be equal`);
+  }
 }
 
 function sampleSize(model: UNet2DModel): [number, number] {
@@ -31,11 +47,12 @@ function sampleSize(model: UNet2DModel): [number, number] {
 
 /**
  * Runs the super-res sampling loop on imageSmall (NCHW in [-1, 1], the decoder's clamped output). Returns the
- * images NCHW in [0, 1] (caller owns them). imageSmall and explicit latents are not disposed.
+ * images NCHW in [0, 1] (caller owns them). imageSmall and explicit latents are not disposed. srLast may be a
+ * loader (see SuperResLastSource); a model it returns is the caller's to dispose.
  */
 export async function runSuperRes(
   srFirst: UNet2DModel,
-  srLast: UNet2DModel,
+  srLastSource: SuperResLastSource,
   scheduler: UnCLIPScheduler,
   imageSmall: tf.Tensor4D,
   opts: SuperResStageOptions = {},
@@ -45,9 +62,9 @@ export async function runSuperRes(
   if (opts.guidanceScale !== undefined) throw new Error('runSuperRes: guidanceScale is not used (the super-res stage has no classifier-free guidance)');
   if (imageSmall.rank !== 4) throw new Error(`runSuperRes: imageSmall must be NCHW, got shape [${imageSmall.shape}]`);
   const channels = srFirst.config.in_channels / 2;
-  if (!Number.isInteger(channels) || srFirst.config.in_channels !== srLast.config.in_channels) {
-    throw new Error(`runSuperRes: super_res_first/last in_channels (${srFirst.config.in_channels}, ${srLast.config.in_channels}) must be equal and even (latents ++ image)`);
-  }
+  if (!Number.isInteger(channels)) throw new Error(`runSuperRes: super_res_first in_channels ${srFirst.config.in_channels} must be even (latents ++ image)`);
+  let srLast = typeof srLastSource === 'function' ? undefined : srLastSource;
+  if (srLast) checkPair(srFirst, srLast);
   if (imageSmall.shape[1] !== channels) throw new Error(`runSuperRes: imageSmall has ${imageSmall.shape[1]} channels, ${channels} expected (shape [${imageSmall.shape}])`);
   const batch = imageSmall.shape[0];
   const [height, width] = opts.size ?? sampleSize(srFirst);
@@ -67,7 +84,14 @@ export async function runSuperRes(
     for (let i = 0; i < timesteps.length; i++) {
       const t = timesteps[i];
       const last = i === timesteps.length - 1;
-      const unet = last ? srLast : srFirst;
+      if (last) {
+        opts.releaseFirst?.();
+        if (!srLast) {
+          srLast = await (srLastSource as () => UNet2DModel | Promise<UNet2DModel>)();
+          checkPair(srFirst, srLast);
+        }
+      }
+      const unet = last ? srLast! : srFirst;
       const prev = tf.tidy(() => {
         const noisePred = unet.forward(tf.concat([latents, upscaled], 1) as tf.Tensor4D, t);
         opts.onModelOutput?.({ step: i, timestep: t, output: noisePred });

@@ -337,29 +337,43 @@ export class UnCLIPPipeline {
     };
 
     // One stage: load its components (or take the kept ones), install research hooks, run inside a memory
-    // scope, time it, then remove the hooks and release the components (unless keepLoaded).
+    // scope, time it, then remove the hooks and release the components (unless keepLoaded). `later` loads a
+    // component in the middle of the stage (super_res_last at the last step): it is hooked, released and its
+    // seconds counted as loading like the others.
+    type LoadLater = <M>(key: ComponentName, loader: () => Promise<M> | M) => Promise<M>;
     const runStage = async <T extends Loaded, R extends tf.TensorContainer>(
       stage: PipelineStage, numSteps: number,
       loaders: { [K in keyof T]: () => Promise<T[K]> | T[K] },
-      fn: (parts: T) => Promise<R> | R,
+      fn: (parts: T, later: LoadLater) => Promise<R> | R,
     ): Promise<R> => {
       onStage({ stage, phase: 'load' });
       const { parts, seconds } = await this.acquire(loaders);
+      const laterParts: Loaded = {};
+      let laterSeconds = 0;
       const hooked: Module[] = [];
+      const hook = (name: string, part: unknown) => {
+        const h = opts.outputHooks?.[name as ComponentName];
+        if (h && part instanceof Module) { part.setOutputHook(h); hooked.push(part); }
+      };
+      const later: LoadLater = async (key, loader) => {
+        const got = await this.acquire<Loaded>({ [key]: loader });
+        laterParts[key] = got.parts[key];
+        laterSeconds += got.seconds;
+        hook(key, got.parts[key]);
+        return got.parts[key] as Awaited<ReturnType<typeof loader>>;
+      };
       try {
-        for (const [name, part] of Object.entries(parts)) {
-          const hook = opts.outputHooks?.[name as ComponentName];
-          if (hook && part instanceof Module) { part.setOutputHook(hook); hooked.push(part); }
-        }
+        for (const [name, part] of Object.entries(parts)) hook(name, part);
         onStage({ stage, phase: 'run', numSteps });
         const t0 = now();
-        const result = await scoped(() => fn(parts));
-        stages[stage] = timing(seconds, now() - t0, numSteps);
+        const result = await scoped(() => fn(parts, later));
+        stages[stage] = timing(seconds + laterSeconds, now() - t0 - laterSeconds, numSteps);
         onStage({ stage, phase: 'done', timing: stages[stage] });
         return result;
       } finally {
         for (const m of hooked) m.setOutputHook(null);
         this.release(parts);
+        this.release(laterParts);
       }
     };
 
@@ -408,12 +422,17 @@ export class UnCLIPPipeline {
       text = undefined;
       imageEmbeddings = undefined;
 
+      // super_res_last is loaded at the last step, after super_res_first is released (unless keepLoaded), so
+      // only one 2.8 GB UNet is held at a time.
       image = await runStage('super_res', settings.superResSteps, {
         super_res_first: () => loadUNet2D(dirs.super_res_first),
-        super_res_last: () => loadUNet2D(dirs.super_res_last),
         super_res_scheduler: () => UnCLIPScheduler.fromDir(dirs.super_res_scheduler),
-      }, (p) => runSuperRes(p.super_res_first, p.super_res_last, p.super_res_scheduler, imageSmall!, {
+      }, (p, later) => runSuperRes(p.super_res_first, () => later('super_res_last', () => loadUNet2D(dirs.super_res_last)), p.super_res_scheduler, imageSmall!, {
         ...opts.stageOptions?.super_res,
+        releaseFirst: () => {
+          this.release({ super_res_first: p.super_res_first });
+          opts.stageOptions?.super_res?.releaseFirst?.();
+        },
         steps: settings.superResSteps, latents: opts.superResLatents, generator,
         onStep: stepHook('super_res'), noiseForStep: opts.noiseForStep?.super_res,
       }));
