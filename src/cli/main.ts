@@ -13,7 +13,7 @@ const cli = yargs(hideBin(process.argv))
     describe: 'tfjs backend: auto | tensorflow | native | wasm | cpu (default: $KARLO_BACKEND or auto)',
     global: true,
   })
-  .wrap(Math.min(120, process.stdout.columns || 120))
+  .wrap(process.stdout.isTTY ? Math.min(120, process.stdout.columns || 80) : null)
   .demandCommand(1, 'name a command (see --help)')
   .strict()
   .help()
