@@ -73,11 +73,11 @@ export class LayerNorm extends Module {
   }
 
   forward(x: tf.Tensor): tf.Tensor {
-    return this.emit(tf.tidy(() => {
-      const { mean, variance } = tf.moments(x, -1, true);
-      const xn = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, this.eps)));
-      return tf.add(tf.mul(xn, this.weight.value), this.bias.value);
-    }));
+    const c = x.shape[x.shape.length - 1];
+    if (c !== this.dim) throw new Error(`${this.path || 'LayerNorm'}: input has ${c} features, ${this.dim} expected`);
+    // LayerNorm over the last axis = GroupNorm with one group over [tokens, 1, C]: the fused native kernel
+    // (one pass, statistics in double) instead of five elementwise kernels; tfjs ops on other backends.
+    return this.emit(tf.tidy(() => tf.reshape(groupNorm(tf.reshape(x, [-1, 1, c]), this.weight.value, this.bias.value, 1, this.eps), x.shape)));
   }
 }
 
