@@ -18,9 +18,9 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, availableBackends } from '../src/backend/index.js';
-import { saveSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
+import { saveSafetensors } from '../src/io/safetensors.js';
+import { randomWeights } from './random_weights.js';
 import { readJson } from '../src/io/weights.js';
-import type { Module } from '../src/layers/module.js';
 import type { ResnetBlock2D } from '../src/layers/resnet.js';
 import type { AddedKVAttention } from '../src/layers/attention.js';
 import { UNet2DConditionModel, loadUNet2DCondition, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
@@ -82,33 +82,6 @@ export function unet2dConditionGflop(m: UNet2DConditionModel, H: number, W: numb
   }
   conv(m.config.block_out_channels[0], m.config.out_channels, m.config.conv_out_kernel, h, w);
   return f / 1e9;
-}
-
-/** Deterministic stand-in weights (uniform, std 1/√fan_in; norm weights 1 + noise), generated per tensor while writing. */
-function randomWeights(model: Module, seed: number): Record<string, TensorToWrite> {
-  let s = seed >>> 0 || 1;
-  const out: Record<string, TensorToWrite> = {};
-  for (const [k, p] of model.namedParameters()) {
-    const shape = p.torchShape;
-    out[k] = {
-      dtype: 'F32',
-      shape,
-      data: () => {
-        const n = shape.reduce((a, b) => a * b, 1);
-        const a = new Float32Array(n);
-        const fanIn = shape.length >= 2 ? shape.slice(1).reduce((x, y) => x * y, 1) : 1;
-        const std = shape.length >= 2 ? 1 / Math.sqrt(fanIn) : 0.02;
-        const mean = /norm(\d|_out)?\.weight$/.test(k) ? 1 : 0;
-        const amp = (std * Math.sqrt(3)) / 2147483648;
-        for (let i = 0; i < n; i++) {
-          s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-          a[i] = mean + amp * (s | 0);
-        }
-        return new Uint8Array(a.buffer);
-      },
-    };
-  }
-  return out;
 }
 
 const maxRssMB = () => process.resourceUsage().maxRSS / 1024;

@@ -5,11 +5,14 @@
 // steps. Prints per stage: load s, s/step, peak RSS during the stage (VmHWM reset at each stage start, Linux), and
 // the time extrapolated to UnCLIPPipeline's defaults (25/25/7 steps) next to PyTorch 1.13 CPU on this machine
 // (PERF.md: text 0.22 s, prior 2.16 s/step, decoder 11.61 s/step, super-res 49.49 s/step; ≈ 690 s in all).
-//   npm run bench pipeline [-- --backend B] [-- --prior-steps N --decoder-steps N --sr-steps N]
+//   npm run bench pipeline [-- --backend B --prior-steps=N --decoder-steps=N --sr-steps=N --tiny]
+//   karlo bench pipeline [--backend B]                  (default steps 2/2/2)
 //   npx tsx bench/pipeline.bench.ts [--tiny] [--model DIR] [--backend B] [--prior-steps 2] [--decoder-steps 2]
-//                                   [--sr-steps 2] [--keep-loaded]
+//                                   [--sr-steps 2] [--keep-loaded] [--allow-slow]
+// Through npm run bench, give values with "=" (--sr-steps=7): bare words there are benchmark names.
 // --tiny: the same code path at models/karlo-tiny's configs (seconds). --model DIR: time an existing folder instead
-// (nothing written). Default backend: native. Steps must be ≥ 2 (UnCLIPScheduler divides by steps − 1).
+// (nothing written). Default backend: native; cpu and wasm are refused at real size unless --allow-slow (hours /
+// the 4 GB prior exceeds the wasm heap). Steps must be ≥ 2 (UnCLIPScheduler divides by steps − 1).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -139,7 +142,8 @@ function report(r: ChildResult, real: boolean, loadavgBefore: number[]): void {
   rows.push(`| **total** | | ${f(load, 1)} | | ${r.peakRssMB} (process) | **${f(ours, 0)}** (+ ${f(load, 0)} load) | | **${real ? f(torch, 0) : '-'}** |`);
   console.log(rows.join('\n'));
   console.log(`backend ${r.backend}; image ${r.shape.join('×')} ${r.finite ? 'finite' : 'NOT FINITE'}; run ${f(r.totalSeconds, 1)} s; load average before ${loadavgBefore.map((x) => f(x)).join(' ')}, after ${r.loadavg.map((x) => f(x)).join(' ')}; ${os.cpus().length} CPUs, ${f(os.totalmem() / 2 ** 30, 1)} GiB RAM`);
-  if (real) console.log(`extrapolated to 25/25/7 steps: ${f(ours, 0)} s of sampling (+ ${f(load, 0)} s loading) vs PyTorch ≈ ${f(torch, 0)} s (${f(ours / torch)}×); each stage's first step includes one-time set-up, so few steps overstate s/step`);
+  const full = STAGES.every((s) => r.steps[s] === DEFAULT_STEPS[s]);
+  if (real) console.log(`${full ? 'measured at' : 'extrapolated to'} 25/25/7 steps: ${f(ours, 0)} s of sampling (+ ${f(load, 0)} s loading) vs PyTorch ≈ ${f(torch, 0)} s (${f(ours / torch)}×)${full ? '' : '; each stage\'s first step includes one-time set-up, so few steps overstate s/step'}`);
 }
 
 async function main(): Promise<void> {
@@ -158,6 +162,12 @@ async function main(): Promise<void> {
     return;
   }
 
+  if (real && (args.backend === 'cpu' || args.backend === 'wasm') && !argv.includes('--allow-slow')) {
+    // Same policy as the per-module benches: plain JS runs ~1 GFLOP/s (2/2/2 steps are ~20 TFLOP: hours), and the
+    // 4 GB prior does not fit wasm's 4 GB heap.
+    console.log(`${args.backend}: not run at real size (${args.backend === 'cpu' ? '~20 TFLOP at ~1 GFLOP/s would take hours' : 'the 4.09 GB prior does not fit the 4 GB wasm heap'}); --allow-slow to force, --tiny for the code path`);
+    return;
+  }
   const configDir = args.tiny ? TINY : REAL_CONFIGS;
   const tmp = os.tmpdir();
   const needGB = args.tiny ? 0.1 : 15;

@@ -16,7 +16,8 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, availableBackends } from '../src/backend/index.js';
-import { saveSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
+import { saveSafetensors } from '../src/io/safetensors.js';
+import { randomWeights } from './random_weights.js';
 import { readJson } from '../src/io/weights.js';
 import { UNet2DModel, loadUNet2D, type UNet2DConfig } from '../src/models/unet2d.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
@@ -80,33 +81,6 @@ function activationEstimateMB(cfg: UNet2DConfig, H: number, W: number): { skipsM
   // Up path, top level: first resnet input = previous level's output (ch[1]) ++ a skip (ch[0]) at full size.
   const topIn = (ch.length > 1 ? ch[1] : ch[0]) + ch[0];
   return { skipsMB: (skips * 4) / MB, largestConcatMB: (H * W * topIn * 4) / MB };
-}
-
-/** Deterministic stand-in weights: uniform with std 1/√fan_in, norm weights 1 + noise; generated per tensor while writing. */
-function randomWeights(model: UNet2DModel, seed = 7): Record<string, TensorToWrite> {
-  let s = seed >>> 0 || 1;
-  const out: Record<string, TensorToWrite> = {};
-  for (const [k, p] of model.namedParameters()) {
-    const shape = p.torchShape;
-    out[k] = {
-      dtype: 'F32',
-      shape,
-      data: () => {
-        const n = shape.reduce((a, b) => a * b, 1);
-        const a = new Float32Array(n);
-        const fanIn = shape.length >= 2 ? shape.slice(1).reduce((x, y) => x * y, 1) : 1;
-        const std = shape.length >= 2 ? 1 / Math.sqrt(fanIn) : 0.02;
-        const mean = /norm\d?(_out)?\.weight$/.test(k) ? 1 : 0;
-        const amp = (std * Math.sqrt(3)) / 2147483648;
-        for (let i = 0; i < n; i++) {
-          s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-          a[i] = mean + amp * (s | 0);
-        }
-        return new Uint8Array(a.buffer);
-      },
-    };
-  }
-  return out;
 }
 
 const maxRssMB = () => process.resourceUsage().maxRSS / 1024;
@@ -206,7 +180,7 @@ async function main(): Promise<void> {
   try {
     let t = performance.now();
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(rawCfg));
-    saveSafetensors(path.join(dir, 'diffusion_pytorch_model.safetensors'), randomWeights(shell));
+    saveSafetensors(path.join(dir, 'diffusion_pytorch_model.safetensors'), randomWeights(shell, 7));
     const bytes = fs.statSync(path.join(dir, 'diffusion_pytorch_model.safetensors')).size;
     console.log(`wrote ${(bytes / 1e9).toFixed(2)} GB in ${((performance.now() - t) / 1000).toFixed(1)} s (writer peak RSS ${Math.round(maxRssMB())} MB)`);
     console.log('backend   load s  step s  GFLOP/s  vs torch 2T  weights MB  RSS before step  peak RSS in step (+growth)  skips + largest concat MB  process peak RSS');
