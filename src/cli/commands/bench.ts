@@ -17,16 +17,33 @@ const command: CommandModule<object, Args> = {
   builder: (y) => y
     .positional('names', { type: 'string', array: true, describe: 'benchmark names or regexes (default: all)' })
     .option('list', { type: 'boolean', default: false, describe: 'list the benchmarks' })
-    .option('timeout', { type: 'number', describe: 'seconds allowed per benchmark' }) as never,
+    .option('timeout', { type: 'number', describe: 'seconds allowed per benchmark' })
+    // Options the benchmarks themselves take (e.g. `karlo bench pipeline --sr-steps 7`) are passed on to them.
+    .strict(false)
+    .epilog('Other options are passed to the benchmark scripts, e.g.: karlo bench pipeline --prior-steps 25 --decoder-steps 25 --sr-steps 7') as never,
   handler: (argv) => {
     const index = path.join(ROOT, 'bench', 'index.ts');
     if (!fs.existsSync(index)) throw new UsageError(`${index}: missing (benchmarks ship with the source checkout, not the package)`);
     const args = ['--import', 'tsx', index, ...(argv.names ?? []), ...(argv.list ? ['--list'] : [])];
     if (argv.timeout !== undefined) args.push('--timeout', String(argv.timeout));
     if (argv.backend) args.push('--backend', argv.backend);
+    args.push(...passThrough(argv as unknown as Record<string, unknown>));
     const r = spawnSync(process.execPath, args, { cwd: ROOT, stdio: 'inherit' });
     process.exitCode = r.status ?? 1;
   },
 };
+
+const OWN = new Set(['_', '$0', 'names', 'list', 'timeout', 'backend', 'help', 'version']);
+
+/** Unknown options as `--name=value` (the form bench/index.ts forwards unambiguously). */
+function passThrough(argv: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(argv)) {
+    // yargs adds camelCase aliases of dashed names: keep the dashed spelling only
+    if (OWN.has(k) || (/[A-Z]/.test(k) && k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) in argv)) continue;
+    for (const one of Array.isArray(v) ? v : [v]) out.push(one === true ? `--${k}` : one === false ? `--no-${k}` : `--${k}=${one}`);
+  }
+  return out;
+}
 
 export default command;
