@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { SafetensorsFile, saveSafetensors, loadSafetensors, toF16Bits, toBF16Bits, decodeF16, decodeBF16 } from '../src/io/safetensors.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-st-'));
+test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 test('safetensors round trip keeps every dtype, shape and value', () => {
   const f = path.join(tmp, 'a.safetensors');
