@@ -57,6 +57,8 @@ function select(all: string[], names: string[]): string[] {
 }
 
 const opts = parseArgs(process.argv.slice(2));
+// With --json the benchmarks' stdout is the JSON document; our own banner and summary go to stderr.
+const say = opts.pass.includes('--json') ? (line: string) => console.error(line) : (line: string) => console.log(line);
 const files = select(benchFiles(), opts.names);
 if (opts.list) {
   for (const f of files) console.log(f.replace(/\.bench\.ts$/, ''));
@@ -67,7 +69,7 @@ const results: { name: string; code: number | null; signal: string | null; secon
 for (const f of files) {
   const name = f.replace(/\.bench\.ts$/, '');
   const args = ['--import', 'tsx', path.join('bench', f), ...(opts.backend ? ['--backend', opts.backend] : []), ...opts.pass];
-  console.log(`\n=== bench ${name}: node ${args.join(' ')}`);
+  say(`\n=== bench ${name}: node ${args.join(' ')}`);
   const t0 = performance.now();
   const r = spawnSync(process.execPath, args, {
     cwd: ROOT,
@@ -80,9 +82,9 @@ for (const f of files) {
   if (r.error) console.error(`bench ${name}: ${r.error.message}`);
 }
 
-console.log('\n=== bench summary');
+say('\n=== bench summary');
 for (const r of results) {
   const status = r.code === 0 ? 'ok' : r.signal ? `killed (${r.signal})` : `FAILED (exit ${r.code})`;
-  console.log(`${r.name.padEnd(24)} ${status.padEnd(18)} ${r.seconds.toFixed(1)} s`);
+  say(`${r.name.padEnd(24)} ${status.padEnd(18)} ${r.seconds.toFixed(1)} s`);
 }
 process.exit(results.every((r) => r.code === 0) ? 0 : 1);

@@ -1,7 +1,7 @@
 // Quick GFLOP/s of tfjs matMul / conv2d on shapes Karlo runs (the prior's Linear layers, decoder attention, UNet
 // convolutions), per backend. Small and quick: each shape runs for about --seconds per backend, and a shape whose
 // estimated time on a slow backend exceeds --cap is skipped (said so). Prints backend, shape, ms/call, GFLOP/s and
-// peak RSS. For the native backend's full sweep with the raw-library ceiling, see native.bench.ts.
+// peak RSS. For the native backend's full sweep with the raw-library ceiling, see kernels.bench.ts (karlo bench kernels).
 //   npx tsx bench/matmul.bench.ts [--backend B] [--seconds 0.5] [--cap 4] [--json]
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, availableBackends, type BackendName } from '../src/backend/index.js';

@@ -2,8 +2,8 @@
 // the ceiling: the same problem as one raw call into the addon (oneDNN matmul/conv, OpenBLAS sgemm) with buffers
 // allocated once. native/ceiling is the overhead of going through tfjs (output allocation, kernel dispatch).
 // The slow backends run a shape only when its estimated time fits the cap (cpu is ~1 GFLOP/s, wasm ~20).
-//   npx tsx bench/native.bench.ts [--json] [--backends native,wasm,cpu] [--cap SECONDS] [--only REGEX]
-//   npm run bench native [-- --only conv] [--compare-torch]
+//   npx tsx bench/kernels.bench.ts [--json] [--backends native,wasm,cpu] [--cap SECONDS] [--only REGEX]
+//   npm run bench kernels [-- --only conv] [--compare-torch]
 // --compare-torch: also times the shapes in PyTorch (a python3 with torch, e.g. Debian's python3-torch), same threads.
 import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs-core';
