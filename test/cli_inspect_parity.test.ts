@@ -15,6 +15,7 @@ import { detectKind } from '../src/cli/commands/parity.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-cli-'));
+test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function karlo(...args: string[]) {
   const r = spawnSync(process.execPath, [path.join(ROOT, 'bin/karlo.js'), ...args], {

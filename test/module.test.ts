@@ -14,6 +14,7 @@ import { TorchGenerator } from '../src/random/generator.js';
 import { useBackend } from './helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-module-'));
+test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 class Block extends Module {
   norm = this.module('norm', new GroupNorm(2, 4));

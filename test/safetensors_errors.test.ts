@@ -12,6 +12,7 @@ import { SafetensorsFile, SafetensorsError, saveSafetensors, loadSafetensors, du
 import { FIXTURES } from './helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-st-err-'));
+test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 let counter = 0;
 
 /** Writes a file from a header (object or raw JSON text), data bytes and an optional header-length override. */
