@@ -11,7 +11,8 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, availableBackends, type BackendName } from '../src/backend/index.js';
-import { saveSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
+import { saveSafetensors } from '../src/io/safetensors.js';
+import { randomWeights } from './random_weights.js';
 import { readJson } from '../src/io/weights.js';
 import { CLIPTextModelWithProjection, clipTextConfig, loadClipTextModel, type CLIPTextConfig } from '../src/models/clip_text.js';
 import { CLIPTokenizer } from '../src/tokenizer/clip_tokenizer.js';
@@ -25,33 +26,6 @@ function gflops(c: CLIPTextConfig, B: number, L: number): number {
   const D = c.hidden_size, I = c.intermediate_size;
   const perLayer = 4 * L * D * D + 2 * L * D * I + 2 * L * L * D;
   return (2 * B * (c.num_hidden_layers * perLayer + D * c.projection_dim)) / 1e9;
-}
-
-/** Deterministic N(0, σ) stand-in weights (xorshift + Box-Muller); LayerNorm weights 1 + small noise. */
-function randomWeights(model: CLIPTextModelWithProjection, seed = 1): Record<string, TensorToWrite> {
-  let s = seed >>> 0 || 1;
-  const u = () => { s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0; return (s + 0.5) / 4294967296; };
-  const out: Record<string, TensorToWrite> = {};
-  for (const [k, p] of model.namedParameters()) {
-    const shape = p.torchShape;
-    out[k] = {
-      dtype: 'F32',
-      shape,
-      data: () => {
-        const n = shape.reduce((a, b) => a * b, 1);
-        const a = new Float32Array(n);
-        const std = shape.length >= 2 ? 1 / Math.sqrt(shape[shape.length - 1]) : 0.02;
-        const mean = /layer_norm\d?\.weight$|final_layer_norm\.weight$/.test(k) ? 1 : 0;
-        for (let i = 0; i < n; i += 2) {
-          const r = Math.sqrt(-2 * Math.log(u())), th = 2 * Math.PI * u();
-          a[i] = mean + std * r * Math.cos(th);
-          if (i + 1 < n) a[i + 1] = mean + std * r * Math.sin(th);
-        }
-        return new Uint8Array(a.buffer);
-      },
-    };
-  }
-  return out;
 }
 
 const rssMB = () => process.resourceUsage().maxRSS / 1024;

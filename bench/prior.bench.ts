@@ -13,7 +13,8 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, availableBackends, type BackendName } from '../src/backend/index.js';
-import { saveSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
+import { saveSafetensors } from '../src/io/safetensors.js';
+import { randomWeights } from './random_weights.js';
 import { readJson } from '../src/io/weights.js';
 import { PriorTransformer, loadPrior, type PriorTransformerConfig } from '../src/models/prior_transformer.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
@@ -30,32 +31,6 @@ function gflops(c: PriorTransformerConfig, B: number, S: number): number {
   const perLayer = 4 * S * W * W + 2 * S * W * 4 * W + 2 * S * S * W;
   const io = (S - 4) * c.embedding_dim * W + 2 * c.embedding_dim * W + 2 * W * W + W * c.embedding_dim;
   return (2 * B * (c.num_layers * perLayer + io)) / 1e9;
-}
-
-/** Deterministic stand-in weights: uniform with std 1/√fan_in (norm weights 1 + noise); written lazily per tensor. */
-function randomWeights(model: PriorTransformer, seed = 1): Record<string, TensorToWrite> {
-  let s = seed >>> 0 || 1;
-  const out: Record<string, TensorToWrite> = {};
-  for (const [k, p] of model.namedParameters()) {
-    const shape = p.torchShape;
-    out[k] = {
-      dtype: 'F32',
-      shape,
-      data: () => {
-        const n = shape.reduce((a, b) => a * b, 1);
-        const a = new Float32Array(n);
-        const std = k === 'clip_std' ? 0.1 : shape.length >= 2 && !k.endsWith('_embedding') ? 1 / Math.sqrt(shape[shape.length - 1]) : 0.02;
-        const mean = /norm\d?\.weight$|norm_out\.weight$|clip_std$/.test(k) ? 1 : 0;
-        const amp = std * Math.sqrt(3) / 2147483648;
-        for (let i = 0; i < n; i++) {
-          s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
-          a[i] = mean + amp * (s | 0);
-        }
-        return new Uint8Array(a.buffer);
-      },
-    };
-  }
-  return out;
 }
 
 const rssMB = () => process.resourceUsage().maxRSS / 1024;
