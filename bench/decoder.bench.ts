@@ -12,6 +12,7 @@
 // of weights plus the activations in its 4 GB heap. Also printed: the step's CPU seconds (all threads) and the load
 // average, since wall time on a shared machine overstates the cost.
 import * as fs from 'node:fs';
+import { maxRssMB, resetPeakRss, statusMB } from './memory.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -82,16 +83,6 @@ export function unet2dConditionGflop(m: UNet2DConditionModel, H: number, W: numb
   }
   conv(m.config.block_out_channels[0], m.config.out_channels, m.config.conv_out_kernel, h, w);
   return f / 1e9;
-}
-
-const maxRssMB = () => process.resourceUsage().maxRSS / 1024;
-/** Resets the kernel's peak-RSS counter (VmHWM); false where /proc/self/clear_refs is not writable. */
-function resetPeakRss(): boolean {
-  try { fs.writeFileSync('/proc/self/clear_refs', '5'); return true; } catch { return false; }
-}
-function statusMB(field: 'VmHWM' | 'VmRSS'): number {
-  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
 }
 
 async function child(backend: string, dir: string, size: number): Promise<void> {

@@ -10,6 +10,7 @@
 // Default backend: native. The cpu backend (plain JS, ~1 GFLOP/s) would need hours for the 8.5 TFLOP of one step:
 // it runs only with --allow-slow. wasm cannot hold 2.77 GB of weights plus ~2 GB of activations in its 4 GB heap.
 import * as fs from 'node:fs';
+import { maxRssMB, resetPeakRss, statusMB } from './memory.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -81,16 +82,6 @@ function activationEstimateMB(cfg: UNet2DConfig, H: number, W: number): { skipsM
   // Up path, top level: first resnet input = previous level's output (ch[1]) ++ a skip (ch[0]) at full size.
   const topIn = (ch.length > 1 ? ch[1] : ch[0]) + ch[0];
   return { skipsMB: (skips * 4) / MB, largestConcatMB: (H * W * topIn * 4) / MB };
-}
-
-const maxRssMB = () => process.resourceUsage().maxRSS / 1024;
-/** Resets the kernel's peak-RSS counter (VmHWM); false where /proc/self/clear_refs is not writable. */
-function resetPeakRss(): boolean {
-  try { fs.writeFileSync('/proc/self/clear_refs', '5'); return true; } catch { return false; }
-}
-function statusMB(field: 'VmHWM' | 'VmRSS'): number {
-  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
 }
 
 async function child(backend: string, dir: string, size: number): Promise<void> {
