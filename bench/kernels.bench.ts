@@ -4,8 +4,10 @@
 // The slow backends run a shape only when its estimated time fits the cap (cpu is ~1 GFLOP/s, wasm ~20).
 //   npx tsx bench/kernels.bench.ts [--json] [--backends native,wasm,cpu] [--cap SECONDS] [--only REGEX]
 //   npm run bench kernels [-- --only conv] [--compare-torch]
-// --compare-torch: also times the shapes in PyTorch (a python3 with torch, e.g. Debian's python3-torch), same threads.
-import { spawnSync } from 'node:child_process';
+// --compare-torch: also times the shapes in PyTorch (a python3 with torch, e.g. Debian's python3-torch), same threads,
+// same warm-up and timing loop.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend/index.js';
 import { loadAddon, describeNative, gemmLibrary } from '../src/backend/native/index.js';
@@ -65,19 +67,33 @@ function randArray(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** Median seconds per call: one warm-up (unless told not to), then until `minTime` has passed (at least 3 calls) or `maxCalls`. */
-function time(f: () => void, minTime = 1.5, maxCalls = 50, warmUp = true): number {
-  if (warmUp) f();
+/**
+ * Warm-up: calls until 10 have run or 0.3 s has passed, so that V8 has optimised the JS around the library call (on a
+ * 0.5 ms kernel the first few dozen calls run ~10% slower) and caches and packed weights are in place.
+ */
+function warm(f: () => void): void {
+  const t0 = performance.now();
+  for (let i = 0; i < 10 && (i === 0 || performance.now() - t0 < 300); i++) f();
+}
+
+/** Per-call seconds: calls until `seconds` have passed (at least `minCalls`, at most `maxCalls`). */
+function samples(f: () => void, seconds: number, minCalls = 3, maxCalls = 1000): number[] {
   const ts: number[] = [];
   const t0 = performance.now();
-  while (ts.length < Math.min(3, maxCalls) || (performance.now() - t0 < minTime * 1000 && ts.length < maxCalls)) {
+  while (ts.length < minCalls || (performance.now() - t0 < seconds * 1000 && ts.length < maxCalls)) {
     const t = performance.now();
     f();
     ts.push((performance.now() - t) / 1000);
   }
-  ts.sort((x, y) => x - y);
-  return ts[Math.floor(ts.length / 2)];
+  return ts;
 }
+
+function median(ts: number[]): number {
+  const s = [...ts].sort((x, y) => x - y);
+  return s[Math.floor(s.length / 2)];
+}
+
+const pause = (ms: number) => new Promise((res) => setTimeout(res, ms));
 
 /** One tfjs call of the shape on the current backend, as the models make it. */
 function tfjsRunner(s: Shape): { run: () => void; dispose: () => void } {
@@ -106,11 +122,10 @@ function tfjsRunner(s: Shape): { run: () => void; dispose: () => void } {
     op = () => tf.fused.conv2d({ x, filter: f, strides: 1, pad: 'same', bias });
   }
   return {
-    run: () => {
-      const y = op();
-      y.dataSync();
-      y.dispose();
-    },
+    // Every backend benchmarked here computes synchronously, so the op has finished when it returns. Reading the
+    // result back (dataSync) would hand its buffer out and keep the native backend from recycling it, which the
+    // models, reading nothing back between ops, never do.
+    run: () => op().dispose(),
     dispose: () => tf.dispose(inputs),
   };
 }
@@ -144,72 +159,136 @@ function rawRunners(s: Shape): { name: string; run: () => void }[] {
   ];
 }
 
-/** GFLOP/s of each shape in PyTorch (F.linear / torch.bmm / F.conv2d, channels_last), or why not. */
-function torchRates(shapes: Shape[], threads: number): Map<string, number> | string {
-  const script = `
+// The user's own OMP_WAIT_POLICY, read before loadAddon() sets ours (passive) in this process.
+const USER_OMP_WAIT_POLICY = process.env.OMP_WAIT_POLICY;
+
+/**
+ * A python3 with torch kept running beside the bench, so that each shape can be timed in PyTorch (F.linear /
+ * torch.bmm / F.conv2d on channels_last, no_grad) in rounds interleaved with ours.
+ */
+class TorchTimer {
+  private constructor(private proc: ChildProcessWithoutNullStreams, private lines: AsyncIterator<string>) {}
+
+  /** waitPolicy: the OMP_WAIT_POLICY PyTorch runs under; undefined: the user's environment (else libgomp's default). */
+  static async start(threads: number, waitPolicy: string | undefined): Promise<TorchTimer | string> {
+    const script = `
 import json, sys, time
 import torch
 import torch.nn.functional as F
 torch.set_num_threads(${threads})
-out = {}
-for s in json.loads(sys.stdin.read()):
-    with torch.no_grad():
-        if s['kind'] == 'linear':
-            x, w, b = torch.randn(s['m'], s['k']), torch.randn(s['n'], s['k']), torch.randn(s['n'])
-            f = lambda: F.linear(x, w, b)
-        elif s['kind'] == 'bmm':
-            bb = s.get('b', 1)
-            a = torch.randn(bb, s['m'], s['k'])
-            w = torch.randn(bb, s['n'], s['k']).transpose(1, 2) if s.get('transB') else torch.randn(bb, s['k'], s['n'])
-            f = lambda: torch.bmm(a, w)
-        else:
-            x = torch.randn(s['batch'], s['cin'], s['hw'], s['hw']).to(memory_format=torch.channels_last)
-            w = torch.randn(s['cout'], s['cin'], s['ksize'], s['ksize']).to(memory_format=torch.channels_last)
-            b = torch.randn(s['cout'])
-            f = lambda: F.conv2d(x, w, b, padding=(s['ksize'] - 1) // 2)
-        f()
-        ts = []
-        t0 = time.perf_counter()
-        while len(ts) < 3 or (time.perf_counter() - t0 < 1.5 and len(ts) < 50):
-            t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-        ts.sort()
-        out[s['name']] = s['gflop'] / ts[len(ts) // 2]
-print(json.dumps(out))
+torch.set_grad_enabled(False)
+fns = {}
+def make(s):
+    if s['kind'] == 'linear':
+        x, w, b = torch.randn(s['m'], s['k']), torch.randn(s['n'], s['k']), torch.randn(s['n'])
+        return lambda: F.linear(x, w, b)
+    if s['kind'] == 'bmm':
+        bb = s.get('b', 1)
+        a = torch.randn(bb, s['m'], s['k'])
+        w = torch.randn(bb, s['n'], s['k']).transpose(1, 2) if s.get('transB') else torch.randn(bb, s['k'], s['n'])
+        return lambda: torch.bmm(a, w)
+    x = torch.randn(s['batch'], s['cin'], s['hw'], s['hw']).to(memory_format=torch.channels_last)
+    w = torch.randn(s['cout'], s['cin'], s['ksize'], s['ksize']).to(memory_format=torch.channels_last)
+    b = torch.randn(s['cout'])
+    return lambda: F.conv2d(x, w, b, padding=(s['ksize'] - 1) // 2)
+print('ready', torch.__version__, flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    s = req['shape']
+    if s['name'] not in fns:
+        fns.clear()
+        fns[s['name']] = make(s)
+    f = fns[s['name']]
+    ts = []
+    t0 = time.perf_counter()
+    while len(ts) < req['minCalls'] or (time.perf_counter() - t0 < req['seconds'] and len(ts) < req['maxCalls']):
+        t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
+    print(json.dumps(ts), flush=True)
 `;
-  const input = JSON.stringify(shapes.map((s) => ({ ...s, gflop: flops(s) / 1e9 })));
-  let why = '';
-  for (const py of ['/usr/bin/python3', 'python3']) {
-    const r = spawnSync(py, ['-c', script], { input, encoding: 'utf8', maxBuffer: 1 << 24 });
-    if (r.status === 0) return new Map(Object.entries(JSON.parse(r.stdout.trim().split('\n').pop()!)) as [string, number][]);
-    why = `${py}: ${(r.stderr || String(r.error ?? '')).trim().split('\n').pop()}`;
+    const env = { ...process.env };
+    const policy = waitPolicy ?? USER_OMP_WAIT_POLICY;
+    if (policy === undefined) delete env.OMP_WAIT_POLICY;
+    else env.OMP_WAIT_POLICY = policy;
+    let why = '';
+    for (const py of ['/usr/bin/python3', 'python3']) {
+      const proc = spawn(py, ['-c', script], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+      let stderr = '';
+      proc.stderr.on('data', (d) => { stderr += String(d); });
+      const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
+      const failed = new Promise<string>((res) => {
+        proc.on('error', (e) => res(`${py}: ${e.message}`));
+        proc.on('exit', () => res(`${py}: ${stderr.trim().split('\n').pop() ?? 'exited'}`));
+      });
+      const first = await Promise.race([lines.next().then((r) => (r.done ? null : r.value)), failed]);
+      if (typeof first === 'string' && first.startsWith('ready')) return new TorchTimer(proc, lines);
+      why = typeof first === 'string' ? first : `${py}: exited`;
+      proc.kill();
+    }
+    return `PyTorch not available (${why})`;
   }
-  return `PyTorch not available (${why})`;
+
+  /** Per-call seconds of the shape in PyTorch: calls until `seconds` have passed (at least minCalls, at most maxCalls). */
+  async samples(s: Shape, seconds: number, minCalls = 3, maxCalls = 1000): Promise<number[]> {
+    this.proc.stdin.write(JSON.stringify({ shape: s, seconds, minCalls, maxCalls }) + '\n');
+    const r = await this.lines.next();
+    if (r.done) throw new Error('the PyTorch process exited');
+    return JSON.parse(r.value) as number[];
+  }
+
+  close(): void {
+    this.proc.stdin.end();
+  }
 }
 
 // Rough rates used only to decide what fits the cap on the slow backends.
 const EXPECTED_GFLOPS: Record<string, number> = { cpu: 1, wasm: 20 };
 
+/** Rounds of interleaved timing (library call, tfjs native, PyTorch), each this long per contender. */
+const ROUNDS = 4;
+const ROUND_SECONDS = 0.4;
+
 async function main() {
   const opt = args();
   const shapes = SHAPES.filter((s) => !opt.only || opt.only.test(s.name));
-  const results: { name: string; backend: string; gflops: number }[] = [];
+  const results: { name: string; backend: string; gflops: number; ofCeiling?: number }[] = [];
   const ceiling: { name: string; gflops: number; library: string }[] = [];
+  const torchRes: { name: string; gflops: number; nativeRatio?: number; ompWaitPolicy: string }[] = [];
   const skipped: string[] = [];
   const log = (line: string) => { if (!opt.json) console.log(line); };
+  const row = (name: string, who: string, g: number, note = '') =>
+    log(`${name.padEnd(52)} ${who.padEnd(14)} ${g.toFixed(1).padStart(7)} GFLOP/s${note}`);
   log(`native: ${describeNative()}; GEMM through ${gemmLibrary()}`);
+  // PyTorch is timed twice per round: under the environment's OpenMP wait policy (libgomp's default: spin) and
+  // under the passive one. Which is faster depends on the op (measured here: F.linear, whose OpenBLAS threads
+  // compete with spinning OpenMP workers, runs at 130 GFLOP/s spinning and 230 passive), and the comparison is
+  // with PyTorch's better time.
+  const torches: { label: string; timer: TorchTimer }[] = [];
+  if (opt.torch) {
+    for (const [label, policy] of [[USER_OMP_WAIT_POLICY ?? 'default', undefined], ['passive', 'passive']] as const) {
+      if (label === 'passive' && torches[0]?.label === 'passive') break;
+      const t = await TorchTimer.start(loadAddon().getThreads(), policy);
+      if (typeof t === 'string') {
+        skipped.push(t);
+        break;
+      }
+      torches.push({ label: `OMP_WAIT_POLICY=${label}`, timer: t });
+    }
+  }
 
   for (const s of shapes) {
     const gf = flops(s) / 1e9;
-    let best = 0;
-    let bestLib = '';
+    // 1. Each raw library call on its own; the fastest is the ceiling.
+    let best: { name: string; run: () => void } | undefined;
+    let bestRate = 0;
     try {
       for (const r of rawRunners(s)) {
-        const g = gf / time(r.run);
-        if (r.name.startsWith('OpenBLAS')) await new Promise((res) => setTimeout(res, 500));
-        log(`${s.name.padEnd(52)} ${r.name.padEnd(14)} ${g.toFixed(1).padStart(7)} GFLOP/s`);
-        if (g > best) { best = g; bestLib = r.name; }
+        warm(r.run);
+        const g = gf / median(samples(r.run, 1.5));
+        // OpenBLAS's worker threads spin for a while after a call and would slow whatever runs next.
+        if (r.name.startsWith('OpenBLAS')) await pause(500);
+        row(s.name, r.name, g);
+        if (g > bestRate) { bestRate = g; best = r; }
       }
-      ceiling.push({ name: s.name, gflops: best, library: bestLib });
     } catch (e) {
       log(`${s.name}: raw addon unavailable (${(e as Error).message})`);
     }
@@ -226,32 +305,57 @@ async function main() {
         continue;
       }
       const r = tfjsRunner(s);
-      // Slow backends: one call after warm-up is enough; native: the median of several.
-      const sec = expected ? time(r.run, 0, 1, gf / expected < opt.cap / 4) : time(r.run);
+      if (expected) {
+        // Slow backends: one call (after a warm-up call when that fits the cap).
+        if (gf / expected < opt.cap / 4) r.run();
+        const g = gf / median(samples(r.run, 0, 1, 1));
+        results.push({ name: s.name, backend: b, gflops: g });
+        row(s.name, 'tfjs ' + b, g);
+        r.dispose();
+        continue;
+      }
+      // 2. Native: rounds interleaving the best raw call, the tfjs op and PyTorch, so that the ratios compare
+      // runs made under the same machine conditions; each rate is the median over all its rounds.
+      const raw: number[] = [];
+      const nat: number[] = [];
+      const pt: number[][] = torches.map(() => []);
+      if (best) warm(best.run);
+      warm(r.run);
+      for (const t of torches) await t.timer.samples(s, 0.3, 1, 10);
+      for (let round = 0; round < ROUNDS; round++) {
+        if (best) raw.push(...samples(best.run, ROUND_SECONDS));
+        if (best?.name.startsWith('OpenBLAS')) await pause(100);
+        nat.push(...samples(r.run, ROUND_SECONDS));
+        for (const [i, t] of torches.entries()) {
+          await pause(50);
+          pt[i].push(...(await t.timer.samples(s, ROUND_SECONDS)));
+          await pause(50);
+        }
+      }
       r.dispose();
-      const g = gf / sec;
-      results.push({ name: s.name, backend: b, gflops: g });
-      const rel = b === 'native' && best ? `  (${((100 * g) / best).toFixed(0)}% of ${bestLib})` : '';
-      log(`${s.name.padEnd(52)} ${('tfjs ' + b).padEnd(14)} ${g.toFixed(1).padStart(7)} GFLOP/s${rel}`);
+      const g = gf / median(nat);
+      const rawPaired = raw.length ? gf / median(raw) : 0;
+      const ofCeiling = rawPaired ? g / rawPaired : undefined;
+      results.push({ name: s.name, backend: b, gflops: g, ...(ofCeiling ? { ofCeiling } : {}) });
+      row(s.name, 'tfjs ' + b, g, ofCeiling ? `  (${(100 * ofCeiling).toFixed(0)}% of ${best!.name} in the same rounds: ${rawPaired.toFixed(1)})` : '');
+      if (best) {
+        bestRate = Math.max(bestRate, rawPaired);
+        ceiling.push({ name: s.name, gflops: bestRate, library: best.name });
+      }
+      if (torches.length) {
+        const rates = pt.map((ts) => gf / median(ts));
+        const i = rates.indexOf(Math.max(...rates));
+        const tg = rates[i];
+        torchRes.push({ name: s.name, gflops: tg, nativeRatio: g / tg, ompWaitPolicy: torches[i].label.split('=')[1] });
+        row(s.name, 'PyTorch', tg, `  (native/torch ${(g / tg).toFixed(2)}, same rounds; ${torches[i].label}` +
+          (rates.length > 1 ? `, the other: ${rates[1 - i].toFixed(1)})` : ')'));
+      }
     }
+    if (best && !opt.backends.includes('native')) ceiling.push({ name: s.name, gflops: bestRate, library: best.name });
   }
-  let torch: { name: string; gflops: number; nativeRatio?: number }[] | undefined;
-  if (opt.torch) {
-    const rates = torchRates(shapes, loadAddon().getThreads());
-    if (typeof rates === 'string') {
-      skipped.push(rates);
-    } else {
-      torch = [...rates].map(([name, g]) => {
-        const n = results.find((r) => r.name === name && r.backend === 'native');
-        const nativeRatio = n ? n.gflops / g : undefined;
-        log(`${name.padEnd(52)} ${'PyTorch'.padEnd(14)} ${g.toFixed(1).padStart(7)} GFLOP/s` +
-          (nativeRatio ? `  (native/torch ${nativeRatio.toFixed(2)})` : ''));
-        return { name, gflops: g, nativeRatio };
-      });
-    }
-  }
+  for (const t of torches) t.timer.close();
   if (opt.json) {
-    console.log(JSON.stringify({ results, ceiling, ...(torch ? { torch } : {}), skipped }, null, 1));
+    console.log(JSON.stringify({ results, ceiling, ...(opt.torch ? { torch: torchRes } : {}), skipped }, null, 1));
   } else {
     for (const s of skipped) console.log(`skipped: ${s}`);
   }

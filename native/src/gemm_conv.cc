@@ -57,15 +57,20 @@ struct Scratch {
 Scratch g_wscratch;
 
 // Reordered (packed) conv weights, by the caller's id for the weights array (immutable while the id lives) and the
-// layout the primitive wants, within a byte budget (no eviction: see packedWeights); the caller releases an id when
-// its array is collected.
+// layout the primitive wants, within a byte budget; the caller releases an id when its array is collected.
+// What a cached packing saves is one pass over the weights per call, which matters in proportion to the weights per
+// output pixel: each entry carries its conv's output pixels, and when the budget is full an entry is admitted only
+// by evicting entries of strictly more pixels. A UNet visits its filters in the same order every step, so the
+// cache settles after one step on the filters with the fewest pixels that fit, and never thrashes (plain LRU would
+// turn a working set just over the budget into a miss on every call).
 struct PackedWeights {
   uint64_t id;
   memory::desc md;
   float* data;
   size_t bytes;
+  int64_t pixels;
 };
-std::list<PackedWeights> g_packed;  // most recently used first
+std::list<PackedWeights> g_packed;
 size_t g_packedBytes = 0;
 size_t g_packedBudget = size_t(1) << 30;
 
@@ -75,23 +80,34 @@ void dropPacked(std::list<PackedWeights>::iterator it) {
   g_packed.erase(it);
 }
 
-// Returns packed weights for (id, md), reordering from `user` on a miss; nullptr when they do not fit the budget.
-float* packedWeights(uint64_t id, const memory::desc& md, reorder& r, memory& user) {
-  for (auto it = g_packed.begin(); it != g_packed.end(); ++it) {
-    if (it->id == id && it->md == md) {
-      g_packed.splice(g_packed.begin(), g_packed, it);
-      return it->data;
-    }
+// Makes room for `bytes` by evicting entries of more than `pixels` output pixels, most pixels first; false (and
+// nothing evicted) when that cannot free enough.
+bool makeRoom(size_t bytes, int64_t pixels) {
+  if (bytes > g_packedBudget) return false;
+  size_t freeable = g_packedBudget - g_packedBytes;
+  for (const auto& e : g_packed)
+    if (e.pixels > pixels) freeable += e.bytes;
+  if (freeable < bytes) return false;
+  while (g_packedBytes + bytes > g_packedBudget) {
+    auto worst = g_packed.begin();
+    for (auto it = g_packed.begin(); it != g_packed.end(); ++it)
+      if (it->pixels > worst->pixels) worst = it;
+    dropPacked(worst);
   }
-  // Full: keep what is there. A UNet visits its filters in the same order every step, so evicting (LRU) would
-  // turn a working set just over the budget into a miss on every call; keeping the first ones hits on those.
+  return true;
+}
+
+// Returns packed weights for (id, md), reordering from `user` on a miss; nullptr when they do not fit the budget.
+float* packedWeights(uint64_t id, const memory::desc& md, int64_t pixels, reorder& r, memory& user) {
+  for (auto& e : g_packed)
+    if (e.id == id && e.md == md) return e.data;
   const size_t bytes = md.get_size();
-  if (g_packedBytes + bytes > g_packedBudget) return nullptr;
+  if (!makeRoom(bytes, pixels)) return nullptr;
   float* data = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
   if (!data) return nullptr;
   memory packed(md, eng(), data);
   r.execute(strm(), user, packed);
-  g_packed.push_front(PackedWeights{id, md, data, bytes});
+  g_packed.push_back(PackedWeights{id, md, data, bytes, pixels});
   g_packedBytes += bytes;
   return data;
 }
@@ -290,7 +306,8 @@ void conv2dForward(const ConvShape& s, const float* x, const float* w, const flo
   memory wUser(e.userW, eng(), const_cast<float*>(w));
   memory wM = wUser;
   if (e.reorderW) {
-    float* packed = weightsId ? packedWeights(weightsId, e.pd.weights_desc(), e.wReorder, wUser) : nullptr;
+    float* packed =
+        weightsId ? packedWeights(weightsId, e.pd.weights_desc(), s.n * s.oh * s.ow, e.wReorder, wUser) : nullptr;
     if (packed) {
       wM = memory(e.pd.weights_desc(), eng(), packed);
     } else {
@@ -374,7 +391,12 @@ void releaseWeights(uint64_t id) {
 
 void setWeightCacheBudget(size_t bytes) {
   g_packedBudget = bytes;
-  while (!g_packed.empty() && g_packedBytes > g_packedBudget) dropPacked(std::prev(g_packed.end()));
+  while (!g_packed.empty() && g_packedBytes > g_packedBudget) {
+    auto worst = g_packed.begin();
+    for (auto it = g_packed.begin(); it != g_packed.end(); ++it)
+      if (it->pixels > worst->pixels) worst = it;
+    dropPacked(worst);
+  }
 }
 
 size_t weightCacheBytes() { return g_packedBytes; }

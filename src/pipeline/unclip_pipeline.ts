@@ -5,6 +5,7 @@
 // reports per-step progress, previews and timings, and leaves tf.memory() as it found it, also on errors.
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { trimNativeBufferPool } from '../backend/native/index.js';
 import { openModelFolder, type ComponentName, type ModelFolder } from '../io/model_folder.js';
 import { Module, type OutputHook } from '../layers/module.js';
 import { readJson } from '../io/weights.js';
@@ -374,6 +375,8 @@ export class UnCLIPPipeline {
         for (const m of hooked) m.setOutputHook(null);
         this.release(parts);
         this.release(laterParts);
+        // The next stage's activations have other sizes: hand the recycled ones to the garbage collector.
+        trimNativeBufferPool();
       }
     };
 

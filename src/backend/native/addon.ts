@@ -93,10 +93,19 @@ export function loadAddon(): NativeAddon {
 
 /** KARLO_NATIVE_WEIGHT_CACHE_MB (default 1024): packed conv filters kept between calls (0 disables). */
 export function weightCacheMB(): number {
-  const env = process.env.KARLO_NATIVE_WEIGHT_CACHE_MB;
-  if (env === undefined || env === '') return 1024;
+  return envMB('KARLO_NATIVE_WEIGHT_CACHE_MB', 1024);
+}
+
+/** KARLO_NATIVE_POOL_MB (default 1024): freed kernel outputs kept for reuse by the next output of the same size (0 disables). */
+export function poolBudgetMB(): number {
+  return envMB('KARLO_NATIVE_POOL_MB', 1024);
+}
+
+function envMB(name: string, dflt: number): number {
+  const env = process.env[name];
+  if (env === undefined || env === '') return dflt;
   const n = Number(env);
-  if (!Number.isFinite(n) || n < 0) throw new Error(`KARLO_NATIVE_WEIGHT_CACHE_MB=${env}: expected a number of MB >= 0`);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name}=${env}: expected a number of MB >= 0`);
   return n;
 }
 

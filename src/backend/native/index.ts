@@ -3,14 +3,15 @@
 // Tensors live in JS memory exactly as on the cpu backend, so the addon reads and writes them in place.
 import * as tf from '@tensorflow/tfjs-core';
 import { getKernelsForBackend, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
-import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-cpu';
 import { BackendUnavailableError } from '../index.js';
-import { loadAddon, type NativeAddon } from './addon.js';
+import { loadAddon, poolBudgetMB, type NativeAddon } from './addon.js';
+import { BufferPool, PooledCPUBackend } from './buffer_pool.js';
 import { nativeKernelConfigs } from './kernels.js';
 import { GROUP_NORM_KERNEL } from './ops.js';
 
-export { loadAddon, threadCount, type NativeAddon } from './addon.js';
+export { loadAddon, threadCount, poolBudgetMB, type NativeAddon } from './addon.js';
+export { BufferPool, PooledCPUBackend } from './buffer_pool.js';
 export { groupNorm, groupNormComposite } from './ops.js';
 
 export const NATIVE_BACKEND = 'native';
@@ -22,12 +23,26 @@ export function enableNativeStats(on = true): void {
   statsOn = on;
 }
 
-/** Which library runs GEMMs: KARLO_NATIVE_GEMM=openblas|dnnl (default dnnl, measured faster here). */
-export function gemmLibrary(): 'dnnl' | 'openblas' {
-  const v = (process.env.KARLO_NATIVE_GEMM ?? 'dnnl').toLowerCase();
+/**
+ * Which library runs GEMMs: KARLO_NATIVE_GEMM=auto|dnnl|openblas. auto (default) chooses per shape what measured
+ * faster here: OpenBLAS for single large GEMMs with every dimension >= 1024, oneDNN matmul for everything else.
+ */
+export function gemmLibrary(): 'auto' | 'dnnl' | 'openblas' {
+  const v = (process.env.KARLO_NATIVE_GEMM ?? 'auto').toLowerCase();
+  if (v === 'auto') return 'auto';
   if (v === 'openblas' || v === 'blas') return 'openblas';
   if (v === 'dnnl' || v === 'onednn') return 'dnnl';
-  throw new Error(`KARLO_NATIVE_GEMM=${v}: expected dnnl or openblas`);
+  throw new Error(`KARLO_NATIVE_GEMM=${v}: expected auto, dnnl or openblas`);
+}
+
+let pool: BufferPool | undefined;
+/** The native backend's recycled output buffers (created with the backend; KARLO_NATIVE_POOL_MB sets its budget). */
+export function nativeBufferPool(): BufferPool | undefined {
+  return pool;
+}
+/** Lets the garbage collector have the free recycled buffers, e.g. when a pipeline stage ends. No-op without native. */
+export function trimNativeBufferPool(): void {
+  pool?.trim();
 }
 
 /** Wall time per kernel name (top-level kernel calls only), filled while enableKernelProfile() is on. */
@@ -73,7 +88,8 @@ export async function registerNativeBackend(): Promise<void> {
     throw new BackendUnavailableError(NATIVE_BACKEND, (e as Error).message);
   }
   const cpuKernels = new Map<string, KernelFunc>(getKernelsForBackend('cpu').map((k) => [k.kernelName, k.kernelFunc]));
-  if (!tf.findBackendFactory(NATIVE_BACKEND)) tf.registerBackend(NATIVE_BACKEND, () => new MathBackendCPU(), 1);
+  const bufferPool = (pool ??= new BufferPool(poolBudgetMB() * 2 ** 20));
+  if (!tf.findBackendFactory(NATIVE_BACKEND)) tf.registerBackend(NATIVE_BACKEND, () => new PooledCPUBackend(bufferPool), 1);
   if (getKernelsForBackend(NATIVE_BACKEND).length === 0) {
     for (const k of getKernelsForBackend('cpu')) {
       registerKernel({ ...k, backendName: NATIVE_BACKEND, kernelFunc: profiled(k.kernelName, k.kernelFunc) });
@@ -81,6 +97,7 @@ export async function registerNativeBackend(): Promise<void> {
   }
   const configs = nativeKernelConfigs(addon, NATIVE_BACKEND, cpuKernels, {
     gemm: gemmLibrary(),
+    pool: bufferPool,
     stats: () => (statsOn ? nativeStats : undefined),
   });
   const copied = new Set(getKernelsForBackend(NATIVE_BACKEND).map((k) => k.kernelName));

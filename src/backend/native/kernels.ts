@@ -6,7 +6,7 @@ import {
   type KernelConfig, type KernelFunc, type NamedAttrMap, type TensorInfo,
 } from '@tensorflow/tfjs-core';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
-import { constants as bufferConstants } from 'node:buffer';
+import type { BufferPool } from './buffer_pool.js';
 import { ACT, BIN_OP, OP_COPY, RED_OP, UN_OP, type NativeAddon } from './addon.js';
 import { GROUP_NORM_KERNEL } from './ops.js';
 
@@ -14,30 +14,26 @@ type Backend = MathBackendCPU;
 type Args = { inputs: Record<string, TensorInfo>; backend: Backend; attrs?: NamedAttrMap };
 type Activation = 'linear' | 'relu' | 'prelu' | 'elu' | 'relu6' | 'leakyrelu' | 'sigmoid';
 
-/**
- * Output buffers the addon overwrites entirely: large ones skip the zero-fill of `new Float32Array` (one whole
- * memory pass on 21M-element activations), via Node's uninitialised, unpooled allocation.
- */
-const BUFFER_MAX = bufferConstants.MAX_LENGTH;
-function alloc(n: number): Float32Array {
-  if (n < 16384 || n * 4 > BUFFER_MAX) return new Float32Array(n);
-  const buf = Buffer.allocUnsafeSlow(n * 4);
-  return new Float32Array(buf.buffer, buf.byteOffset, n);
-}
 
 /** Below this many output elements the JS kernel is as fast as a call into the addon. */
 const MIN_ELEMENTWISE = 4096;
 
 export interface NativeKernelOptions {
-  /** 'dnnl' (oneDNN matmul, default) or 'openblas' (cblas_sgemm) for MatMul/BatchMatMul/_FusedMatMul. */
-  gemm: 'dnnl' | 'openblas';
+  /** For MatMul/BatchMatMul/_FusedMatMul: 'auto' (per shape), 'dnnl' (oneDNN matmul) or 'openblas' (cblas_sgemm). */
+  gemm: 'auto' | 'dnnl' | 'openblas';
+  /** Where outputs the addon overwrites entirely come from (uninitialised, recycled). */
+  pool: BufferPool;
   /** Where to count native calls and cpu fallbacks per kernel (for tests and profiling); undefined: don't count. */
   stats?: () => Map<string, { native: number; fallback: number }> | undefined;
 }
 
 export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpuKernels: Map<string, KernelFunc>,
   opts: NativeKernelOptions): KernelConfig[] {
-  const useBlas = opts.gemm === 'openblas';
+  const alloc = (n: number) => opts.pool.alloc(n);
+  // OpenBLAS beat oneDNN matmul only on single large GEMMs (2048^3: 303 vs 275 GFLOP/s); oneDNN won on every Karlo
+  // shape (the prior's [162,2048]x[2048,n]: 280-290 vs 220-235; batched attention: up to 1.7x).
+  const useBlas = (batch: number, m: number, n: number, k: number) =>
+    opts.gemm === 'openblas' || (opts.gemm === 'auto' && batch === 1 && Math.min(m, n, k) >= 1024);
 
   const count = (name: string, native: boolean) => {
     const stats = opts.stats?.();
@@ -63,12 +59,12 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
   const allF32 = (...ts: (TensorInfo | undefined)[]) => ts.every((t) => !t || t.dtype === 'float32');
   const out = (backend: Backend, shape: number[], values: Float32Array) => backend.makeTensorInfo(shape, 'float32', values);
 
-  // Conv filters whose repacking into oneDNN's blocked layout costs more than a few % of the conv (few output
-  // pixels per weight: the decoder's 8x8-16x16 levels, where it is 35-70%) are packed once and kept in the addon
-  // (up to KARLO_NATIVE_WEIGHT_CACHE_MB, first come first kept), keyed by the identity of the filter's array:
-  // tfjs never writes into a tensor's values (code that writes into a dataSync() array in place would be served
-  // the old packing), and the id is released when the array is collected.
-  const PACK_BELOW_PIXELS = 4096;
+  // Conv filters whose repacking into oneDNN's blocked layout costs more than about 1% of the conv (few output pixels
+  // per weight: 35-70% at the decoder's 8x8-16x16 levels, 3-6% at its 64x64 level with batch 2, under 1% from 16384
+  // pixels on) are packed once and kept in the addon (up to KARLO_NATIVE_WEIGHT_CACHE_MB, the fewest pixels first),
+  // keyed by the identity of the filter's array: tfjs never writes into a tensor's values (code that writes into a
+  // dataSync() array in place would be served the old packing), and the id is released when the array is collected.
+  const PACK_BELOW_PIXELS = 16384;
   const ids = new WeakMap<Float32Array, number>();
   let nextId = 1;
   const released = new FinalizationRegistry<number>((id) => addon.releaseWeights(id));
@@ -106,10 +102,9 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     const av = f32(backend, a);
     const bv = f32(backend, b);
     const res = alloc(batch * m * n);
-    // oneDNN's batched matmul (one primitive over all heads) beats a loop of sgemm calls on every shape measured
-    // on an idle machine (the prior's 64 heads of 81x81x64: 194 vs 54 GFLOP/s); only under heavy CPU contention
-    // did the sgemm loop win. KARLO_NATIVE_GEMM=openblas forces OpenBLAS.
-    const blas = useBlas;
+    // oneDNN's batched matmul (one primitive over all heads) beats a loop of sgemm calls on every batched shape
+    // measured on an idle machine (the prior's 64 heads of 81x81x64: 106 vs 51 GFLOP/s).
+    const blas = useBlas(batch, m, n, k);
     if ((batchA === batch || batchA === 1) && (batchB === batch || batchB === 1)) {
       addon.matmul(av, bv, res, bias, batchA, batchB, m, n, k, transA, transB, act, alpha, blas);
     } else {
