@@ -44,14 +44,19 @@ function flops(s: Shape): number {
 
 function args() {
   const a = process.argv.slice(2);
+  // `--flag value` and `--flag=value` (the form bench/index.ts and `karlo bench` forward).
   const val = (flag: string) => {
+    const eq = a.find((x) => x.startsWith(flag + '='));
+    if (eq) return eq.slice(flag.length + 1);
     const i = a.indexOf(flag);
     return i >= 0 ? a[i + 1] : undefined;
   };
+  const cap = Number(val('--cap') ?? 8);
+  if (!(cap > 0)) throw new Error(`--cap must be a positive number of seconds, got ${val('--cap')}`);
   return {
     json: a.includes('--json'),
     backends: (val('--backends') ?? val('--backend') ?? 'native,wasm,cpu').split(','),
-    cap: Number(val('--cap') ?? 8),
+    cap,
     only: val('--only') ? new RegExp(val('--only')!) : undefined,
     torch: a.includes('--compare-torch'),
   };
