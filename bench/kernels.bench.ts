@@ -10,7 +10,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend/index.js';
-import { loadAddon, describeNative, gemmLibrary } from '../src/backend/native/index.js';
+import { loadAddon, describeNative, gemmLibrary, nativeBufferPool } from '../src/backend/native/index.js';
 
 interface Shape {
   name: string;
@@ -100,29 +100,46 @@ function median(ts: number[]): number {
 
 const pause = (ms: number) => new Promise((res) => setTimeout(res, ms));
 
+/** The inputs of a shape, shared by the raw calls and the tfjs op (tf.tensor keeps a Float32Array without copying). */
+interface ShapeData { a: Float32Array; w: Float32Array; bias: Float32Array | null; outLen: number }
+
+function shapeData(s: Shape): ShapeData {
+  if (s.kind === 'conv') {
+    return {
+      a: randArray(s.batch! * s.hw! * s.hw! * s.cin!, 1), w: randArray(s.ksize! * s.ksize! * s.cin! * s.cout!, 2),
+      bias: randArray(s.cout!, 3), outLen: s.batch! * s.hw! * s.hw! * s.cout!,
+    };
+  }
+  const b = s.b ?? 1;
+  return {
+    a: randArray(b * s.m! * s.k!, 1), w: randArray(b * s.k! * s.n!, 2),
+    bias: s.kind === 'linear' ? randArray(s.n!, 3) : null, outLen: b * s.m! * s.n!,
+  };
+}
+
 /** One tfjs call of the shape on the current backend, as the models make it. */
-function tfjsRunner(s: Shape): { run: () => void; dispose: () => void } {
+function tfjsRunner(s: Shape, d: ShapeData): { run: () => void; dispose: () => void } {
   let inputs: tf.Tensor[];
   let op: () => tf.Tensor;
   if (s.kind === 'linear') {
-    const x = tf.tensor2d(randArray(s.m! * s.k!, 1), [s.m!, s.k!]);
-    const w = tf.tensor2d(randArray(s.n! * s.k!, 2), [s.n!, s.k!]);
-    const bias = tf.tensor1d(randArray(s.n!, 3));
+    const x = tf.tensor2d(d.a, [s.m!, s.k!]);
+    const w = tf.tensor2d(d.w, [s.n!, s.k!]);
+    const bias = tf.tensor1d(d.bias!);
     inputs = [x, w, bias];
     // Exactly as Linear runs it (src/layers/basic.ts): on wasm, whose transposeB path is slow, it transposes W first.
     op = tf.getBackend() === 'wasm'
       ? () => tf.tidy(() => tf.fused.matMul({ a: x, b: tf.transpose(w) as tf.Tensor2D, bias }))
       : () => tf.fused.matMul({ a: x, b: w, transposeB: true, bias });
   } else if (s.kind === 'bmm') {
-    const a = tf.tensor3d(randArray(s.b! * s.m! * s.k!, 1), [s.b!, s.m!, s.k!]);
+    const a = tf.tensor3d(d.a, [s.b!, s.m!, s.k!]);
     const bShape: [number, number, number] = s.transB ? [s.b!, s.n!, s.k!] : [s.b!, s.k!, s.n!];
-    const b = tf.tensor3d(randArray(s.b! * s.k! * s.n!, 2), bShape);
+    const b = tf.tensor3d(d.w, bShape);
     inputs = [a, b];
     op = () => tf.matMul(a, b, false, !!s.transB);
   } else {
-    const x = tf.tensor4d(randArray(s.batch! * s.hw! * s.hw! * s.cin!, 1), [s.batch!, s.hw!, s.hw!, s.cin!]);
-    const f = tf.tensor4d(randArray(s.ksize! * s.ksize! * s.cin! * s.cout!, 2), [s.ksize!, s.ksize!, s.cin!, s.cout!]);
-    const bias = tf.tensor1d(randArray(s.cout!, 3));
+    const x = tf.tensor4d(d.a, [s.batch!, s.hw!, s.hw!, s.cin!]);
+    const f = tf.tensor4d(d.w, [s.ksize!, s.ksize!, s.cin!, s.cout!]);
+    const bias = tf.tensor1d(d.bias!);
     inputs = [x, f, bias];
     op = () => tf.fused.conv2d({ x, filter: f, strides: 1, pad: 'same', bias });
   }
@@ -138,29 +155,21 @@ function tfjsRunner(s: Shape): { run: () => void; dispose: () => void } {
 /** The raw conv calls may keep packed weights too, as the backend does for small outputs. */
 const RAW_WEIGHTS_ID = 2 ** 40;
 
-/** The same problem as raw addon calls (buffers allocated once): the library ceiling. */
-function rawRunners(s: Shape): { name: string; run: () => void }[] {
+/** The same problem as raw addon calls, on the same inputs, writing into out(): the library ceiling. */
+function rawRunners(s: Shape, d: ShapeData, out: () => Float32Array): { name: string; run: () => void }[] {
   const addon = loadAddon();
   if (s.kind === 'conv') {
-    const x = randArray(s.batch! * s.hw! * s.hw! * s.cin!, 1);
-    const w = randArray(s.ksize! * s.ksize! * s.cin! * s.cout!, 2);
-    const bias = randArray(s.cout!, 3);
-    const y = new Float32Array(s.batch! * s.hw! * s.hw! * s.cout!);
     const p = (s.ksize! - 1) >> 1;
     const shape = [s.batch!, s.hw!, s.hw!, s.cin!, s.ksize!, s.ksize!, s.cout!, s.hw!, s.hw!, 1, 1, 1, 1, p, p, s.ksize! - 1 - p, s.ksize! - 1 - p];
-    return [{ name: 'oneDNN conv', run: () => addon.conv2d(x, w, bias, y, shape, 0, 0, RAW_WEIGHTS_ID) }];
+    return [{ name: 'oneDNN conv', run: () => addon.conv2d(d.a, d.w, d.bias, out(), shape, 0, 0, RAW_WEIGHTS_ID) }];
   }
   const b = s.b ?? 1;
-  const a = randArray(b * s.m! * s.k!, 1);
-  const w = randArray(b * s.k! * s.n!, 2);
-  const out = new Float32Array(b * s.m! * s.n!);
   const transB = s.kind === 'linear' ? true : !!s.transB;
-  const bias = s.kind === 'linear' ? randArray(s.n!, 3) : null;
   // OpenBLAS first: its worker threads spin for a while after a call and would slow whatever runs next on the
   // two cores (main() pauses after it before timing oneDNN and tfjs).
   return [
-    { name: 'OpenBLAS sgemm', run: () => addon.matmul(a, w, out, bias, b, b, s.m!, s.n!, s.k!, false, transB, 0, 0, true) },
-    { name: 'oneDNN matmul', run: () => addon.matmul(a, w, out, bias, b, b, s.m!, s.n!, s.k!, false, transB, 0, 0, false) },
+    { name: 'OpenBLAS sgemm', run: () => addon.matmul(d.a, d.w, out(), d.bias, b, b, s.m!, s.n!, s.k!, false, transB, 0, 0, true) },
+    { name: 'oneDNN matmul', run: () => addon.matmul(d.a, d.w, out(), d.bias, b, b, s.m!, s.n!, s.k!, false, transB, 0, 0, false) },
   ];
 }
 
@@ -282,11 +291,13 @@ async function main() {
 
   for (const s of shapes) {
     const gf = flops(s) / 1e9;
+    const data = shapeData(s);
+    let rawOut = new Float32Array(data.outLen);
     // 1. Each raw library call on its own; the fastest is the ceiling.
     let best: { name: string; run: () => void } | undefined;
     let bestRate = 0;
     try {
-      for (const r of rawRunners(s)) {
+      for (const r of rawRunners(s, data, () => rawOut)) {
         warm(r.run);
         const g = gf / median(samples(r.run, 1.5));
         // OpenBLAS's worker threads spin for a while after a call and would slow whatever runs next.
@@ -309,7 +320,7 @@ async function main() {
         skipped.push(`${b}: ${(e as Error).message}`);
         continue;
       }
-      const r = tfjsRunner(s);
+      const r = tfjsRunner(s, data);
       if (expected) {
         // Slow backends: one call (after a warm-up call when that fits the cap).
         if (gf / expected < opt.cap / 4) r.run();
@@ -320,7 +331,11 @@ async function main() {
         continue;
       }
       // 2. Native: rounds interleaving the best raw call, the tfjs op and PyTorch, so that the ratios compare
-      // runs made under the same machine conditions; each rate is the median over all its rounds.
+      // runs made under the same machine conditions; each rate is the median over all its rounds. The raw call
+      // writes into the buffer the tfjs op's outputs get from the backend's pool (it borrows it for its round and
+      // gives it back): how fast a large output is written depends on where it lies in memory (up to 25% on the
+      // decoder's 64 MB attention scores, README), and the comparison is of the calls, not of two allocations.
+      const pool = b === 'native' ? nativeBufferPool() : undefined;
       const raw: number[] = [];
       const nat: number[] = [];
       const pt: number[][] = torches.map(() => []);
@@ -328,7 +343,12 @@ async function main() {
       warm(r.run);
       for (const t of torches) await t.timer.samples(s, 0.3, 1, 10);
       for (let round = 0; round < ROUNDS; round++) {
+        if (pool) {
+          rawOut = pool.alloc(data.outLen);
+          pool.registered(rawOut);
+        }
         if (best) raw.push(...samples(best.run, ROUND_SECONDS));
+        if (pool) pool.release(rawOut);
         if (best?.name.startsWith('OpenBLAS')) await pause(100);
         nat.push(...samples(r.run, ROUND_SECONDS));
         for (const [i, t] of torches.entries()) {
