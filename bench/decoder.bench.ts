@@ -13,6 +13,7 @@
 // average, since wall time on a shared machine overstates the cost.
 import * as fs from 'node:fs';
 import { maxRssMB, resetPeakRss, statusMB } from './memory.js';
+import { runChild, timeLaterSteps, warmStepsOption } from './steps.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -131,21 +132,12 @@ async function child(backend: string, dir: string, size: number, warmSteps: numb
   latents.dispose();
   latents = next as tf.Tensor4D;
   if (tf.memory().numTensors !== base) throw new Error(`tensor leak: ${tf.memory().numTensors - base} tensors after the step`);
-  // Later steps: the first one also creates every oneDNN primitive and packs the cached filters.
-  const warm: number[] = [];
-  for (let i = 1; i <= warmSteps; i++) {
-    const ti = sched.timesteps[i];
-    const t2 = performance.now();
-    const n2 = tf.tidy(() => {
-      const mo = guidedModelOutput(decoder, latents, ti, cond, 8, true);
-      return sched.step(mo, ti, latents, { prevTimestep: sched.timesteps[i + 1], generator: gen }).prevSample;
-    });
-    n2.dataSync();
-    warm.push((performance.now() - t2) / 1000);
-    latents.dispose();
-    latents = n2 as tf.Tensor4D;
-  }
-  const warmStepS = warm.length ? warm.reduce((a, b) => a + b, 0) / warm.length : undefined;
+  const later = timeLaterSteps(warmSteps, latents, (i, x) => {
+    const mo = guidedModelOutput(decoder, x, sched.timesteps[i], cond, 8, true);
+    return sched.step(mo, sched.timesteps[i], x, { prevTimestep: sched.timesteps[i + 1], generator: gen }).prevSample as tf.Tensor4D;
+  });
+  latents = later.latents;
+  const warmStepS = later.meanS;
   const gf = unet2dConditionGflop(decoder, size, size, 2, cond.encoderHiddenStates.shape[1]);
   console.log(JSON.stringify({
     backend: choice.name, size, params: decoder.numParameters(), textProjParams: textProj.numParameters(), weightsMB: Math.round(weightsMB),
@@ -181,12 +173,7 @@ async function main(): Promise<void> {
   const size = Number(opt('--size') ?? 64);
   if (!Number.isInteger(size) || size < 8 || size % 8) throw new Error(`--size must be a multiple of 8, got ${opt('--size')}`);
   const allowSlow = argv.includes('--allow-slow');
-  // Steps after the first (which also creates the oneDNN primitives and packs filters): their mean is what a
-  // pipeline step costs. Default 1 on native, 0 on the slow backends.
-  const warmSteps = (b: string) => Number(opt('--warm-steps') ?? (b === 'native' || b === 'tensorflow' ? 1 : 0));
-  if (!Number.isInteger(warmSteps('native')) || warmSteps('native') < 0 || warmSteps('native') > 5) {
-    throw new Error(`--warm-steps must be an integer in [0, 5], got ${opt('--warm-steps')}`);
-  }
+  const warmSteps = warmStepsOption(opt('--warm-steps'));
   const valued = new Set(['--size', '--backend', '--warm-steps']);
   const asked = argv.filter((a, k) => !a.startsWith('-') && !valued.has(argv[k - 1]));
   if (opt('--backend') && opt('--backend') !== 'auto') asked.push(opt('--backend')!);
@@ -236,12 +223,12 @@ async function main(): Promise<void> {
     console.log('backend   load s  step s  (CPU s)  warm step s  GFLOP/s  vs torch 2T  weights MB  RSS before step  peak RSS in step (+growth)  process peak RSS');
     for (const b of run) {
       t = performance.now();
-      const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--child', b, dir, String(size), String(warmSteps(b))], { encoding: 'utf8', cwd: ROOT, maxBuffer: 1 << 24 });
-      const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
-      if (r.status !== 0 || !line) {
-        console.log(`${b.padEnd(9)} failed: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`);
+      const r = runChild(fileURLToPath(import.meta.url), ROOT, [b, dir, String(size), String(warmSteps(b))]);
+      if ('failed' in r) {
+        console.log(`${b.padEnd(9)} failed: ${r.failed}`);
         continue;
       }
+      const line = r.line;
       const j = JSON.parse(line);
       console.log(`${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.stepCpuS).padStart(7)}  ${String(j.warmStepS ?? '-').padStart(11)}  ${String(j.gflops).padStart(7)}  ${((j.warmStepS ?? j.stepS) / TORCH_2T).toFixed(2).padStart(9)}×  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${j.processPeakRssMB}`);
       console.log(`          ${line}`);
