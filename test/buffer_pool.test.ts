@@ -3,16 +3,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { BackendUnavailableError } from '../src/backend/index.js';
-import { BufferPool, nativeBufferPool, registerNativeBackend } from '../src/backend/native/index.js';
+import { BufferPool, nativeBufferPool } from '../src/backend/native/index.js';
+import { registerNativeOrWhy } from './helpers.js';
 
-let unavailable: string | undefined;
-try {
-  await registerNativeBackend();
-} catch (e) {
-  if (!(e instanceof BackendUnavailableError)) throw e;
-  unavailable = e.message;
-}
+const unavailable = await registerNativeOrWhy();
 
 const N = 64 * 1024; // above the pool's minimum size
 const ramp = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => (i % 1000) * k);

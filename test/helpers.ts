@@ -2,7 +2,8 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend, availableBackends, type BackendName } from '../src/backend/index.js';
+import { initBackend, availableBackends, BackendUnavailableError, type BackendName } from '../src/backend/index.js';
+import { registerNativeBackend } from '../src/backend/native/index.js';
 import { compareArrays, type Comparison } from '../src/parity/compare.js';
 
 export const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -20,6 +21,17 @@ export async function backendsUnderTest(): Promise<Exclude<BackendName, 'auto'>[
     throw new Error(`KARLO_TEST_BACKENDS=${env}: unavailable here: ${wanted.filter((b) => !ok.includes(b)).join(', ')}`);
   }
   return ok;
+}
+
+/** Registers the native backend; returns why it is unavailable (its tests then fail with that), or undefined. */
+export async function registerNativeOrWhy(): Promise<string | undefined> {
+  try {
+    await registerNativeBackend();
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof BackendUnavailableError)) throw e;
+    return e.message;
+  }
 }
 
 export async function useBackend(b: string): Promise<void> {

@@ -6,22 +6,16 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { compareArrays } from '../src/parity/compare.js';
-import { BackendUnavailableError } from '../src/backend/index.js';
 import { registerGradients } from '../src/backend/gradients.js';
-import { registerNativeBackend, enableNativeStats, nativeStats, groupNorm, groupNormComposite, loadAddon } from '../src/backend/native/index.js';
+import { enableNativeStats, nativeStats, groupNorm, groupNormComposite, loadAddon } from '../src/backend/native/index.js';
 import { weightCacheMB } from '../src/backend/native/addon.js';
+import { registerNativeOrWhy } from './helpers.js';
 
 // Native vs cpu: max |native − cpu| ≤ 1e-5 · max(1, max |cpu|) (float32 sums in another order).
 const TOL = 1e-5;
 
 await registerGradients();
-let unavailable: string | undefined;
-try {
-  await registerNativeBackend();
-} catch (e) {
-  if (!(e instanceof BackendUnavailableError)) throw e;
-  unavailable = e.message;
-}
+const unavailable = await registerNativeOrWhy();
 
 /** Deterministic uniform(-1, 1) values (xorshift), so a failure reproduces. */
 function rand(shape: number[], seed: number, lo = -1, hi = 1): Float32Array {
