@@ -14,7 +14,6 @@ type Backend = MathBackendCPU;
 type Args = { inputs: Record<string, TensorInfo>; backend: Backend; attrs?: NamedAttrMap };
 type Activation = 'linear' | 'relu' | 'prelu' | 'elu' | 'relu6' | 'leakyrelu' | 'sigmoid';
 
-
 /** Below this many output elements the JS kernel is as fast as a call into the addon. */
 const MIN_ELEMENTWISE = 4096;
 
