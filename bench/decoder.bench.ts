@@ -13,7 +13,7 @@
 // average, since wall time on a shared machine overstates the cost.
 import * as fs from 'node:fs';
 import { maxRssMB, resetPeakRss, statusMB } from './memory.js';
-import { runChild, timeLaterSteps, warmStepsOption } from './steps.js';
+import { runBackends, timeLaterSteps, warmStepsOption } from './steps.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -212,7 +212,7 @@ async function main(): Promise<void> {
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-decoder-bench-'));
   try {
-    let t = performance.now();
+    const t = performance.now();
     for (const [name, raw, shell, seed] of [['decoder', rawDec, decShell, 11], ['text_proj', rawTp, tpShell, 12]] as const) {
       fs.mkdirSync(path.join(dir, name));
       fs.writeFileSync(path.join(dir, name, 'config.json'), JSON.stringify(raw));
@@ -221,18 +221,8 @@ async function main(): Promise<void> {
     const bytes = fs.statSync(path.join(dir, 'decoder', 'diffusion_pytorch_model.safetensors')).size;
     console.log(`wrote ${(bytes / 1e9).toFixed(2)} GB (decoder) in ${((performance.now() - t) / 1000).toFixed(1)} s (writer peak RSS ${Math.round(maxRssMB())} MB)`);
     console.log('backend   load s  step s  (CPU s)  warm step s  GFLOP/s  vs torch 2T  weights MB  RSS before step  peak RSS in step (+growth)  process peak RSS');
-    for (const b of run) {
-      t = performance.now();
-      const r = runChild(fileURLToPath(import.meta.url), ROOT, [b, dir, String(size), String(warmSteps(b))]);
-      if ('failed' in r) {
-        console.log(`${b.padEnd(9)} failed: ${r.failed}`);
-        continue;
-      }
-      const line = r.line;
-      const j = JSON.parse(line);
-      console.log(`${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.stepCpuS).padStart(7)}  ${String(j.warmStepS ?? '-').padStart(11)}  ${String(j.gflops).padStart(7)}  ${((j.warmStepS ?? j.stepS) / TORCH_2T).toFixed(2).padStart(9)}×  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${j.processPeakRssMB}`);
-      console.log(`          ${line}`);
-    }
+    runBackends<any>(fileURLToPath(import.meta.url), ROOT, run, (b) => [dir, String(size), String(warmSteps(b))],
+      (j) => `${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.stepCpuS).padStart(7)}  ${String(j.warmStepS ?? '-').padStart(11)}  ${String(j.gflops).padStart(7)}  ${((j.warmStepS ?? j.stepS) / TORCH_2T).toFixed(2).padStart(9)}×  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${j.processPeakRssMB}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -34,8 +34,25 @@ export function timeLaterSteps<T extends tf.Tensor>(n: number, latents: T, step:
   return { latents, meanS: n ? total / n : undefined };
 }
 
+/**
+ * Runs `script --child <backend> ...args` once per backend (each in its own process); prints the table row `row`
+ * makes of its JSON result and the JSON line itself, or one line saying why the child failed.
+ */
+export function runBackends<J>(script: string, cwd: string, backends: string[], argsFor: (backend: string) => string[],
+  row: (result: J) => string): void {
+  for (const b of backends) {
+    const r = runChild(script, cwd, [b, ...argsFor(b)]);
+    if ('failed' in r) {
+      console.log(`${b.padEnd(9)} failed: ${r.failed}`);
+      continue;
+    }
+    console.log(row(JSON.parse(r.line) as J));
+    console.log(`          ${r.line}`);
+  }
+}
+
 /** Runs `script --child ...args` under tsx with --expose-gc; returns its JSON result line, or why it failed. */
-export function runChild(script: string, cwd: string, args: string[]): { line: string } | { failed: string } {
+function runChild(script: string, cwd: string, args: string[]): { line: string } | { failed: string } {
   const r = spawnSync(process.execPath, ['--expose-gc', '--import', 'tsx', script, '--child', ...args],
     { encoding: 'utf8', cwd, maxBuffer: 1 << 24 });
   const line = r.stdout.split('\n').find((l) => l.startsWith('{'));

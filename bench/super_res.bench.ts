@@ -11,7 +11,7 @@
 // it runs only with --allow-slow. wasm cannot hold 2.77 GB of weights plus ~2 GB of activations in its 4 GB heap.
 import * as fs from 'node:fs';
 import { maxRssMB, resetPeakRss, statusMB } from './memory.js';
-import { runChild, timeLaterSteps, warmStepsOption } from './steps.js';
+import { runBackends, timeLaterSteps, warmStepsOption } from './steps.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -177,24 +177,14 @@ async function main(): Promise<void> {
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-sr-bench-'));
   try {
-    let t = performance.now();
+    const t = performance.now();
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(rawCfg));
     saveSafetensors(path.join(dir, 'diffusion_pytorch_model.safetensors'), randomWeights(shell, 7));
     const bytes = fs.statSync(path.join(dir, 'diffusion_pytorch_model.safetensors')).size;
     console.log(`wrote ${(bytes / 1e9).toFixed(2)} GB in ${((performance.now() - t) / 1000).toFixed(1)} s (writer peak RSS ${Math.round(maxRssMB())} MB)`);
     console.log('backend   load s  step s  warm step s  GFLOP/s  vs torch 2T  weights MB  RSS before step  peak RSS in step (+growth)  skips + largest concat MB  process peak RSS');
-    for (const b of run) {
-      t = performance.now();
-      const r = runChild(fileURLToPath(import.meta.url), ROOT, [b, dir, String(size), String(warmSteps(b))]);
-      if ('failed' in r) {
-        console.log(`${b.padEnd(9)} failed: ${r.failed}`);
-        continue;
-      }
-      const line = r.line;
-      const j = JSON.parse(line);
-      console.log(`${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.warmStepS ?? '-').padStart(11)}  ${String(j.gflops).padStart(7)}  ${((j.warmStepS ?? j.stepS) / TORCH_2T).toFixed(2).padStart(9)}×  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${String(j.skipsMB).padStart(14)} + ${j.largestConcatMB}  ${j.processPeakRssMB}`);
-      console.log(`          ${line}`);
-    }
+    runBackends<any>(fileURLToPath(import.meta.url), ROOT, run, (b) => [dir, String(size), String(warmSteps(b))],
+      (j) => `${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.warmStepS ?? '-').padStart(11)}  ${String(j.gflops).padStart(7)}  ${((j.warmStepS ?? j.stepS) / TORCH_2T).toFixed(2).padStart(9)}×  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${String(j.skipsMB).padStart(14)} + ${j.largestConcatMB}  ${j.processPeakRssMB}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
