@@ -5,12 +5,18 @@
 // ever holds more than one tensor.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { FileRefusedError, openRegularFile } from './files.js';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 export const DTYPE_SIZE: Record<SafetensorsDType, number> = {
   F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
 };
+
+/** Whether a name from a file is one of the dtypes (own keys only: never constructor, toString, __proto__). */
+export function isDType(d: unknown): d is SafetensorsDType {
+  return typeof d === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_SIZE, d);
+}
 
 export function isFloatDType(d: SafetensorsDType): boolean {
   return d === 'F64' || d === 'F32' || d === 'F16' || d === 'BF16';
@@ -142,13 +148,13 @@ export class SafetensorsFile {
   /** Opens and validates the header; reads no tensor data. */
   static open(file: string): SafetensorsFile {
     let fd: number;
+    let size: number;
     try {
-      fd = fs.openSync(file, 'r');
+      ({ fd, size } = openRegularFile(file, 'safetensors file'));
     } catch (e) {
-      throw new SafetensorsError(file, `cannot open: ${(e as Error).message}`);
+      throw new SafetensorsError(file, (e as FileRefusedError).reason ?? (e as Error).message);
     }
     try {
-      const size = fs.fstatSync(fd).size;
       if (size < 8) throw new SafetensorsError(file, `file is ${size} bytes, too short for a safetensors header`);
       const lenBuf = Buffer.alloc(8);
       fs.readSync(fd, lenBuf, 0, 8, 0);
@@ -300,7 +306,7 @@ function validateEntry(file: string, name: string, raw: unknown, dataStart: numb
   const bad = (msg: string) => new SafetensorsError(file, `tensor "${name}": ${msg}`);
   if (raw === null || typeof raw !== 'object') throw bad('header entry is not an object');
   const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-  if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_SIZE)) {
+  if (!isDType(e.dtype)) {
     throw bad(`unsupported dtype ${JSON.stringify(e.dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`);
   }
   const dtype = e.dtype as SafetensorsDType;
@@ -420,7 +426,7 @@ export function saveSafetensors(file: string, tensors: Map<string, TensorToWrite
   let offset = 0;
   for (const [name, t] of entries) {
     if (name === '__metadata__') throw new Error(`${file}: "__metadata__" is reserved and cannot name a tensor`);
-    if (!(t.dtype in DTYPE_SIZE)) throw new Error(`${file}: tensor "${name}": unsupported dtype ${t.dtype}`);
+    if (!isDType(t.dtype)) throw new Error(`${file}: tensor "${name}": unsupported dtype ${t.dtype}`);
     if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw new Error(`${file}: tensor "${name}": shape ${JSON.stringify(t.shape)} is not a list of non-negative integers`);
     }

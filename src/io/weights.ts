@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SafetensorsFile } from './safetensors.js';
+import { readJsonFile } from './files.js';
 import type { Module, TensorSource, LoadReport } from '../layers/module.js';
 
 /** A weights source that may span several files; `close()` releases them. */
@@ -107,15 +108,12 @@ export function findWeightsFile(dir: string): string {
   throw new Error(`${dir}: no weights file (looked for ${WEIGHT_FILES.join(', ')})${bins.length ? `; found ${bins.join(', ')}: convert PyTorch files with \`karlo convert\`` : ''}`);
 }
 
-/** Reads and parses `config.json` (or another JSON file) of a folder, naming the file on error. */
+/**
+ * Reads and parses `config.json` (or another JSON file) of a folder, naming the file on error. Only a regular file
+ * of at most MAX_TEXT_BYTES is read (files.ts); the error never quotes the file's content.
+ */
 export function readJson<T = Record<string, unknown>>(file: string): T {
-  let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
-    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  try { return JSON.parse(text) as T; } catch (e) {
-    throw new Error(`${file}: invalid JSON (${(e as Error).message})`);
-  }
+  return readJsonFile(file, { what: 'JSON file' }) as T;
 }
 
 export function readConfig<T = Record<string, unknown>>(dir: string): T {

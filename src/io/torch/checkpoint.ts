@@ -7,6 +7,7 @@ import type { SafetensorsDType, TensorData } from '../safetensors.js';
 import { DTYPE_SIZE, decodeBytes } from '../safetensors.js';
 import type { TensorSource } from '../../layers/module.js';
 import { TorchFileError } from './errors.js';
+import { FileRefusedError, openRegularFile } from '../files.js';
 import { PickleTruncatedError, PyDict, PyGlobal, PyObject, PySet, describe, isTuple, unpickle, unpickleAt, type UnpickleHooks } from './pickle.js';
 import { STORAGE_DTYPES, TORCH_DTYPES, TorchStorage, TorchTensor, makeTensor, materialize, type RawTensor } from './tensor.js';
 import { ZipArchive } from './zip.js';
@@ -20,7 +21,10 @@ export interface TorchOpenOptions {
   unknownCalls?: 'refuse' | 'placeholder';
 }
 
+/** Containers nested deeper than this in a pickle are refused (a state dict is 2-3 deep, TorchScript modules ~10). */
 const MAX_WALK_DEPTH = 200;
+/** Nesting of `_rebuild_from_type_v2` (a Tensor subclass around a rebuilder; one level in real files). */
+const MAX_REBUILD_NESTING = 4;
 
 interface ContainerInfo {
   prefix: string;
@@ -67,12 +71,12 @@ export class TorchCheckpoint {
    */
   static open(file: string, opts: TorchOpenOptions = {}): TorchCheckpoint {
     let fd: number;
+    let size: number;
     try {
-      fd = fs.openSync(file, 'r');
+      ({ fd, size } = openRegularFile(file, 'checkpoint'));
     } catch (e) {
-      throw new TorchFileError(file, `cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw new TorchFileError(file, (e as FileRefusedError).reason ?? (e as Error).message);
     }
-    const size = fs.fstatSync(fd).size;
     const head = Buffer.alloc(Math.min(size, 512));
     fs.readSync(fd, head, 0, head.length, 0);
     if (head.length >= 2 && head[0] === 0x80 && head[1] <= 5) {
@@ -123,7 +127,7 @@ export class TorchCheckpoint {
     zip.checkCrc(pkl, data);
     const root = unpickle(data, file, `${prefix}/data.pkl`, {
       persistentLoad: (pid, fail) => this.persistentLoad(prefix, pid, fail),
-      reduce: (fn, args, fail) => this.reduce(fn, args, fail, opts),
+      reduce: (fn, args, fail, charge) => this.reduce(fn, args, fail, charge, opts),
     });
     return { prefix, kind, version, bigEndian: bo === 'big', root };
   }
@@ -169,7 +173,7 @@ export class TorchCheckpoint {
         const bigEndian = sys.value instanceof PyDict && sys.value.get('little_endian') === false;
         const main = unpickleAt(buf, sys.end, file, 'legacy object pickle', {
           persistentLoad: (pid, fail) => this.legacyPersistentLoad(pid, fail, roots, size),
-          reduce: (fn, args, fail) => this.reduce(fn, args, fail, opts),
+          reduce: (fn, args, fail, charge) => this.reduce(fn, args, fail, charge, opts),
         });
         const keys = unpickleAt(buf, main.end, file, 'legacy storage keys', noCalls);
         if (!Array.isArray(keys.value) || !keys.value.every((k) => typeof k === 'string')) throw new TorchFileError(file, 'legacy storage key list is not a list of strings');
@@ -203,10 +207,10 @@ export class TorchCheckpoint {
     if (t[0] === 'module') return t[1]; // a pickled container class: its name only
     if (t[0] !== 'storage' || t.length !== 6) fail('legacy persistent id is not (\'storage\', type, key, location, numel, view)');
     const [, type, key, location, numel, view] = t;
-    if (!(type instanceof PyGlobal) || type.module !== 'torch' || !(type.name in STORAGE_DTYPES)) fail(`unsupported storage type ${type instanceof PyGlobal ? type.qualname : describe(type)}`);
+    if (!(type instanceof PyGlobal) || type.module !== 'torch' || !STORAGE_DTYPES.has(type.name)) fail(`unsupported storage type ${type instanceof PyGlobal ? type.qualname : describe(type)}`);
     if (typeof key !== 'string' || key.length > 64) fail(`storage key ${typeof key === 'string' ? 'too long' : describe(key)}`);
     if (typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) fail(`storage "${key}": element count ${String(numel)} is invalid`);
-    const dtype = STORAGE_DTYPES[(type as PyGlobal).name];
+    const dtype = STORAGE_DTYPES.get((type as PyGlobal).name)!;
     const es = DTYPE_SIZE[dtype];
     if ((numel as number) * es > size) fail(`storage "${key}" of ${numel} elements is larger than the file`);
     let r = roots.get(key as string);
@@ -265,13 +269,13 @@ export class TorchCheckpoint {
   private persistentLoad(prefix: string, pid: unknown, fail: (m: string) => never): TorchStorage {
     if (!isTuple(pid) || pid.length !== 5 || pid[0] !== 'storage') fail(`persistent id ${describe(pid)} is not ('storage', type, key, location, numel)`);
     const [, type, key, location, numel] = pid as unknown[];
-    if (!(type instanceof PyGlobal) || type.module !== 'torch' || !(type.name in STORAGE_DTYPES)) {
+    if (!(type instanceof PyGlobal) || type.module !== 'torch' || !STORAGE_DTYPES.has(type.name)) {
       fail(`unsupported storage type ${type instanceof PyGlobal ? type.qualname : describe(type)}`);
     }
     if (typeof key !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(key)) fail(`storage key ${typeof key === 'string' ? JSON.stringify(key.slice(0, 64)) : describe(key)} is not a plain name`);
     if (typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) fail(`storage "${key}": element count ${String(numel)} is invalid`);
     const g = type as PyGlobal;
-    const dtype = STORAGE_DTYPES[g.name];
+    const dtype = STORAGE_DTYPES.get(g.name)!;
     const existing = this.storages.get(key as string);
     if (existing) {
       if (existing.dtype !== dtype || existing.numel !== numel) fail(`storage "${key}" is used as ${g.name}[${numel}] and as ${existing.dtype}[${existing.numel}]`);
@@ -294,7 +298,7 @@ export class TorchCheckpoint {
     return s;
   }
 
-  private reduce(fn: PyGlobal, args: readonly unknown[], fail: (m: string) => never, opts: TorchOpenOptions): unknown {
+  private reduce(fn: PyGlobal, args: readonly unknown[], fail: (m: string) => never, charge: (n: number) => void, opts: TorchOpenOptions, nesting = 0): unknown {
     const q = fn.qualname;
     const storageArg = (v: unknown) => {
       if (!(v instanceof TorchStorage)) fail(`${q}: first argument is a ${describe(v)}, not a storage`);
@@ -307,6 +311,7 @@ export class TorchCheckpoint {
         if (args.length === 1) {
           const items = args[0];
           if (!Array.isArray(items)) fail(`OrderedDict(${describe(items)}) is not supported`);
+          charge((items as unknown[]).length);
           for (const kv of items as unknown[]) {
             if (!Array.isArray(kv) || kv.length !== 2) fail('OrderedDict items must be pairs');
             d.set((kv as unknown[])[0], (kv as unknown[])[1]);
@@ -324,8 +329,8 @@ export class TorchCheckpoint {
         if (args.length < 7 || args.length > 8) fail(`${q} takes 7 or 8 arguments, got ${args.length}`);
         const s = storageArg(args[0]);
         const dt = args[6];
-        if (!(dt instanceof PyGlobal) || dt.module !== 'torch' || !(dt.name in TORCH_DTYPES)) fail(`${q}: unsupported dtype ${describe(dt)}`);
-        return makeTensor(fail, s, args[1], args[2], args[3], args[4], TORCH_DTYPES[(dt as PyGlobal).name], this.fileSize);
+        if (!(dt instanceof PyGlobal) || dt.module !== 'torch' || !TORCH_DTYPES.has(dt.name)) fail(`${q}: unsupported dtype ${describe(dt)}`);
+        return makeTensor(fail, s, args[1], args[2], args[3], args[4], TORCH_DTYPES.get((dt as PyGlobal).name)!, this.fileSize);
       }
       case 'torch._utils._rebuild_parameter': // (data, requires_grad, hooks)
       case 'torch._utils._rebuild_parameter_with_state': { // (data, requires_grad, hooks, state)
@@ -339,21 +344,26 @@ export class TorchCheckpoint {
       case 'torch._tensor._rebuild_from_type_v2': { // (func, type, args, state): a Tensor subclass around func(*args)
         const [f, , a] = args;
         if (!(f instanceof PyGlobal) || !isTuple(a)) fail(`${q}: malformed arguments`);
-        return this.reduce(f as PyGlobal, a as unknown[], fail, opts);
+        if (nesting >= MAX_REBUILD_NESTING) fail(`refused: ${q} nested more than ${MAX_REBUILD_NESTING} deep`);
+        return this.reduce(f as PyGlobal, a as unknown[], fail, charge, opts, nesting + 1);
       }
       case 'torch.Size':
         if (args.length !== 1 || !Array.isArray(args[0])) fail('torch.Size takes one tuple');
+        charge((args[0] as unknown[]).length);
         return Object.freeze([...(args[0] as unknown[])]);
       case 'torch.device':
+        if (!args.every((a) => typeof a === 'string' || typeof a === 'number')) fail('torch.device takes a string and an index');
         return args.map(String).join(':');
       case '_codecs.encode': { // how protocol 2 pickles bytes: encode(str, 'latin1')
         const [s, enc] = args;
         if (typeof s !== 'string') fail('_codecs.encode of a non-string');
-        return enc === 'latin1' || enc === 'latin-1' ? Uint8Array.from(s as string, (c) => c.charCodeAt(0) & 0xff) : new TextEncoder().encode(s as string);
+        charge((s as string).length);
+        return enc === 'latin1' || enc === 'latin-1' ? new Uint8Array(Buffer.from(s as string, 'latin1')) : new TextEncoder().encode(s as string);
       }
       case 'builtins.set':
       case 'builtins.frozenset':
         if (args.length && !Array.isArray(args[0])) fail(`${q}(${describe(args[0])}) is not supported`);
+        if (args.length) charge((args[0] as unknown[]).length);
         return new PySet(args.length ? [...(args[0] as unknown[])] : [], fn.name === 'frozenset');
       case 'builtins.bytearray':
         return args.length && args[0] instanceof Uint8Array ? args[0] : new Uint8Array(0);
@@ -391,7 +401,9 @@ export class TorchCheckpoint {
   /**
    * Every tensor reachable from the top object. Entries of a top-level `state_dict` keep their keys; anything else
    * is named by its path joined with "/" (`optimizer_states/0/state/0/exp_avg`); TorchScript modules by dotted
-   * attribute paths. A tensor reachable twice gets both names.
+   * attribute paths. A tensor held by two containers gets both names; a container reachable by several paths (a
+   * shared reference) is walked once, under the first path, so a pickle that shares one list many times over is a
+   * DAG walk of its size, not a tree expansion.
    */
   tensors(): Map<string, TorchTensor> {
     const out = new Map<string, TorchTensor>();
@@ -404,47 +416,56 @@ export class TorchCheckpoint {
       out.set('0', r);
       return out;
     }
-    const onPath = new Set<unknown>();
-    const walk = (v: unknown, name: string, depth: number) => {
-      if (v instanceof TorchTensor) { out.set(name, v); return; }
-      if (v === null || typeof v !== 'object' || onPath.has(v)) return;
-      if (depth > MAX_WALK_DEPTH) throw new TorchFileError(this.file, `data.pkl: objects nested more than ${MAX_WALK_DEPTH} deep at "${name}"`);
-      onPath.add(v);
+    const seen = new Set<unknown>();
+    // An explicit stack (no recursion): [value, name, depth].
+    const todo: [unknown, string, number][] = [[r, '', 0]];
+    const pushAll = (items: [unknown, string, number][]) => { for (let i = items.length - 1; i >= 0; i--) todo.push(items[i]); };
+    while (todo.length) {
+      const [v, name, depth] = todo.pop()!;
+      if (v instanceof TorchTensor) { if (!out.has(name)) out.set(name, v); continue; }
+      if (v === null || typeof v !== 'object' || seen.has(v)) continue;
+      if (depth > MAX_WALK_DEPTH) throw new TorchFileError(this.file, `data.pkl: refused: objects nested more than ${MAX_WALK_DEPTH} deep at "${shortName(name)}"`);
+      seen.add(v);
       const join = (k: string) => (name === '' ? k : `${name}/${k}`);
+      const next: [unknown, string, number][] = [];
       if (v instanceof PyDict) {
         for (const [k, x] of v) {
           if (depth === 0 && k === 'state_dict' && x instanceof PyDict) {
             for (const [sk, sx] of x) if (sx instanceof TorchTensor) out.set(keyName(sk), sx);
             continue;
           }
-          walk(x, join(keyName(k)), depth + 1);
+          next.push([x, join(keyName(k)), depth + 1]);
         }
       } else if (Array.isArray(v)) {
-        v.forEach((x, i) => walk(x, join(String(i)), depth + 1));
+        v.forEach((x, i) => next.push([x, join(String(i)), depth + 1]));
       } else if (v instanceof PyObject) {
-        if (v.items) for (const [k, x] of v.items) walk(x, join(keyName(k)), depth + 1);
-        if (v.list) v.list.forEach((x, i) => walk(x, join(String(i)), depth + 1));
-        if (v.state !== undefined) walk(v.state, name, depth + 1);
+        if (v.items) for (const [k, x] of v.items) next.push([x, join(keyName(k)), depth + 1]);
+        if (v.list) v.list.forEach((x, i) => next.push([x, join(String(i)), depth + 1]));
+        if (v.state !== undefined) next.push([v.state, name, depth + 1]);
       }
-      onPath.delete(v);
-    };
-    walk(r, '', 0);
+      pushAll(next);
+    }
     return out;
   }
 
-  private walkModule(m: PyObject, prefix: string, out: Map<string, TorchTensor>, depth: number, onPath: Set<unknown>): void {
-    if (depth > MAX_WALK_DEPTH) throw new TorchFileError(this.file, `data.pkl: modules nested more than ${MAX_WALK_DEPTH} deep at "${prefix}"`);
-    if (onPath.has(m)) return;
-    onPath.add(m);
-    const st = m.state;
-    if (st instanceof PyDict) {
+  private walkModule(root: PyObject, rootPrefix: string, out: Map<string, TorchTensor>, rootDepth: number, seen: Set<unknown>): void {
+    // Each module once (a submodule shared by several parents is named by its first path), without recursion.
+    const todo: [PyObject, string, number][] = [[root, rootPrefix, rootDepth]];
+    while (todo.length) {
+      const [m, prefix, depth] = todo.pop()!;
+      if (seen.has(m)) continue;
+      if (depth > MAX_WALK_DEPTH) throw new TorchFileError(this.file, `data.pkl: refused: modules nested more than ${MAX_WALK_DEPTH} deep at "${shortName(prefix)}"`);
+      seen.add(m);
+      const st = m.state;
+      if (!(st instanceof PyDict)) continue;
+      const next: [PyObject, string, number][] = [];
       for (const [k, v] of st) {
         const name = `${prefix}${keyName(k)}`;
-        if (v instanceof TorchTensor) out.set(name, v);
-        else if (isTorchScriptModule(v)) this.walkModule(v as PyObject, `${name}.`, out, depth + 1, onPath);
+        if (v instanceof TorchTensor) { if (!out.has(name)) out.set(name, v); }
+        else if (isTorchScriptModule(v)) next.push([v as PyObject, `${name}.`, depth + 1]);
       }
+      for (let i = next.length - 1; i >= 0; i--) todo.push(next[i]);
     }
-    onPath.delete(m);
   }
 
   /** A tensor (by state-dict name or object) as contiguous little-endian bytes in its own dtype. */
@@ -483,15 +504,38 @@ function isTorchScriptModule(v: unknown): boolean {
   return v instanceof PyObject && v.cls.module.startsWith('__torch__');
 }
 
-/** A dict key as a name component. */
-export function keyName(k: unknown, depth = 0): string {
+/** A dict key as a name component (tuple keys rendered at most 8 deep and about 256 characters long in all). */
+export function keyName(k: unknown): string {
+  let left = 256;
+  const render = (x: unknown, depth: number): string => {
+    if (left <= 0) return '...';
+    let s: string;
+    if (isTuple(x)) {
+      if (depth > 8) s = '(...)';
+      else {
+        s = '(';
+        for (let i = 0; i < x.length; i++) {
+          if (left <= 0) { s += '...'; break; }
+          s += (i ? ', ' : '') + render(x[i], depth + 1);
+        }
+        s += ')';
+      }
+    } else if (typeof x === 'string') s = x.length > left ? `${x.slice(0, left)}...` : x;
+    else if (typeof x === 'number' || typeof x === 'bigint') s = String(x);
+    else if (x === true) s = 'True';
+    else if (x === false) s = 'False';
+    else if (x === null) s = 'None';
+    else s = describe(x);
+    left -= s.length + 2;
+    return s;
+  };
   if (typeof k === 'string') return k;
-  if (typeof k === 'number' || typeof k === 'bigint') return String(k);
-  if (k === true) return 'True';
-  if (k === false) return 'False';
-  if (k === null) return 'None';
-  if (isTuple(k)) return depth > 8 ? '(...)' : `(${k.map((x) => keyName(x, depth + 1)).join(', ')})`;
-  return describe(k);
+  return render(k, 0);
+}
+
+/** The end of a long path, for messages. */
+function shortName(name: string): string {
+  return name.length > 120 ? `...${name.slice(-120)}` : name;
 }
 
 /**

@@ -44,8 +44,11 @@ export function isTuple(v: unknown): v is readonly unknown[] {
 export interface UnpickleHooks {
   /** BINPERSID: resolves a persistent id (torch: a storage). */
   persistentLoad(pid: unknown, fail: (msg: string) => never): unknown;
-  /** REDUCE: a call of `fn` with `args`; implement the whitelist, refuse the rest via `fail`. */
-  reduce(fn: PyGlobal, args: readonly unknown[], fail: (msg: string) => never): unknown;
+  /**
+   * REDUCE: a call of `fn` with `args`; implement the whitelist, refuse the rest via `fail`. `charge(n)` counts
+   * work the call does beyond the opcode itself (items copied), against the pickle's work budget.
+   */
+  reduce(fn: PyGlobal, args: readonly unknown[], fail: (msg: string) => never, charge: (n: number) => void): unknown;
 }
 
 // Modules whose every name is refused, and single names refused, the moment a GLOBAL names them.
@@ -80,6 +83,16 @@ export function deniedGlobal(module: string, name: string): string | null {
 
 const MAX_DEPTH_MARKS = 1 << 20;
 
+/**
+ * Work budget of one pickle, in units of one item copied or one opcode run: a pickle can name one memoized object
+ * many times (that is how shared references stay shared, and costs nothing), but a call that copies its argument
+ * (OrderedDict(items), set(items), torch.Size(t), _codecs.encode(s)) repeated over one large memoized object costs
+ * a copy each time. Legitimate pickles stay far below this (about one unit per byte).
+ */
+export function pickleWorkBudget(bytes: number): number {
+  return 16 * bytes + (1 << 20);
+}
+
 /** The pickle ran past the end of the bytes given (a caller reading a stream may retry with more). */
 export class PickleTruncatedError extends TorchFileError {}
 
@@ -100,6 +113,14 @@ export function unpickleAt(data: Uint8Array, start: number, file: string, record
   let stack: unknown[] = [];
   const marks: unknown[][] = [];
   const memo = new Map<number, unknown>();
+  const budget = pickleWorkBudget(n - start);
+  let work = 0;
+  const charge = (k: number) => {
+    work += k;
+    if (work > budget) {
+      fail(`refused: the pickle's calls copy more than ${budget} items in all (the same object copied over and over: a decompression bomb?)`);
+    }
+  };
   const utf8 = new TextDecoder('utf-8');
   const latin1 = new TextDecoder('latin1');
 
@@ -258,7 +279,8 @@ export function unpickleAt(data: Uint8Array, start: number, file: string, record
         const fn = pop();
         if (!isTuple(args)) fail(`REDUCE arguments are a ${describe(args)}, not a tuple`);
         if (!(fn instanceof PyGlobal)) fail(`REDUCE calls a ${describe(fn)}, not a named global`);
-        stack.push(hooks.reduce(fn as PyGlobal, args as unknown[], fail));
+        charge(1);
+        stack.push(hooks.reduce(fn as PyGlobal, args as unknown[], fail, charge));
         break;
       }
       case 0x81: { // NEWOBJ: cls.__new__(cls, *args): an inert record (no constructor runs)

@@ -16,17 +16,20 @@ export interface StorageRecord {
   read(offset: number, length: number): Uint8Array;
 }
 
-/** torch.<X>Storage class names → element dtype (UntypedStorage holds bytes). */
-export const STORAGE_DTYPES: Record<string, SafetensorsDType> = {
+/**
+ * torch.<X>Storage class names → element dtype (UntypedStorage holds bytes). A Map: names come from the file, and
+ * an object literal would also "hold" constructor, toString, __proto__.
+ */
+export const STORAGE_DTYPES: ReadonlyMap<string, SafetensorsDType> = new Map(Object.entries({
   FloatStorage: 'F32', DoubleStorage: 'F64', HalfStorage: 'F16', BFloat16Storage: 'BF16', LongStorage: 'I64',
   IntStorage: 'I32', ShortStorage: 'I16', CharStorage: 'I8', ByteStorage: 'U8', BoolStorage: 'BOOL', UntypedStorage: 'U8',
-};
+} as const));
 
-/** torch.<dtype> globals (used by _rebuild_tensor_v3) → dtype. */
-export const TORCH_DTYPES: Record<string, SafetensorsDType> = {
+/** torch.<dtype> globals (used by _rebuild_tensor_v3) → dtype (a Map, as STORAGE_DTYPES). */
+export const TORCH_DTYPES: ReadonlyMap<string, SafetensorsDType> = new Map(Object.entries({
   float32: 'F32', float: 'F32', float64: 'F64', double: 'F64', float16: 'F16', half: 'F16', bfloat16: 'BF16',
   int64: 'I64', long: 'I64', int32: 'I32', int: 'I32', int16: 'I16', short: 'I16', int8: 'I8', uint8: 'U8', bool: 'BOOL',
-};
+} as const));
 
 /** PyTorch's name of a dtype (for reports). */
 export const DTYPE_TORCH_NAME: Record<SafetensorsDType, string> = {

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import type { SafetensorsDType } from '../safetensors.js';
-import { DTYPE_SIZE } from '../safetensors.js';
+import { DTYPE_SIZE, isDType } from '../safetensors.js';
 
 /** Builds pickle bytes opcode by opcode (protocol 2). Public so tests can craft arbitrary (hostile) pickles. */
 export class PickleWriter {
@@ -250,7 +250,7 @@ export function saveTorchStateDict(file: string, tensors: Map<string, TensorToSa
   const names = [...tensors.keys()];
   const prefix = opts.prefix ?? 'archive';
   for (const [n, t] of tensors) {
-    if (!(t.dtype in DTYPE_SIZE)) throw new Error(`tensor "${n}": unsupported dtype ${t.dtype}`);
+    if (!isDType(t.dtype)) throw new Error(`tensor "${n}": unsupported dtype ${t.dtype}`);
   }
   const records: ZipRecord[] = [{ name: `${prefix}/data.pkl`, data: pickleStateDict(names, tensors, opts.lightning) }];
   names.forEach((n, i) => {

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { TorchFileError } from './errors.js';
+import { FileRefusedError, openRegularFile } from '../files.js';
 
 export interface ZipEntry {
   name: string;
@@ -48,13 +49,13 @@ export class ZipArchive {
 
   static open(file: string): ZipArchive {
     let fd: number;
+    let size: number;
     try {
-      fd = fs.openSync(file, 'r');
+      ({ fd, size } = openRegularFile(file, 'checkpoint'));
     } catch (e) {
-      throw new TorchFileError(file, `cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw new TorchFileError(file, (e as FileRefusedError).reason ?? (e as Error).message);
     }
     try {
-      const size = fs.fstatSync(fd).size;
       return new ZipArchive(file, fd, size, readCentralDirectory(file, fd, size));
     } catch (e) {
       fs.closeSync(fd);
