@@ -67,6 +67,10 @@ export class AddedKVAttention extends Module {
    * x: NHWC spatial stream [B, H, W, C]; encoderHiddenStates: [B, L, addedKvProjDim];
    * attentionBias: additive bias over the encoder tokens, [B, 1, L] or [B, L] (0 = keep, -10000 = masked), or null.
    * Returns NHWC [B, H, W, C] (attention output + x).
+   * Attention probabilities are reported (to hooks that ask for them) as `<path>.probs`, [B, heads, H·W, keys]:
+   * query i = spatial position (y, x) at i = y·W + x; keys = the encoder tokens (in the decoder: text_proj's extra
+   * CLIP tokens, then the 77 text tokens), then (unless only_cross_attention) the H·W spatial positions in the
+   * same order. Rows sum to 1; masked encoder tokens get ≈ 0.
    */
   forward(x: tf.Tensor4D, encoderHiddenStates: tf.Tensor3D, attentionBias: tf.Tensor | null = null): tf.Tensor4D {
     return this.emit(tf.tidy(() => {
@@ -100,7 +104,8 @@ export class AddedKVAttention extends Module {
         const padded = this.onlyCrossAttention ? bias : tf.pad(bias, [[0, 0], [0, 0], [0, hw]]);
         scores = tf.add(scores, tf.reshape(padded, [bias.shape[0], 1, 1, -1]));
       }
-      const probs = tf.softmax(scores, -1);
+      // `<path>.probs` [B, heads, H·W, keys] (opt-in; a hook may replace them, e.g. to ablate heads).
+      const probs = this.emit(tf.softmax(scores, -1), 'probs');
       const out = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, hw, this.innerDim]);
       const projected = this.to_out.items[0].forward(out);
       return tf.add(tf.reshape(projected, [b, h, w, c]), x) as tf.Tensor4D;

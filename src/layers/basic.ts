@@ -104,7 +104,7 @@ export class GroupNorm extends Module {
    * output hook installed the GroupNorm output is reported first (so hooks see what torch's norm module returns).
    */
   forwardSilu(x: tf.Tensor): tf.Tensor {
-    if (this.hooked) return tf.tidy(() => silu(this.forward(x)));
+    if (this.wantsOutput()) return tf.tidy(() => silu(this.forward(x)));
     this.checkChannels(x);
     return groupNorm(x, this.weight.value, this.bias.value, this.numGroups, this.eps, { silu: true });
   }

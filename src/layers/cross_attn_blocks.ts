@@ -65,9 +65,11 @@ export class SimpleCrossAttnDownBlock2D extends Module {
       for (const d of this.downsamplers ?? []) { h = d.forward(h, temb); resSamples.push(h); }
       return { out: h, resSamples };
     });
-    r.resSamples.slice(0, -1).forEach((t, j) => this.emit(t, `res_samples.${j}`));
-    this.emit(r.out);
-    return r;
+    // A hook's replacement takes the emitted tensor's place (the output's also as the last skip).
+    const skips = r.resSamples.map((t, j) => (j < r.resSamples.length - 1 ? this.emit(t, `res_samples.${j}`) : t));
+    const out = this.emit(r.out);
+    skips[skips.length - 1] = out;
+    return { out, resSamples: skips };
   }
 }
 

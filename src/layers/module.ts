@@ -81,7 +81,64 @@ export function oihwToHwio(src: Float32Array, [O, I, KH, KW]: number[]): Float32
   return out;
 }
 
-export type OutputHook = (path: string, output: tf.Tensor) => void;
+/**
+ * An output hook: called with a module output's dotted path and the tensor (valid during the call only: copy it
+ * with dataSync() or tf.keep(t.clone()) to keep it). Returning a tensor of the same shape and dtype replaces the
+ * output for the rest of the forward pass (activation patching, ablation, steering); returning nothing (or the
+ * tensor itself, or anything that is not a tensor) leaves it unchanged. The replacement is copied: the hook
+ * keeps ownership of what it returns.
+ *
+ * `wants` (optional) says which paths the hook cares about; the others are not reported, so a hook costs nothing
+ * where it does not look. Opt-in outputs (attention probabilities, `<attention path>.probs`) are reported only to
+ * hooks whose `wants` accepts them: computing and handing them out costs memory.
+ */
+export type OutputHook = ((path: string, output: tf.Tensor) => unknown) & {
+  wants?: (path: string) => boolean;
+};
+
+/** Paths that are reported only to hooks asking for them by `wants` (attention probabilities). */
+export function isOptInPath(path: string): boolean {
+  return path === 'probs' || path.endsWith('.probs');
+}
+
+/** True when `hook` should see the output at `path`. */
+export function hookWants(hook: OutputHook, path: string): boolean {
+  return hook.wants ? hook.wants(path) : !isOptInPath(path);
+}
+
+/**
+ * Validates what a hook returned for `path` (whose output has `shape`/`dtype`): undefined when it leaves the
+ * output alone, else the replacement. A wrong shape or type is an error naming the path.
+ */
+export function checkReplacement(path: string, r: unknown, original: tf.Tensor): tf.Tensor | undefined {
+  if (!(r instanceof tf.Tensor) || r === original) return undefined;
+  if (r.isDisposed) throw new Error(`output hook for "${path}" returned a disposed tensor`);
+  if (!arraysEqual(r.shape, original.shape)) {
+    throw new Error(`output hook for "${path}" returned shape [${r.shape}]; the output "${path}" has shape [${original.shape}]`);
+  }
+  if (r.dtype !== original.dtype) throw new Error(`output hook for "${path}" returned dtype ${r.dtype}; the output "${path}" is ${original.dtype}`);
+  return r;
+}
+
+/**
+ * Wraps a hook for a model that works in NHWC but speaks NCHW to its users (the UNets): 4-d feature maps are
+ * handed over as NCHW (transposed only for paths the hook wants) and NCHW replacements are transposed back.
+ * Attention probabilities (rank 4 too, [B, heads, queries, keys]) pass as they are.
+ */
+export function nchwHook(fn: OutputHook): OutputHook {
+  const wrapped: OutputHook = (p, t) => {
+    if (t.rank !== 4 || isOptInPath(p)) return fn(p, t);
+    const nchw = tf.transpose(t, [0, 3, 1, 2]);
+    try {
+      const r = checkReplacement(p, fn(p, nchw), nchw);
+      return r ? tf.transpose(r, [0, 2, 3, 1]) : undefined;
+    } finally {
+      nchw.dispose();
+    }
+  };
+  if (fn.wants) wrapped.wants = fn.wants;
+  return wrapped;
+}
 
 export interface LoadReport {
   missing: string[];
@@ -237,10 +294,22 @@ export class Module {
     return this._hook !== null;
   }
 
-  /** Reports an output to the hook, if one is installed; returns it unchanged. Costs nothing otherwise. */
+  /** True when an installed hook wants the output `suffix` of this module (e.g. 'probs'); false without a hook. */
+  protected wantsOutput(suffix?: string): boolean {
+    return this._hook !== null && hookWants(this._hook, suffix ? joinPath(this.path, suffix) : this.path);
+  }
+
+  /**
+   * Reports an output to the hook, if one is installed and wants its path; returns the output, or the hook's
+   * replacement (checked, copied). Costs nothing without a hook.
+   */
   protected emit<T extends tf.Tensor>(out: T, suffix?: string): T {
-    if (this._hook) this._hook(suffix ? joinPath(this.path, suffix) : this.path, out);
-    return out;
+    const hook = this._hook;
+    if (!hook) return out;
+    const p = suffix ? joinPath(this.path, suffix) : this.path;
+    if (!hookWants(hook, p)) return out;
+    const r = checkReplacement(p, hook(p, out), out);
+    return r ? (tf.clone(r) as T) : out;
   }
 }
 

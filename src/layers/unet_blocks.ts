@@ -36,10 +36,12 @@ export class ResnetDownsampleBlock2D extends Module {
     let h = x;
     for (const r of this.resnets) { h = r.forward(h, temb); resSamples.push(h); }
     for (const d of this.downsamplers ?? []) { h = d.forward(h, temb); resSamples.push(h); }
-    // Skip tensors (all but the last, which is the block output), then the block output.
-    resSamples.slice(0, -1).forEach((t, j) => this.emit(t, `res_samples.${j}`));
-    this.emit(h);
-    return { out: h, resSamples };
+    // Skip tensors (all but the last, which is the block output), then the block output; a hook's replacement
+    // takes their place (the output's also as the last skip).
+    const skips = resSamples.map((t, j) => (j < resSamples.length - 1 ? this.emit(t, `res_samples.${j}`) : t));
+    const out = this.emit(h);
+    skips[skips.length - 1] = out;
+    return { out, resSamples: skips };
   }
 }
 

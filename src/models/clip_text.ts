@@ -136,7 +136,8 @@ export class CLIPAttention extends Module {
       const k = heads(this.k_proj.forward(x));
       const v = heads(this.v_proj.forward(x));
       const scores = tf.add(tf.matMul(q, k, false, true), bias);
-      const probs = tf.softmax(scores, -1);
+      // `<path>.probs` [B, heads, L queries, L keys] (opt-in; causal: query i sees keys ≤ i).
+      const probs = this.emit(tf.softmax(scores, -1), 'probs');
       const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B, L, D]);
       return this.out_proj.forward(ctx) as tf.Tensor3D;
     }));

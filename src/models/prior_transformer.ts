@@ -129,6 +129,9 @@ export class SelfAttention extends Module {
 
   /**
    * x [B, S, dim]; bias [B, S, S] additive (shared by every head) or null.
+   * Attention probabilities go to hooks that ask for `<path>.probs` as [B, heads, S queries, S keys]; in the
+   * prior S = 81 tokens: 77 text tokens, the text embedding, the time embedding, the noisy image embedding, the
+   * prd token (causal: query i sees keys ≤ i; padded text tokens get ≈ 0).
    * Works on transposed projections ([B·heads, head_dim, S]) so that splitting and merging heads are reshapes and
    * every matmul reads its operands through transpose flags: no Transpose kernel runs (the cpu/native Transpose
    * is a slow generic copy). Same dot products as diffusers' AttnProcessor.
@@ -143,7 +146,10 @@ export class SelfAttention extends Module {
       // baddbmm(bias, q, kᵀ, beta=1, alpha=scale): the scale applies to the product (head_dim may not be 4^n).
       let scores: tf.Tensor = tf.mul(tf.matMul(qT, kT, true, false), this.scale); // [B·H, S, S]
       if (bias) scores = tf.add(tf.reshape(scores, [b, this.heads, s, s]), tf.reshape(bias, [b, 1, s, s]));
-      const probs = tf.reshape(tf.softmax(scores, -1), [bh, s, s]);
+      let probs: tf.Tensor = tf.softmax(scores, -1);
+      // `<path>.probs` [B, heads, S, S] (opt-in; a hook may replace them, e.g. to ablate heads).
+      if (this.wantsOutput('probs')) probs = this.emit(tf.reshape(probs, [b, this.heads, s, s]), 'probs');
+      probs = tf.reshape(probs, [bh, s, s]);
       const outT = tf.reshape(tf.matMul(vT, probs, false, true), [b, this.innerDim, s]) as tf.Tensor3D; // [B, H·d, S]
       const out = this.to_out.items[0];
       // Plain matMul + add: tfjs-backend-wasm 4.22's _FusedMatMul gives wrong results with transposeA.

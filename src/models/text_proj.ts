@@ -97,9 +97,10 @@ export class UnCLIPTextProjModel extends Module {
       const seq = tf.concat([extra, text], 1) as tf.Tensor3D;
       return { textEncoderHiddenStates: seq, additiveClipTimeEmbeddings: additive };
     });
-    this.emit(out.textEncoderHiddenStates, 'text_encoder_hidden_states');
-    this.emit(out.additiveClipTimeEmbeddings, 'additive_clip_time_embeddings');
-    return out;
+    return {
+      textEncoderHiddenStates: this.emit(out.textEncoderHiddenStates, 'text_encoder_hidden_states'),
+      additiveClipTimeEmbeddings: this.emit(out.additiveClipTimeEmbeddings, 'additive_clip_time_embeddings'),
+    };
   }
 }
 

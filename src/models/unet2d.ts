@@ -1,7 +1,7 @@
 // diffusers UNet2DModel, the unconditional UNet of Karlo's two super-resolution nets (64 → 256): ResnetDownsample /
 // ResnetUpsample blocks, an attention-free mid block, additive time embedding. Public API NCHW, NHWC inside.
 import * as tf from '@tensorflow/tfjs-core';
-import { Module, type OutputHook } from '../layers/module.js';
+import { Module, nchwHook, type OutputHook } from '../layers/module.js';
 import { Conv2d, GroupNorm, silu } from '../layers/basic.js';
 import { TimestepEmbedding, broadcastTimesteps, timestepEmbedding } from '../layers/embeddings.js';
 import { ResnetDownsampleBlock2D, ResnetUpsampleBlock2D, UNetMidBlock2D, type ResnetSettings } from '../layers/unet_blocks.js';
@@ -152,14 +152,10 @@ export class UNet2DModel extends Module {
    * copy it (dataSync, or tf.keep(t.clone())) to keep it. Paths: conv_in, time_embedding, down_blocks.{i},
    * down_blocks.{i}.res_samples.{j} (skips other than the block output), mid_block, up_blocks.{i},
    * conv_norm_out, conv_out, plus every inner module (resnets, convs, norms, linears) by its state-dict path.
+   * A tensor the hook returns (NCHW for feature maps) replaces the output.
    */
   override setOutputHook(fn: OutputHook | null): void {
-    if (!fn) return super.setOutputHook(null);
-    super.setOutputHook((p, t) => {
-      if (t.rank !== 4) return fn(p, t);
-      const nchw = tf.transpose(t, [0, 3, 1, 2]);
-      try { fn(p, nchw); } finally { nchw.dispose(); }
-    });
+    super.setOutputHook(fn && nchwHook(fn));
   }
 
   /**

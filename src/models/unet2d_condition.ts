@@ -4,7 +4,7 @@
 // NHWC inside; forward() takes and returns NCHW like PyTorch.
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Module, type OutputHook } from '../layers/module.js';
+import { Module, nchwHook, type OutputHook } from '../layers/module.js';
 import { Conv2d, GroupNorm, silu } from '../layers/basic.js';
 import { TimestepEmbedding, broadcastTimesteps, timestepEmbedding } from '../layers/embeddings.js';
 import type { TimeEmbeddingNorm } from '../layers/resnet.js';
@@ -283,15 +283,11 @@ export class UNet2DConditionModel extends Module {
    * The tensor lives only during the call: copy it to keep it. Paths: conv_in, time_embedding (before the class
    * embedding is added), down_blocks.{i}, down_blocks.{i}.res_samples.{j} (skips other than the block output),
    * mid_block, up_blocks.{i}, conv_norm_out (before SiLU), conv_out, and every inner module by its state-dict
-   * path (e.g. down_blocks.1.attentions.0).
+   * path (e.g. down_blocks.1.attentions.0). A tensor the hook returns (NCHW for feature maps) replaces the output;
+   * hooks whose `wants` asks for them also get `<attention path>.probs` [B, heads, H·W, keys] (AddedKVAttention).
    */
   override setOutputHook(fn: OutputHook | null): void {
-    if (!fn) return super.setOutputHook(null);
-    super.setOutputHook((p, t) => {
-      if (t.rank !== 4) return fn(p, t);
-      const nchw = tf.transpose(t, [0, 3, 1, 2]);
-      try { fn(p, nchw); } finally { nchw.dispose(); }
-    });
+    super.setOutputHook(fn && nchwHook(fn));
   }
 
   /**
