@@ -6,6 +6,8 @@ import bench from './bench.js';
 import tokenize from './tokenize.js';
 import convert from './convert.js';
 import generate from './generate.js';
+import batch from './batch.js';
+import worker from './worker.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
@@ -14,4 +16,6 @@ export const COMMANDS: CommandModule<any, any>[] = [
   tokenize,
   convert,
   generate,
+  batch,
+  worker,
 ];
