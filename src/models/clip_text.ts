@@ -76,6 +76,12 @@ export function clipTextConfig(raw: Record<string, unknown>, source = 'config.js
   return cfg;
 }
 
+/**
+ * What the encoder layers need from a config: shared by the text and the vision tower (transformers'
+ * CLIPEncoder is one class for both; src/models/clip_vision.ts builds its encoder from these same classes).
+ */
+export type CLIPEncoderConfig = Pick<CLIPTextConfig, 'hidden_size' | 'intermediate_size' | 'num_hidden_layers' | 'num_attention_heads' | 'hidden_act' | 'layer_norm_eps'>;
+
 /** float32 min, what transformers fills masked attention logits with. */
 const MASK_MIN = -3.4028234663852886e38;
 
@@ -114,7 +120,7 @@ export class CLIPAttention extends Module {
   readonly out_proj: Linear;
   readonly numHeads: number;
   readonly headDim: number;
-  constructor(config: CLIPTextConfig) {
+  constructor(config: CLIPEncoderConfig) {
     super();
     const D = config.hidden_size;
     this.numHeads = config.num_attention_heads;
@@ -125,8 +131,8 @@ export class CLIPAttention extends Module {
     this.out_proj = this.module('out_proj', new Linear(D, D));
   }
 
-  /** x [B, L, D]; bias additive, broadcastable to [B, H, L, L] → [B, L, D] */
-  forward(x: tf.Tensor3D, bias: tf.Tensor4D): tf.Tensor3D {
+  /** x [B, L, D]; bias additive, broadcastable to [B, H, L, L] (none: every token sees every token) → [B, L, D] */
+  forward(x: tf.Tensor3D, bias?: tf.Tensor4D): tf.Tensor3D {
     return this.emit(tf.tidy(() => {
       const [B, L, D] = x.shape;
       const H = this.numHeads, hd = this.headDim;
@@ -135,7 +141,8 @@ export class CLIPAttention extends Module {
       const q = heads(tf.mul(this.q_proj.forward(x), hd ** -0.5));
       const k = heads(this.k_proj.forward(x));
       const v = heads(this.v_proj.forward(x));
-      const scores = tf.add(tf.matMul(q, k, false, true), bias);
+      const qk = tf.matMul(q, k, false, true);
+      const scores = bias ? tf.add(qk, bias) : qk;
       // `<path>.probs` [B, heads, L queries, L keys] (opt-in; causal: query i sees keys ≤ i).
       const probs = this.emit(tf.softmax(scores, -1), 'probs');
       const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B, L, D]);
@@ -147,7 +154,7 @@ export class CLIPAttention extends Module {
 export class CLIPMLP extends Module {
   readonly fc1: Linear;
   readonly fc2: Linear;
-  constructor(readonly config: CLIPTextConfig) {
+  constructor(readonly config: CLIPEncoderConfig) {
     super();
     this.fc1 = this.module('fc1', new Linear(config.hidden_size, config.intermediate_size));
     this.fc2 = this.module('fc2', new Linear(config.intermediate_size, config.hidden_size));
@@ -163,7 +170,7 @@ export class CLIPEncoderLayer extends Module {
   readonly layer_norm1: LayerNorm;
   readonly mlp: CLIPMLP;
   readonly layer_norm2: LayerNorm;
-  constructor(config: CLIPTextConfig) {
+  constructor(config: CLIPEncoderConfig) {
     super();
     this.self_attn = this.module('self_attn', new CLIPAttention(config));
     this.layer_norm1 = this.module('layer_norm1', new LayerNorm(config.hidden_size, config.layer_norm_eps));
@@ -171,7 +178,7 @@ export class CLIPEncoderLayer extends Module {
     this.layer_norm2 = this.module('layer_norm2', new LayerNorm(config.hidden_size, config.layer_norm_eps));
   }
 
-  forward(x: tf.Tensor3D, bias: tf.Tensor4D): tf.Tensor3D {
+  forward(x: tf.Tensor3D, bias?: tf.Tensor4D): tf.Tensor3D {
     return this.emit(tf.tidy(() => {
       const h = tf.add(x, this.self_attn.forward(this.layer_norm1.forward(x) as tf.Tensor3D, bias));
       return tf.add(h, this.mlp.forward(this.layer_norm2.forward(h))) as tf.Tensor3D;
@@ -181,7 +188,7 @@ export class CLIPEncoderLayer extends Module {
 
 export class CLIPEncoder extends Module {
   readonly layers: CLIPEncoderLayer[];
-  constructor(config: CLIPTextConfig) {
+  constructor(config: CLIPEncoderConfig) {
     super();
     this.layers = this.moduleList('layers', Array.from({ length: config.num_hidden_layers }, () => new CLIPEncoderLayer(config)));
   }

@@ -12,6 +12,7 @@ import { interpParity } from './interp.js';
 import { textProjParity } from './text_proj.js';
 import { decoderParity } from './decoder.js';
 import { originalCkptParity } from './original_ckpt.js';
+import { clipVisionParity } from './clip_vision.js';
 
 export interface ParityOptions {
   /** Absolute tolerance factor (the project default 1e-4 · max(1, max|ref|)). */
@@ -37,5 +38,6 @@ export const PARITY_KINDS: ParityKind[] = [
   priorParity,
   tokenizerParity,
   clipTextParity,
+  clipVisionParity,
   originalCkptParity,
 ];
