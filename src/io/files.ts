@@ -118,13 +118,79 @@ function lineCol(text: string, pos: number): string {
   return `line ${line}, column ${col}`;
 }
 
+/**
+ * Offset of the first JSON syntax error in `text` (text.length when it ends early), found by a small iterative
+ * scanner (no recursion, linear time). Only used to word an error: JSON.parse decides validity.
+ */
+export function jsonErrorOffset(text: string): number {
+  let i = 0;
+  const n = text.length;
+  const ws = () => { while (i < n && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++; };
+  const str = (): boolean => {
+    if (text[i] !== '"') return false;
+    i++;
+    while (i < n) {
+      const c = text.charCodeAt(i);
+      if (c === 0x22) { i++; return true; }
+      if (c < 0x20) return false;
+      if (c === 0x5c) {
+        const e = text[i + 1];
+        if (e === 'u') { if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) { i++; return false; } i += 6; continue; }
+        if (!e || !'"\\/bfnrt'.includes(e)) { i++; return false; }
+        i += 2;
+        continue;
+      }
+      i++;
+    }
+    return false;
+  };
+  const scalar = (): boolean => {
+    if (text[i] === '"') return str();
+    const m = /^(?:-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null)/.exec(text.slice(i, i + 400));
+    if (!m) return false;
+    i += m[0].length;
+    return true;
+  };
+  // stack of containers: '{' or '['; state: expecting a value
+  const stack: string[] = [];
+  ws();
+  for (;;) {
+    // a value
+    ws();
+    if (i >= n) return n;
+    if (text[i] === '{' || text[i] === '[') {
+      const open = text[i++];
+      ws();
+      if ((open === '{' && text[i] === '}') || (open === '[' && text[i] === ']')) { i++; }
+      else {
+        stack.push(open);
+        if (open === '{') { if (!str()) return Math.min(i, n); ws(); if (text[i] !== ':') return Math.min(i, n); i++; }
+        continue;
+      }
+    } else if (!scalar()) return Math.min(i, n);
+    // after a value: close containers or go on with ','
+    for (;;) {
+      ws();
+      if (stack.length === 0) return i < n ? i : -1;
+      const top = stack[stack.length - 1];
+      if (i >= n) return n;
+      if (text[i] === (top === '{' ? '}' : ']')) { stack.pop(); i++; continue; }
+      if (text[i] !== ',') return i;
+      i++;
+      ws();
+      if (top === '{') { if (!str()) return Math.min(i, n); ws(); if (text[i] !== ':') return Math.min(i, n); i++; }
+      break;
+    }
+  }
+}
+
 /** JSON.parse with an error that gives the position only (V8's messages quote the text around the fault). */
 export function parseJsonText(text: string, file: string, what = 'JSON file'): unknown {
   try {
     return JSON.parse(text);
-  } catch (e) {
-    const m = /position (\d+)/.exec((e as Error).message);
-    const where = m ? ` at ${lineCol(text, Number(m[1]))}` : text.trim() === '' ? ' (empty)' : ' (ends early)';
+  } catch {
+    const at = jsonErrorOffset(text);
+    const where = text.trim() === '' ? ' (empty)' : at >= text.length || at < 0 ? ' (it ends early)' : ` at ${lineCol(text, at)}`;
     throw new FileRefusedError(file, `invalid JSON${where} (${what}; its content is not shown)`);
   }
 }

@@ -97,7 +97,7 @@ function inspectPipeline(dir: string): { result: InspectResult; details: Inspect
   const details: InspectDetails = {
     kind: 'pipeline',
     pipelineClass: typeof entries._class_name === 'string' ? entries._class_name : null,
-    files: {},
+    files: Object.create(null) as Record<string, string[]>, // component names come from the file (__proto__ too)
     skipped: [],
   };
   const components: InspectComponent[] = [];

@@ -5,7 +5,9 @@
 // ever holds more than one tensor.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FileRefusedError, openRegularFile } from './files.js';
+import { FileRefusedError, openRegularFile, parseJsonText, printable } from './files.js';
+
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -165,17 +167,23 @@ export class SafetensorsFile {
       const n = Number(headerLen);
       const hbuf = Buffer.alloc(n);
       fs.readSync(fd, hbuf, 0, n, 8);
+      let text: string;
+      try {
+        text = STRICT_UTF8.decode(hbuf);
+      } catch {
+        throw new SafetensorsError(file, 'header is not valid UTF-8 (a tensor name or metadata holds invalid bytes)');
+      }
       let header: Record<string, unknown>;
       try {
-        header = JSON.parse(hbuf.toString('utf8'));
+        header = parseJsonText(text, file, 'safetensors header') as Record<string, unknown>;
       } catch (e) {
-        throw new SafetensorsError(file, `header is not valid JSON: ${(e as Error).message}`);
+        throw new SafetensorsError(file, `header is not valid JSON${(e as FileRefusedError).reason.replace(/^invalid JSON/, '').replace(/ \(.*\)$/, '')}`);
       }
       if (header === null || typeof header !== 'object' || Array.isArray(header)) {
         throw new SafetensorsError(file, 'header is not a JSON object');
       }
-      const dup = duplicateKey(hbuf.toString('utf8'));
-      if (dup !== null) throw new SafetensorsError(file, `header names tensor "${dup}" more than once`);
+      const problems = headerProblems(text);
+      if (problems.duplicate !== null) throw new SafetensorsError(file, problems.duplicate);
       const dataStart = 8 + n;
       const tensors = new Map<string, TensorInfo>();
       let metadata: Record<string, string> = {};
@@ -189,6 +197,8 @@ export class SafetensorsFile {
         }
         tensors.set(name, validateEntry(file, name, raw, dataStart, size));
       }
+      // After the entry checks (which word a bad shape or offset better): integers written as 2.0, 1e3, -0.
+      if (problems.number !== null) throw new SafetensorsError(file, problems.number);
       // The data region must be tiled exactly: no overlaps, no gaps, nothing after the last tensor
       // (what the reference safetensors library enforces).
       const sorted = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
@@ -302,18 +312,79 @@ export function duplicateKey(text: string): string | null {
   return null;
 }
 
+/**
+ * What JSON.parse cannot see in a header text (valid JSON, checked before), as the reference library refuses it:
+ * a key twice in one object (a tensor named twice; a field twice inside an entry), and numbers that are not written
+ * as integers (`2.0`, `1e3`, `-0`: shapes and offsets are integers, and nothing else in a header is a number).
+ * Returns the message, or null.
+ */
+export function headerProblem(text: string): string | null {
+  const p = headerProblems(text);
+  return p.duplicate ?? p.number;
+}
+
+/** headerProblem's two kinds of finding, the first of each. */
+export function headerProblems(text: string): { duplicate: string | null; number: string | null } {
+  let number: string | null = null;
+  interface Frame { obj: boolean; keys: Set<string>; expectKey: boolean; lastKey: string | null }
+  const stack: Frame[] = [];
+  const where = () => (stack.length >= 2 && stack[0].lastKey !== null ? `tensor "${printable(stack[0].lastKey)}": ` : '');
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const top = stack[stack.length - 1];
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      while (text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
+      if (top && top.obj && top.expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.keys.has(key)) {
+          return {
+            number,
+            duplicate: stack.length === 1 ? `header names tensor "${printable(key)}" more than once`
+              : `${where()}field "${printable(key)}" appears more than once in one header object`,
+          };
+        }
+        top.keys.add(key);
+        top.lastKey = key;
+        top.expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      stack.push({ obj: c === 0x7b, keys: new Set(), expectKey: c === 0x7b, lastKey: null });
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      stack.pop();
+    } else if (c === 0x2c /* , */) {
+      if (top?.obj) top.expectKey = true;
+    } else if (c === 0x2d /* - */ || (c >= 0x30 && c <= 0x39)) {
+      let j = i;
+      while (j < text.length && /[-+0-9.eE]/.test(text[j])) j++;
+      const tok = text.slice(i, j);
+      // (negative integers and integers beyond 2^53 are left to the entry checks, which name the field)
+      if (number === null && (!/^-?(0|[1-9][0-9]*)$/.test(tok) || tok === '-0')) {
+        number = `${where()}number ${tok.slice(0, 32)} is not a non-negative integer (shapes and offsets are integers)`;
+      }
+      i = j - 1;
+    }
+  }
+  return { duplicate: null, number };
+}
+
 function validateEntry(file: string, name: string, raw: unknown, dataStart: number, size: number): TensorInfo {
-  const bad = (msg: string) => new SafetensorsError(file, `tensor "${name}": ${msg}`);
+  const bad = (msg: string) => new SafetensorsError(file, `tensor "${printable(name)}": ${msg}`);
   if (raw === null || typeof raw !== 'object') throw bad('header entry is not an object');
   const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
   if (!isDType(e.dtype)) {
     throw bad(`unsupported dtype ${JSON.stringify(e.dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`);
   }
   const dtype = e.dtype as SafetensorsDType;
-  if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isInteger(d) && d >= 0)) {
-    throw bad(`shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
+  if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw bad(`shape ${String(JSON.stringify(e.shape)).slice(0, 200)} is not a list of non-negative integers below 2^53`);
   }
   const shape = e.shape as number[];
+  // Every dimension and the product of the non-zero ones must be exact (a 0 dimension does not excuse a 2^60 one).
+  let nz = 1;
+  for (const d of shape) if (d > 0) nz *= d;
+  if (!Number.isSafeInteger(nz * DTYPE_SIZE[dtype])) throw bad(`shape ${JSON.stringify(shape)} has more elements than can be addressed (beyond 2^53 bytes)`);
   if (!Array.isArray(e.data_offsets) || e.data_offsets.length !== 2 || !e.data_offsets.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw bad(`data_offsets ${JSON.stringify(e.data_offsets)} is not [begin, end]`);
   }

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SafetensorsFile } from './safetensors.js';
-import { readJsonFile } from './files.js';
+import { printable, readJsonFile } from './files.js';
 import type { Module, TensorSource, LoadReport } from '../layers/module.js';
 
 /** A weights source that may span several files; `close()` releases them. */
@@ -120,11 +120,49 @@ export function readConfig<T = Record<string, unknown>>(dir: string): T {
   return readJson<T>(path.join(dir, 'config.json'));
 }
 
-/** Loads a component folder's weights into a module (strict: every key must match). */
+/** Where load-time warnings go (default: one line on stderr). Tests and embedders may replace it. */
+export let weightsWarning: (line: string) => void = (line) => { process.stderr.write(`karlo: warning: ${line}\n`); };
+export function setWeightsWarning(fn: (line: string) => void): (line: string) => void {
+  const prev = weightsWarning;
+  weightsWarning = fn;
+  return prev;
+}
+
+/** NaN / ±Inf values of a tensor's data. */
+export function countNonFinite(data: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (v !== v || v === Infinity || v === -Infinity) n++;
+  }
+  return n;
+}
+
+/**
+ * Loads a component folder's weights into a module (strict: every key must match). Weights that are NaN or ±Inf
+ * are loaded as they are, with one warning for the component (how many values, in how many tensors, the first).
+ */
 export function loadWeights(module: Module, dir: string, opts: { strict?: boolean; trainable?: boolean } = {}): LoadReport {
   const src = safetensorsSource(findWeightsFile(dir));
+  let bad = 0;
+  const badTensors: string[] = [];
+  const counted: TensorSource = {
+    ...src,
+    read: (n) => {
+      const t = src.read(n);
+      if (t.dtype === 'float32') {
+        const k = countNonFinite(t.data);
+        if (k) { bad += k; badTensors.push(n); }
+      }
+      return t;
+    },
+  };
   try {
-    return module.loadStateDict(src, opts);
+    const report = module.loadStateDict(counted, opts);
+    if (bad) {
+      weightsWarning(`${printable(dir)}: ${bad} weight value${bad === 1 ? ' is' : 's are'} NaN or infinite, in ${badTensors.length} tensor${badTensors.length === 1 ? '' : 's'} (first: "${printable(badTensors[0])}"); this component's outputs will not be finite`);
+    }
+    return report;
   } finally {
     src.close();
   }

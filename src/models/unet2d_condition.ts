@@ -132,7 +132,7 @@ export function unet2dConditionConfig(raw: Record<string, unknown>, source = 'UN
   const cfg = { ...DEFAULTS } as unknown as Record<string, unknown>;
   for (const [k, v] of Object.entries(raw)) {
     if (k.startsWith('_')) continue;
-    if (!(k in DEFAULTS)) throw new Error(`${source}: unknown field "${k}" for UNet2DConditionModel`);
+    if (!Object.prototype.hasOwnProperty.call(DEFAULTS, k)) throw new Error(`${source}: unknown field "${k}" for UNet2DConditionModel`);
     cfg[k] = v;
   }
   const bad = (field: string, why: string): never => {

@@ -264,7 +264,7 @@ export class UnCLIPPipeline {
 
   /** The settings a call will use: preset, then explicit options, validated. */
   static resolveSettings(opts: GenerateOptions): GenerateResult['settings'] {
-    if (opts.preset !== undefined && !(opts.preset in KARLO_PRESETS)) {
+    if (opts.preset !== undefined && !Object.prototype.hasOwnProperty.call(KARLO_PRESETS, opts.preset)) {
       throw new RangeError(`preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got ${JSON.stringify(opts.preset)}`);
     }
     const base = opts.preset ? KARLO_PRESETS[opts.preset] : UNCLIP_DEFAULTS;

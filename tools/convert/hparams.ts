@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseYaml, type YamlValue } from './yaml.js';
+import { readTextFile } from '../../src/io/files.js';
 
 export const CONFIG_FILES = {
   prior: 'prior_1B_vit_l.yaml',
@@ -47,7 +48,7 @@ export function readKarloConfigs(dir: string): KarloHparams {
   const read = (name: string): Hparams => {
     const file = path.join(dir, name);
     if (!fs.existsSync(file)) throw new Error(`${file}: missing (--configs needs ${Object.values(CONFIG_FILES).join(', ')})`);
-    const y = parseYaml(fs.readFileSync(file, 'utf8'), file) as { model?: { hparams?: Hparams } } | null;
+    const y = parseYaml(readTextFile(file, { what: 'Karlo config', maxBytes: 1 << 20 }), file) as { model?: { hparams?: Hparams } } | null;
     const hp = y?.model?.hparams;
     if (!hp || typeof hp !== 'object' || Array.isArray(hp)) throw new Error(`${file}: no model.hparams mapping`);
     return hp;

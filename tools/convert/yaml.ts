@@ -2,6 +2,11 @@
 // lists, plain / quoted scalars (int, float, bool, null, string) and `#` comments. Anything else is an error
 // naming the file and line (no anchors, tags, multi-line strings or flow mappings).
 
+import { printable } from '../../src/io/files.js';
+
+/** Deepest nesting accepted (Karlo's configs are 4 deep). */
+const MAX_DEPTH = 64;
+
 export type YamlValue = string | number | boolean | null | YamlValue[] | { [k: string]: YamlValue };
 
 interface Line { indent: number; text: string; no: number }
@@ -17,15 +22,16 @@ export function parseYaml(text: string, file: string): YamlValue {
   let p = 0;
   const err = (l: Line, msg: string) => new Error(`${file}:${l.no}: ${msg}`);
 
-  const block = (indent: number): YamlValue => {
+  const block = (indent: number, depth = 0): YamlValue => {
     const first = lines[p];
+    if (depth > MAX_DEPTH) throw err(first, `refused: nested more than ${MAX_DEPTH} levels deep`);
     if (first.text.startsWith('- ') || first.text === '-') {
       const out: YamlValue[] = [];
       while (p < lines.length && lines[p].indent === indent && (lines[p].text.startsWith('- ') || lines[p].text === '-')) {
         const l = lines[p++];
         const rest = l.text.slice(1).trim();
         if (rest === '') {
-          if (p < lines.length && lines[p].indent > indent) out.push(block(lines[p].indent));
+          if (p < lines.length && lines[p].indent > indent) out.push(block(lines[p].indent, depth + 1));
           else out.push(null);
         } else if (/^[^'"[][^:]*:(\s|$)/.test(rest)) {
           throw err(l, 'mappings inside list items are not supported');
@@ -39,16 +45,18 @@ export function parseYaml(text: string, file: string): YamlValue {
     while (p < lines.length && lines[p].indent === indent) {
       const l = lines[p++];
       const m = /^("[^"]*"|'[^']*'|[^:]+?)\s*:(?:\s+(.*))?$/.exec(l.text);
-      if (!m) throw err(l, `expected "key: value", got "${l.text}"`);
+      if (!m) throw err(l, 'expected "key: value"');
       const key = unquote(m[1]);
-      if (key in out) throw err(l, `duplicate key "${key}"`);
+      if (Object.prototype.hasOwnProperty.call(out, key)) throw err(l, `duplicate key "${printable(key)}"`);
+      // Keys are own data properties, whatever their name (`__proto__` too: never a prototype).
+      const set = (v: YamlValue) => { Object.defineProperty(out, key, { value: v, enumerable: true, writable: true, configurable: true }); };
       const rest = (m[2] ?? '').trim();
       if (rest === '') {
-        if (p < lines.length && lines[p].indent > indent) out[key] = block(lines[p].indent);
-        else if (p < lines.length && lines[p].indent === indent && lines[p].text.startsWith('- ')) out[key] = block(indent);
-        else out[key] = null;
+        if (p < lines.length && lines[p].indent > indent) set(block(lines[p].indent, depth + 1));
+        else if (p < lines.length && lines[p].indent === indent && lines[p].text.startsWith('- ')) set(block(indent, depth + 1));
+        else set(null);
       } else {
-        out[key] = scalar(rest, l);
+        set(scalar(rest, l));
       }
     }
     if (p < lines.length && lines[p].indent > indent) throw err(lines[p], 'unexpected indentation');
@@ -62,10 +70,10 @@ export function parseYaml(text: string, file: string): YamlValue {
       return inner === '' ? [] : inner.split(',').map((x) => scalar(x.trim(), l));
     }
     if (s.startsWith('{') || s.startsWith('&') || s.startsWith('*') || s.startsWith('!') || s.startsWith('|') || s.startsWith('>')) {
-      throw err(l, `unsupported YAML syntax "${s}"`);
+      throw err(l, `unsupported YAML syntax (${s[0]})`);
     }
     if (s.startsWith('"') || s.startsWith("'")) {
-      if (s.length < 2 || s[s.length - 1] !== s[0]) throw err(l, `unterminated string ${s}`);
+      if (s.length < 2 || s[s.length - 1] !== s[0]) throw err(l, 'unterminated string');
       return unquote(s);
     }
     if (/^[-+]?\d+$/.test(s)) return Number(s);
