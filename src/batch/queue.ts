@@ -189,6 +189,8 @@ export async function collectJobs(queue: Queue, jobs: BatchJob[], out: OutputDir
   const log = opts.log ?? (() => {});
   const byHash = new Map<string, BatchJob>();
   for (const j of out.pending(jobs)) if (!byHash.has(j.hash)) byHash.set(j.hash, j);
+  // Results already in the folder but still in Redis (a collector stopped between writing and removing them).
+  const alreadyWritten = new Set(jobs.filter((j) => out.isDone(j)).map((j) => j.hash));
   const failed: { job: BatchJob; reason: string }[] = [];
   const hot = new Set<string>();
   let wake: (() => void) | null = null;
@@ -249,7 +251,10 @@ export async function collectJobs(queue: Queue, jobs: BatchJob[], out: OutputDir
 
   const sweep = async () => {
     for (const state of ['completed', 'failed'] as const) {
-      for await (const id of idsIn(queue, state)) if (byHash.has(id)) await handle(id);
+      for await (const id of idsIn(queue, state)) {
+        if (byHash.has(id)) await handle(id);
+        else if (state === 'completed' && alreadyWritten.delete(id)) await (await Job.fromId(queue, id))?.remove().catch(() => {});
+      }
     }
   };
   // Jobs missing from Redis (an AOF that lost its last second, a flushed queue) are added again.
@@ -377,6 +382,8 @@ export function startWorker(o: WorkerOptions): { worker: Worker; close: () => Pr
     name: o.name,
     concurrency: 1,
     lockDuration: o.lockDurationMs ?? 120_000,
+    // After a Redis outage, look for jobs again within 2 s (BullMQ's default waits 15 s).
+    runRetryDelay: 2000,
     stalledInterval: o.stalledIntervalMs ?? 30_000,
     maxStalledCount: o.maxStalledCount ?? 2,
   });
