@@ -5,9 +5,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { jsonName, own, printable, readJsonFile, readTextFile } from '../io/files.js';
+import { BUNDLED_MODEL_DIR } from '../package_root.js';
 
 /** The tokenizer folder shipped with the package (the bundled tiny model; same vocab/merges as real Karlo). */
-export const BUNDLED_TOKENIZER_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models/karlo-tiny/tokenizer');
+export const BUNDLED_TOKENIZER_DIR = path.join(BUNDLED_MODEL_DIR, 'tokenizer');
 
 /** CLIPTokenizer keeps only this many merges (49152 − 256 − 2 = 48894), whatever merges.txt holds. */
 const MAX_MERGES = 49152 - 256 - 2;
@@ -111,11 +113,11 @@ export function ftfyLikeFix(text: string): string {
         const cp = body[1] === 'x' || body[1] === 'X' ? parseInt(body.slice(2), 16) : parseInt(body.slice(1), 10);
         return Number.isFinite(cp) && cp > 0 && cp <= 0x10ffff ? String.fromCodePoint(cp) : m;
       }
-      return HTML_ENTITIES[body] ?? HTML_ENTITIES[body.toLowerCase()] ?? m;
+      return own(HTML_ENTITIES, body) ?? own(HTML_ENTITIES, body.toLowerCase()) ?? m;
     });
   }
   t = t.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '');
-  t = t.replace(/[ĲĳŉǱǲǳǄǅǆǇǈǉǊǋǌﬀﬁﬂﬃﬄﬅﬆ]/g, (c) => LIGATURES[c] ?? c);
+  t = t.replace(/[ĲĳŉǱǲǳǄǅǆǇǈǉǊǋǌﬀﬁﬂﬃﬄﬅﬆ]/g, (c) => own(LIGATURES, c) ?? c);
   // fix_character_width: NFKC on the full-width / half-width forms block, keeping the ideographic space.
   t = t.replace(/[\uff01-\uffef]/g, (c) => c.normalize('NFKC')).replace(/\u3000/g, ' ');
   t = t.replace(/[\u2018\u2019\u201a\u201b\u2032]/g, "'").replace(/[\u201c\u201d\u201e\u201f\u2033]/g, '"');
@@ -137,12 +139,34 @@ interface TokenizerFiles {
   specialMap: Record<string, unknown>;
 }
 
-function readJsonFile(file: string): Record<string, unknown> {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`${file}: cannot read tokenizer file (${(e as Error).message})`);
+/** Largest tokenizer file read (CLIP's vocab.json is 1.6 MB, merges.txt 0.5 MB). */
+const MAX_TOKENIZER_FILE = 64 * 1024 * 1024;
+/** model_max_length at or above this is transformers' "no limit" sentinel (int(1e30)): the CLIP default 77 applies. */
+const NO_LIMIT_SENTINEL = 1e18;
+/** Largest model_max_length / maxLength accepted (CLIP uses 77; every row is padded to it). */
+export const MAX_MODEL_LENGTH = 16384;
+
+/** A tokenizer JSON file that must hold an object (regular file, size-bounded, content never quoted in errors). */
+function readJsonObject(file: string, what: string): Record<string, unknown> {
+  const v = readJsonFile(file, { what, maxBytes: MAX_TOKENIZER_FILE });
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${printable(file)}: ${what} is not a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+/** vocab.json: an object of token → id, ids distinct non-negative integers. */
+function checkVocab(v: Record<string, unknown>, file: string): Record<string, number> {
+  const entries = Object.entries(v);
+  if (entries.length === 0) throw new Error(`${printable(file)}: vocab.json holds no tokens`);
+  const seen = new Map<number, string>();
+  for (const [tok, id] of entries) {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+      throw new Error(`${printable(file)}: vocab.json gives token ${jsonName(tok.slice(0, 64))} the id ${typeof id === 'number' ? id : `of type ${Array.isArray(id) ? 'array' : id === null ? 'null' : typeof id}`}, not a non-negative integer`);
+    }
+    const other = seen.get(id);
+    if (other !== undefined) throw new Error(`${printable(file)}: vocab.json gives id ${id} to two tokens (${jsonName(other.slice(0, 64))} and ${jsonName(tok.slice(0, 64))})`);
+    seen.set(id, tok);
   }
+  return v as Record<string, number>;
 }
 
 function tokenContent(v: unknown): string | undefined {
@@ -172,8 +196,8 @@ function resolveFiles(dir: string | undefined): TokenizerFiles {
     dir: d,
     vocab: path.join(filesDir, 'vocab.json'),
     merges: path.join(filesDir, 'merges.txt'),
-    config: has('tokenizer_config.json') ? readJsonFile(path.join(d, 'tokenizer_config.json')) : {},
-    specialMap: has('special_tokens_map.json') ? readJsonFile(path.join(d, 'special_tokens_map.json')) : {},
+    config: has('tokenizer_config.json') ? readJsonObject(path.join(d, 'tokenizer_config.json'), 'tokenizer_config.json') : {},
+    specialMap: has('special_tokens_map.json') ? readJsonObject(path.join(d, 'special_tokens_map.json'), 'special_tokens_map.json') : {},
   };
 }
 
@@ -210,13 +234,24 @@ export class CLIPTokenizer {
     this.unkToken = special.unk ?? '<|endoftext|>';
     this.padToken = special.pad ?? '<|endoftext|>';
     this.modelMaxLength = special.modelMaxLength ?? 77;
+    if (!Number.isInteger(this.modelMaxLength) || this.modelMaxLength < 2 || this.modelMaxLength > MAX_MODEL_LENGTH) {
+      throw new Error(`model_max_length ${this.modelMaxLength} is not an integer in [2, ${MAX_MODEL_LENGTH}]`);
+    }
     this.ftfy = opts.ftfy ?? false;
     // CLIPTokenizer seeds its BPE cache so these two strings never get split.
     this.cache.set('<|startoftext|>', '<|startoftext|>');
     this.cache.set('<|endoftext|>', '<|endoftext|>');
 
     const added = new Map<string, AddedToken>();
-    for (const t of special.added ?? []) added.set(t.content, t);
+    for (const t of special.added ?? []) {
+      // An empty added token would match everywhere and split the text forever.
+      if (typeof t.content !== 'string' || t.content === '') throw new Error(`added token ${t.id} has empty content`);
+      if (!Number.isSafeInteger(t.id) || t.id < 0) throw new Error(`added token ${jsonName(t.content.slice(0, 64))} has id ${t.id}, not a non-negative integer`);
+      added.set(t.content, t);
+    }
+    for (const [k, c] of [['bos', special.bos], ['eos', special.eos], ['unk', special.unk], ['pad', special.pad]] as const) {
+      if (c === '') throw new Error(`${k}_token is empty`);
+    }
     // transformers registers every special token as an added token (lstrip/rstrip false unless configured).
     for (const c of [this.bosToken, this.eosToken, this.unkToken, this.padToken]) {
       if (!added.has(c)) {
@@ -240,30 +275,37 @@ export class CLIPTokenizer {
    */
   static fromDir(dir?: string, opts: CLIPTokenizerOptions = {}): CLIPTokenizer {
     const f = resolveFiles(dir);
-    const vocab = readJsonFile(f.vocab) as Record<string, number>;
-    let mergesText: string;
-    try { mergesText = fs.readFileSync(f.merges, 'utf8'); } catch (e) {
-      throw new Error(`${f.merges}: cannot read (${(e as Error).message})`);
-    }
+    const vocab = checkVocab(readJsonObject(f.vocab, 'vocab.json'), f.vocab);
+    const mergesText = readTextFile(f.merges, { what: 'merges.txt', maxBytes: MAX_TOKENIZER_FILE });
     // transformers: read().strip().split("\n")[1 : 49152-256-2+1] (line 0 is the "#version" header).
     const lines = mergesText.trim().split('\n').slice(1, MAX_MERGES + 1);
     const merges = lines.map((l, i) => {
       const parts = l.split(' ');
-      if (parts.length !== 2) throw new Error(`${f.merges}: line ${i + 2} is not a merge pair: ${JSON.stringify(l)}`);
+      if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new Error(`${printable(f.merges)}: line ${i + 2} is not a merge pair of two symbols separated by one space`);
       return l;
     });
     const cfg = f.config;
     const sm = f.specialMap;
     const pick = (k: string) => tokenContent(sm[k]) ?? tokenContent(cfg[k]);
     const added: AddedToken[] = [];
+    const cfgFile = `${printable(path.join(f.dir, 'tokenizer_config.json'))}`;
     const atd = cfg.added_tokens_decoder as Record<string, { content: string; lstrip?: boolean; rstrip?: boolean }> | undefined;
-    if (atd) {
+    if (atd !== undefined) {
+      if (atd === null || typeof atd !== 'object' || Array.isArray(atd)) throw new Error(`${cfgFile}: added_tokens_decoder is not an object`);
       for (const [id, t] of Object.entries(atd)) {
-        if (typeof t?.content !== 'string') throw new Error(`${f.dir}/tokenizer_config.json: added_tokens_decoder["${id}"] has no content`);
+        const where = `${cfgFile}: added_tokens_decoder[${jsonName(id.slice(0, 32))}]`;
+        if (!/^(0|[1-9][0-9]{0,15})$/.test(id) || !Number.isSafeInteger(Number(id))) throw new Error(`${where}: the id is not a non-negative integer`);
+        if (t === null || typeof t !== 'object' || typeof t.content !== 'string') throw new Error(`${where} has no content`);
+        if (t.content === '') throw new Error(`${where} has empty content (it would match everywhere)`);
         added.push({ content: t.content, id: Number(id), lstrip: !!t.lstrip, rstrip: !!t.rstrip });
       }
     }
-    const maxLen = typeof cfg.model_max_length === 'number' && cfg.model_max_length < 1e9 ? cfg.model_max_length : 77;
+    const mml = cfg.model_max_length;
+    if (mml !== undefined && mml !== null && (typeof mml !== 'number' || !Number.isFinite(mml))) throw new Error(`${cfgFile}: model_max_length is not a number`);
+    const maxLen = typeof mml === 'number' && mml < NO_LIMIT_SENTINEL ? mml : 77;
+    if (!Number.isInteger(maxLen) || maxLen < 2 || maxLen > MAX_MODEL_LENGTH) {
+      throw new Error(`${cfgFile}: model_max_length ${maxLen} is not an integer in [2, ${MAX_MODEL_LENGTH}] (CLIP uses 77; values from 1e18 up mean "no limit" and give 77)`);
+    }
     try {
       return new CLIPTokenizer(vocab, merges, { bos: pick('bos_token'), eos: pick('eos_token'), pad: opts.padToken ?? pick('pad_token'), unk: pick('unk_token'), modelMaxLength: maxLen, added }, opts);
     } catch (e) {
@@ -380,7 +422,7 @@ export class CLIPTokenizer {
   encode(texts: string[], opts: EncodeOptions = {}): Encoding {
     if (!Array.isArray(texts)) throw new Error('CLIPTokenizer.encode: texts must be an array of strings');
     const maxLength = opts.maxLength ?? this.modelMaxLength;
-    if (!Number.isInteger(maxLength) || maxLength < 2) throw new Error(`CLIPTokenizer.encode: maxLength must be an integer ≥ 2, got ${maxLength}`);
+    if (!Number.isInteger(maxLength) || maxLength < 2 || maxLength > MAX_MODEL_LENGTH) throw new Error(`CLIPTokenizer.encode: maxLength must be an integer in [2, ${MAX_MODEL_LENGTH}], got ${maxLength}`);
     const padding = opts.padding ?? 'max_length';
     const truncation = opts.truncation ?? true;
     const rows = texts.map((t, i) => {

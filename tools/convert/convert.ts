@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BUNDLED_MODEL_DIR } from '../../src/package_root.js';
 import { saveSafetensors, decodeBytes, type TensorToWrite } from '../../src/io/safetensors.js';
 import { TorchCheckpoint, type TorchOpenOptions } from '../../src/io/torch/checkpoint.js';
 import type { TorchTensor } from '../../src/io/torch/tensor.js';
@@ -26,7 +27,7 @@ export const ORIGINAL_FILES = {
 } as const;
 
 /** The bundled tokenizer vocabulary (identical to openai/clip-vit-large-patch14's vocab.json / merges.txt). */
-export const TOKENIZER_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../models/karlo-tiny/tokenizer');
+export const TOKENIZER_DIR = path.join(BUNDLED_MODEL_DIR, 'tokenizer');
 
 export interface ProgressEvent {
   component: string;

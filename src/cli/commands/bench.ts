@@ -3,13 +3,13 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../../package_root.js';
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
 
 interface Args { names?: string[]; list?: boolean; timeout?: number; backend?: string }
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const ROOT = PACKAGE_ROOT;
 
 const command: CommandModule<object, Args> = {
   command: 'bench [names..]',

@@ -2,7 +2,7 @@
 // atomically and never over an existing file without --force; progress per stage on stderr; a timing table at the end.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { BUNDLED_MODEL_DIR } from '../../package_root.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
 import { ModelFolderError } from '../../io/model_folder.js';
@@ -12,8 +12,8 @@ import {
   type GenerateOptions, type PipelineStage, type PipelineTimings, type Preview, type StageEvent,
 } from '../../pipeline/unclip_pipeline.js';
 
-/** The bundled tiny random-weight model (the pipeline_tiny fixture without its run files). */
-export const BUNDLED_MODEL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../models/karlo-tiny');
+/** The bundled tiny random-weight model (with the recorded diffusers runs that `karlo parity` compares). */
+export { BUNDLED_MODEL_DIR };
 
 interface GenerateArgs {
   prompts: string[];
@@ -136,7 +136,7 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
   if (prompts.some((p) => p.trim() === '')) throw new UsageError('prompts must not be empty');
   for (const k of ['prior-steps', 'decoder-steps', 'sr-steps', 'prior-guidance', 'decoder-guidance', 'num-images'] as const) checkNumber(k, argv[k]);
   const seed = parseSeed(argv.seed);
-  if (argv.preset !== undefined && !(argv.preset in KARLO_PRESETS)) {
+  if (argv.preset !== undefined && !Object.prototype.hasOwnProperty.call(KARLO_PRESETS, argv.preset)) {
     throw new UsageError(`--preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got "${argv.preset}"`);
   }
   const opts: GenerateOptions = {

@@ -1,0 +1,60 @@
+// karlo-tfjs: the public API (`import { UnCLIPPipeline } from 'karlo-tfjs'`).
+//
+//   import { UnCLIPPipeline, initBackend, writePng, floatToRgb8 } from 'karlo-tfjs';
+//   const pipe = await UnCLIPPipeline.load('path/to/karlo-v1-alpha');      // initialises a backend if none was chosen
+//   const r = await pipe.generate(['a red frog'], { seed: 0 });
+//   writePng('frog.png', floatToRgb8(r.images, r.shape, 0));
+//
+// Everything here is stable API; deeper modules (layers, parity kinds, native kernels) stay importable from the
+// sources but may change between minor versions.
+
+// Pipeline and its stages
+export {
+  UnCLIPPipeline, KARLO_PRESETS, UNCLIP_DEFAULTS, PIPELINE_STAGES,
+  type PresetName, type PipelineStage, type StageTiming, type PipelineTimings, type Preview, type StageEvent,
+  type GenerateOptions, type GenerateResult, type LoadOptions,
+} from './pipeline/unclip_pipeline.js';
+export { encodePrompt, type EncodePromptOptions } from './pipeline/encode_prompt.js';
+export { runPrior, PRIOR_DEFAULTS, type PriorStageOptions } from './pipeline/prior_stage.js';
+export { runDecoder, decoderConditioning, guidedModelOutput, DECODER_DEFAULTS, type DecoderStageOptions, type DecoderConditioning } from './pipeline/decoder_stage.js';
+export { runSuperRes, SUPER_RES_DEFAULTS, type SuperResStageOptions, type SuperResLastSource } from './pipeline/super_res_stage.js';
+export type { TextOutputs, StageName, StepCallback, StageOptions } from './pipeline/types.js';
+
+// Models (configs are the components' config.json; loaders read a component folder)
+export { CLIPTextModelWithProjection, loadClipTextModel, clipTextConfig, CLIP_TEXT_DEFAULTS, type CLIPTextConfig, type CLIPTextOutput } from './models/clip_text.js';
+export { PriorTransformer, loadPrior, priorTransformerConfig, PRIOR_TRANSFORMER_DEFAULTS, type PriorTransformerConfig } from './models/prior_transformer.js';
+export { UnCLIPTextProjModel, loadTextProj, textProjConfig, type UnCLIPTextProjConfig, type TextProjInputs, type TextProjOutputs } from './models/text_proj.js';
+export { UNet2DConditionModel, loadUNet2DCondition, unet2dConditionConfig, type UNet2DConditionConfig, type UNetForwardOptions } from './models/unet2d_condition.js';
+export { UNet2DModel, loadUNet2D, resolveUNet2DConfig, UNET2D_DEFAULTS, type UNet2DConfig } from './models/unet2d.js';
+export { Module, ModuleList, formatLoadReport, type OutputHook, type LoadReport, type Parameter, type TensorSource } from './layers/module.js';
+
+// Scheduler, generator, tokenizer
+export {
+  UnCLIPScheduler, UNCLIP_SCHEDULER_DEFAULTS,
+  type UnCLIPSchedulerConfig, type UnCLIPStepOptions, type UnCLIPStepOutput, type UnCLIPVarianceType, type UnCLIPPredictionType,
+} from './samplers/unclip_scheduler.js';
+export { TorchGenerator, randnTensor, randTensor, TORCH_DEFAULT_SEED, type GeneratorState } from './random/generator.js';
+export { CLIPTokenizer, BUNDLED_TOKENIZER_DIR, type EncodeOptions, type Encoding, type CLIPTokenizerOptions } from './tokenizer/clip_tokenizer.js';
+
+// Backends
+export {
+  initBackend, requestedBackend, availableBackends, BackendUnavailableError, BACKEND_NAMES,
+  type BackendName, type BackendChoice,
+} from './backend/index.js';
+
+// Files: model folders, weights, safetensors, PNG
+export { openModelFolder, ModelFolderError, UNCLIP_COMPONENTS, type ModelFolder, type ComponentName } from './io/model_folder.js';
+export { loadWeights, readConfig, readJson, findWeightsFile, type WeightsSource } from './io/weights.js';
+export {
+  SafetensorsFile, SafetensorsError, loadSafetensors, saveSafetensors,
+  type SafetensorsDType, type TensorData, type TensorInfo, type TensorToWrite,
+} from './io/safetensors.js';
+export { encodePng, decodePng, readPng, writePng, floatToRgb8, type RawImage } from './io/png.js';
+export { inspectPath, type InspectResult, type InspectComponent, type InspectTensor } from './io/inspect.js';
+
+// Parity
+export { compareArrays, type Comparison } from './parity/compare.js';
+export { PARITY_KINDS, type ParityKind, type ParityOptions } from './parity/registry.js';
+
+// Package facts
+export { PACKAGE_VERSION, BUNDLED_MODEL_DIR } from './package_root.js';
