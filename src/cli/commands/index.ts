@@ -8,6 +8,7 @@ import convert from './convert.js';
 import generate from './generate.js';
 import batch from './batch.js';
 import worker from './worker.js';
+import trace from './trace.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
@@ -18,4 +19,5 @@ export const COMMANDS: CommandModule<any, any>[] = [
   generate,
   batch,
   worker,
+  trace,
 ];

@@ -7,14 +7,22 @@ import { initBackend } from '../../backend/index.js';
 import { PARITY_KINDS, type ParityKind } from '../../parity/registry.js';
 import type { Comparison } from '../../parity/compare.js';
 import { UsageError } from '../errors.js';
+import { compareTraceFiles } from '../../parity/trace.js';
 
 interface Args {
   dir: string;
+  /** A second .safetensors file: compare two traces (dir is then the first file). */
+  other?: string;
   json?: boolean;
   atol?: number;
   kind?: string;
   verbose?: boolean;
   backend?: string;
+}
+
+/** `karlo parity OURS.safetensors REF.safetensors`: the tensors the two files share (src/parity/trace.ts). */
+function traceKind(ref: string): ParityKind {
+  return { name: 'trace', detect: () => true, run: async (ours, o) => compareTraceFiles(ours, ref, o) };
 }
 
 export function detectKind(dir: string, forced?: string): ParityKind {
@@ -45,10 +53,11 @@ export function formatComparisons(rows: Comparison[]): string[] {
 }
 
 const command: CommandModule<object, Args> = {
-  command: 'parity <dir>',
-  describe: 'compare our outputs with a PyTorch reference folder (per-tensor max abs/rel error, OK/FAIL)',
+  command: 'parity <dir> [other]',
+  describe: 'compare our outputs with a PyTorch reference folder, or two trace files (per-tensor max abs/rel error, OK/FAIL)',
   builder: (y) => y
-    .positional('dir', { type: 'string', demandOption: true, describe: 'reference folder (see test/fixtures/README.md)' })
+    .positional('dir', { type: 'string', demandOption: true, describe: 'reference folder (see test/fixtures/README.md), or our trace .safetensors' })
+    .positional('other', { type: 'string', describe: 'with a trace as the first argument: the reference .safetensors to compare it with (same tensor names)' })
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON object' })
     .option('atol', { type: 'number', describe: "override the kind's absolute tolerance (scaled by max(1, max|ref|) where the kind does)" })
     .option('verbose', { type: 'boolean', default: false, describe: "also print the kind's progress notes (stderr)" })
@@ -56,7 +65,7 @@ const command: CommandModule<object, Args> = {
   handler: async (argv) => {
     const dir = argv.dir;
     if (argv.atol !== undefined && !(Number.isFinite(argv.atol) && argv.atol >= 0)) throw new UsageError(`--atol must be a non-negative number, got ${argv.atol}`);
-    const kind = detectKind(dir, argv.kind);
+    const kind = argv.other !== undefined ? traceKind(argv.other) : detectKind(dir, argv.kind);
     const backend = await initBackend(argv.backend, { log: (l) => console.error(l) });
     const notes: string[] = [];
     const t0 = performance.now();
