@@ -36,10 +36,21 @@ export function avgPool2x(x: tf.Tensor4D): tf.Tensor4D {
 
 /** F.interpolate(scale_factor=2, mode="nearest") on NHWC. */
 export function nearestUpsample2x(x: tf.Tensor4D): tf.Tensor4D {
-  const [, h, w] = x.shape;
-  // Exact for a factor of 2 (source index floor(i/2)); ~25x faster than broadcasting through Tile on cpu/native.
-  return tf.image.resizeNearestNeighbor(x, [2 * h, 2 * w], false, false);
+  return upsample2xOp(x) as tf.Tensor4D;
 }
+
+// Exact for a factor of 2 (source index floor(i/2)); ~25x faster than broadcasting through Tile on cpu/native.
+// The gradient is the sum of each 2x2 block of dy: tfjs-backend-cpu 4.22's ResizeNearestNeighborGrad (which the
+// native backend inherits) reads dy with the input's batch stride, so it is wrong for batch > 1, and wasm has none.
+const upsample2xOp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const x = args[0] as tf.Tensor;
+  const [n, h, w, c] = x.shape;
+  (args[1] as tf.GradSaveFunc)([]);
+  return {
+    value: tf.image.resizeNearestNeighbor(x as tf.Tensor4D, [2 * h, 2 * w], false, false),
+    gradFunc: (dy: tf.Tensor) => tf.sum(tf.reshape(dy, [n, h, 2, w, 2, c]), [2, 4]),
+  };
+});
 
 export class ResnetBlock2D extends Module {
   readonly inChannels: number;

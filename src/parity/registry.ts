@@ -12,6 +12,7 @@ import { interpParity } from './interp.js';
 import { textProjParity } from './text_proj.js';
 import { decoderParity } from './decoder.js';
 import { originalCkptParity } from './original_ckpt.js';
+import { gradsParity } from './grads.js';
 import { clipVisionParity } from './clip_vision.js';
 
 export interface ParityOptions {
@@ -28,6 +29,7 @@ export interface ParityKind {
 }
 
 export const PARITY_KINDS: ParityKind[] = [
+  gradsParity,
   pipelineParity,
   rngParity,
   superResParity,

@@ -107,6 +107,24 @@ export class UnCLIPScheduler {
   }
 
   /**
+   * The forward (noising) process, diffusers `add_noise`: x_t = sqrt(ᾱ[t])·x0 + sqrt(1 − ᾱ[t])·noise, one timestep
+   * per sample (or one for all). The coefficients are float32 like the reference's (ᾱ and 1 − ᾱ in float32, then a
+   * correctly rounded square root); differentiable in x0 and noise. Returns a new tensor; inputs are not disposed.
+   */
+  addNoise(x0: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+    if (x0.shape.join(',') !== noise.shape.join(',')) throw new Error(`addNoise: noise [${noise.shape}] must be shaped like x0 [${x0.shape}]`);
+    const ts = typeof timesteps === 'number' ? [timesteps] : Array.isArray(timesteps) ? timesteps : Array.from(timesteps.dataSync());
+    const T = this.config.num_train_timesteps;
+    for (const t of ts) if (!Number.isInteger(t) || t < 0 || t >= T) throw new Error(`addNoise: timestep ${t} is not an integer in [0, ${T})`);
+    const b = x0.rank === 0 ? 1 : x0.shape[0];
+    if (ts.length !== 1 && ts.length !== b) throw new Error(`addNoise: ${ts.length} timesteps for a batch of ${b} (give one per sample, or one)`);
+    const shape = [ts.length, ...new Array<number>(Math.max(0, x0.rank - 1)).fill(1)];
+    const a = Float32Array.from(ts, (t) => f(Math.sqrt(this.alphasCumprod[t])));
+    const s = Float32Array.from(ts, (t) => f(Math.sqrt(f(1 - this.alphasCumprod[t]))));
+    return tf.tidy(() => tf.add(tf.mul(tf.tensor(a, shape), x0), tf.mul(tf.tensor(s, shape), noise)));
+  }
+
+  /**
    * One reverse step t → prevTimestep. modelOutput: the model's prediction (for learned_range, 2·C channels on
    * axis 1: prediction ++ variance interpolation value in [-1, 1]); sample: x_t. Returns new tensors (the caller
    * owns them); inputs are not disposed.
