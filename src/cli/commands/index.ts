@@ -9,6 +9,8 @@ import generate from './generate.js';
 import batch from './batch.js';
 import worker from './worker.js';
 import trace from './trace.js';
+import attention from './attention.js';
+import train from './train.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
@@ -20,4 +22,6 @@ export const COMMANDS: CommandModule<any, any>[] = [
   batch,
   worker,
   trace,
+  attention,
+  train,
 ];
