@@ -92,7 +92,7 @@ export class OutputDir {
       try { owner = fs.readFileSync(file, 'utf8').trim(); } catch { /* removed meanwhile */ }
       const [pidText, host] = owner.split(' ');
       const pid = Number(pidText);
-      if (host === os.hostname() && Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
+      if (host === os.hostname() && Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
         throw new OutputDirError(`${this.dir}: another karlo batch (pid ${pid}) is writing this folder (lock ${file})`);
       }
       if (host !== undefined && host !== os.hostname()) {
