@@ -108,7 +108,7 @@ export function renderLossPlot(points: readonly LossPoint[], opts: PlotOptions =
   const th = textHeight(s);
   const finite = points.filter((p) => Number.isFinite(p.loss));
   const title = opts.title ?? 'training loss';
-  drawText(img, W / 2, 8, title, AXIS, { scale: 2, align: 'center' });
+  drawText(img, W / 2, 6, title, AXIS, { scale: 2, align: 'center' });
 
   let x0 = finite.length ? finite[0].step : 0;
   let x1 = finite.length ? finite[finite.length - 1].step : 1;
@@ -126,7 +126,7 @@ export function renderLossPlot(points: readonly LossPoint[], opts: PlotOptions =
 
   const yLabels = yt.ticks.map((v) => formatTick(v, yt.step));
   const left = 16 + th + 8 + Math.max(...yLabels.map((l) => textWidth(l, s))) + 8;
-  const right = W - 20, top = 36, bottom = H - (th * 2 + 26);
+  const right = W - 20, top = 44, bottom = H - (th * 2 + 26);
   const px = (x: number) => left + ((x - x0) / (x1 - x0)) * (right - left);
   const py = (y: number) => bottom - ((y - y0) / (y1 - y0)) * (bottom - top);
 
@@ -175,7 +175,7 @@ export function renderLossPlot(points: readonly LossPoint[], opts: PlotOptions =
     drawText(img, lx + 24, y, t, AXIS, { scale: s });
   });
   const last = finite[finite.length - 1];
-  if (last) drawText(img, left + 6, top + 6, `step ${last.step}: loss ${fmt(last.loss, 4)}, lr ${fmt(last.lr, 3)}`, AXIS, { scale: s });
+  if (last) drawText(img, (left + right) / 2, 28, `step ${last.step}: loss ${fmt(last.loss, 4)}, lr ${fmt(last.lr, 3)}`, AXIS, { scale: s, align: 'center' });
   return img;
 }
 
