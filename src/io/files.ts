@@ -280,6 +280,9 @@ function removeTracked(): string[] {
 }
 
 function onSignal(sig: NodeJS.Signals): void {
+  // A command with its own handler (batch, worker, train: finish the current job first) keeps control; what is
+  // still tracked when it exits is removed by the exit hook.
+  if (process.listenerCount(sig) > 1) return;
   const removed = removeTracked();
   for (const p of removed) process.stderr.write(`karlo: interrupted (${sig}); removed partial output ${printable(p)}\n`);
   for (const s of SIGNALS) process.removeListener(s, onSignal);
@@ -289,7 +292,9 @@ function onSignal(sig: NodeJS.Signals): void {
 
 /**
  * Tracks a temporary output (file or folder) so that SIGINT/SIGTERM/SIGHUP and process exit remove it; returns
- * the function that stops tracking it (call it once the output is renamed into place or removed).
+ * the function that stops tracking it (call it once the output is renamed into place or removed). The signal
+ * handler runs when the event loop is free: long synchronous work must yield (await) now and then to be
+ * interruptible; a signal that arrives during a synchronous write is handled right after it.
  */
 export function trackTemporary(p: string): () => void {
   if (!handlersInstalled) {

@@ -190,7 +190,7 @@ export async function readImage(file: string, opts: ImageReadOptions = {}): Prom
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
   let fd: number;
   try {
-    fd = fs.openSync(file, 'r');
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK); // non-blocking: a FIFO is refused below, not waited on
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new ImageError(`${file}: no such file`);

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
+import { assertReplaceable, trackTemporary } from './files.js';
 
 export interface RawImage {
   width: number;
@@ -234,14 +235,19 @@ function writePalette(out: Uint8Array, o: number, palette: Uint8Array, index: nu
 
 /** Writes a file atomically: to a temporary file in the same folder, then rename (no half-written outputs). */
 export function writeFileAtomic(file: string, data: Uint8Array): void {
+  // Only an absent path or a regular file is ever replaced (never /dev/null, a FIFO, a socket, a link, a folder).
+  assertReplaceable(file);
   const dir = path.dirname(path.resolve(file));
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
+  const untrack = trackTemporary(tmp); // removed on SIGINT/SIGTERM/exit if still there
   try {
-    fs.writeFileSync(tmp, data);
+    fs.writeFileSync(tmp, data, { flag: 'wx' });
     fs.renameSync(tmp, file);
   } catch (e) {
     try { fs.unlinkSync(tmp); } catch { /* already gone */ }
     throw e;
+  } finally {
+    untrack();
   }
 }
 
