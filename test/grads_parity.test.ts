@@ -1,6 +1,6 @@
 // Training parity against fixtures/grads (fixtures README k): every loss, model output, parameter gradient
 // (max|ours − ref| ≤ 1e-4·max|ref| + 1e-6·grad_global_max_abs), grad_input.*, the sparse token-embedding gradient,
-// params_with_no_grad, and both AdamW steps of the prior and the decoder. The small modules run on native and cpu;
+// params_with_no_grad, both AdamW steps of the prior and the decoder, and LoRA on the decoder (rank 4). The small modules run on native and cpu;
 // the UNets (decoder, text_proj through the decoder, super-res) on native only: on the pure-JS cpu backend their
 // backward pass takes minutes (measured 78 s for text_proj, 290 s for super-res), which `karlo parity --backend cpu`
 // can still run.
@@ -11,7 +11,7 @@ import { fixture, registerNativeOrWhy, useBackend } from './helpers.js';
 import { registerGradients } from '../src/backend/gradients.js';
 import type { Comparison } from '../src/parity/compare.js';
 import {
-  gradsContext, runClipTextGrads, runDecoderAdamW, runDecoderGrads, runPriorAdamW, runPriorGrads, runSuperResGrads,
+  gradsContext, runClipTextGrads, runDecoderAdamW, runDecoderGrads, runDecoderLora, runPriorAdamW, runPriorGrads, runSuperResGrads,
   runTextProjGrads, type GradsContext,
 } from '../src/parity/grads.js';
 
@@ -42,6 +42,7 @@ const UNETS: [string, (c: GradsContext) => Comparison[], { min: number; names: s
   ['decoder', runDecoderGrads, { min: 400, names: ['loss', 'output', 'x_t', 'grad.conv_out.weight', 'grad_input.sample', 'grad_input.encoder_hidden_states', 'grad_input.class_labels'] }],
   ['decoder_adamw', runDecoderAdamW, { min: 790, names: ['adamw1.conv_in.weight', 'adamw2.conv_out.bias', 'loss2', 'loss3'] }],
   ['text_proj', runTextProjGrads, { min: 29, names: ['loss', 'out_encoder_hidden_states', 'out_class_labels', 'grad_input.image_embeddings', 'grad_input.prompt_embeds', 'grad_input.text_encoder_hidden_states', '(upstream grads)'] }],
+  ['decoder_lora', runDecoderLora, { min: 93, names: ['lora.output', 'lora.loss', 'grad.lora.mid_block.attentions.0.to_out.0.up.weight', 'grad.lora.down_blocks.1.attentions.0.to_q.down.weight', '(merged into the base weights)', 'merge + unmerge', 'adapted modules (44)'] }],
   ['super_res_first', runSuperResGrads, { min: 240, names: ['loss', 'upscaled', 'sample', 'output', 'grad_input.sample', 'grad.conv_in.weight'] }],
 ];
 

@@ -7,6 +7,12 @@ import { groupNorm } from '../backend/native/ops.js';
 export class Linear extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter | null;
+  /**
+   * An extra term added to the output, or null: x [rows, in] → [rows, out]. LoRA adapters (src/training/lora.ts)
+   * attach here; a layer that reads `weight` directly instead of calling forward() must honour it too.
+   */
+  delta: ((x: tf.Tensor2D) => tf.Tensor) | null = null;
+
   constructor(readonly inFeatures: number, readonly outFeatures: number, bias = true) {
     super();
     // PyTorch layout [out, in]; forward multiplies with transposeB, so no conversion is needed.
@@ -26,7 +32,7 @@ export class Linear extends Module {
       const y = tf.getBackend() === 'wasm'
         ? tf.fused.matMul({ a: x2, b: tf.transpose(this.weight.value) as tf.Tensor2D, bias: this.bias?.value })
         : tf.fused.matMul({ a: x2, b: this.weight.value as tf.Tensor2D, transposeB: true, bias: this.bias?.value });
-      return tf.reshape(y, [...lead, this.outFeatures]);
+      return tf.reshape(this.delta ? tf.add(y, this.delta(x2)) : y, [...lead, this.outFeatures]);
     }));
   }
 }

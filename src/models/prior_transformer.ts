@@ -124,6 +124,8 @@ export class SelfAttention extends Module {
 
   /** W·xᵀ + b for every batch row: [B, S, dim] → [B, inner, S] (rows = heads × head_dim, so heads split for free). */
   private projectT(lin: Linear, x: tf.Tensor3D): tf.Tensor3D {
+    // With an adapter on the projection (LoRA), the plain Linear path, transposed.
+    if (lin.delta) return tf.transpose(lin.forward(x), [0, 2, 1]) as tf.Tensor3D;
     return tf.add(weightTimesXT(lin.weight.value as tf.Tensor2D, x), tf.reshape(lin.bias!.value, [this.innerDim, 1])) as tf.Tensor3D;
   }
 
@@ -152,6 +154,7 @@ export class SelfAttention extends Module {
       probs = tf.reshape(probs, [bh, s, s]);
       const outT = tf.reshape(tf.matMul(vT, probs, false, true), [b, this.innerDim, s]) as tf.Tensor3D; // [B, H·d, S]
       const out = this.to_out.items[0];
+      if (out.delta) return out.forward(tf.transpose(outT, [0, 2, 1])) as tf.Tensor3D;
       // Plain matMul + add: tfjs-backend-wasm 4.22's _FusedMatMul gives wrong results with transposeA.
       return tf.add(xTTimesWT(outT, out.weight.value as tf.Tensor2D), out.bias!.value) as tf.Tensor3D;
     }));

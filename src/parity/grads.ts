@@ -22,6 +22,7 @@ import { loadUNet2DCondition, type UNet2DConditionModel } from '../models/unet2d
 import { loadUNet2D } from '../models/unet2d.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { AdamW } from '../training/adamw.js';
+import { applyLora } from '../training/lora.js';
 import {
   clipTextLoss, decoderEpsilonLoss, priorSampleLoss, priorTarget, superResEpsilonLoss, textProjDecoderLoss, valueAndGrads,
   type DecoderNoisyBatch,
@@ -557,6 +558,71 @@ export function runDecoderAdamW(ctx: GradsContext): Comparison[] {
   }
 }
 
+/**
+ * LoRA (rank/alpha of index.json) on the decoder's attention projections listed there, with the recorded adapter
+ * weights: output, loss and every adapter gradient (un-merged path), then the output with the adapters merged
+ * into the base weights, and the base weights after unmerge.
+ */
+export function runDecoderLora(ctx: GradsContext): Comparison[] {
+  const label = 'decoder_lora';
+  const idx = moduleIndex(ctx, label);
+  const didx = moduleIndex(ctx, 'decoder');
+  const fx = new GradsFixture(path.join(ctx.dir, 'decoder_lora.safetensors'));
+  const gfx = new GradsFixture(path.join(ctx.dir, 'decoder.safetensors'));
+  const decoder = loadUNet2DCondition(weightsDir(ctx.dir, didx, '../decoder'));
+  const modules = (idx.modules ?? []).map((m) => m.name);
+  if (!modules.length || !idx.rank) throw new Error(`${path.join(ctx.dir, 'index.json')}: modules.decoder_lora has no modules or rank`);
+  const targets = [...new Set(modules.map((m) => (m.endsWith('.to_out.0') ? 'to_out.0' : m.slice(m.lastIndexOf('.') + 1))))];
+  const lora = applyLora(decoder, { rank: idx.rank, alpha: idx.alpha ?? idx.rank, targets });
+  const out: Comparison[] = [];
+  try {
+    const ours = lora.adapters.map((a) => a.module);
+    // (torch's named_modules() visits up_blocks before mid_block, where their modules were registered; ours the other way)
+    const same = ours.length === modules.length && [...ours].sort().every((m, i) => m === [...modules].sort()[i]);
+    out.push({ ...result(`${label}: adapted modules (${ours.length}) = index.json modules (${modules.length})`, same ? 0 : 1, 0, 0), maxRel: same ? 0 : 1 });
+    for (const a of lora.adapters) {
+      a.down.setFromTorch(fx.get(`lora.${a.module}.down.weight`).data as Float32Array, true);
+      a.up.setFromTorch(fx.get(`lora.${a.module}.up.weight`).data as Float32Array, true);
+    }
+    const refGrads = lora.adapters.flatMap((a) => [fx.get(`grad.lora.${a.module}.down.weight`), fx.get(`grad.lora.${a.module}.up.weight`)]);
+    let global = 0;
+    for (const t of refGrads) for (const v of t.data) global = Math.max(global, Math.abs(v));
+    const base = new Map(decoder.namedParameters().map(([k, p]) => [k, data(p.value).slice()]));
+    out.push(...scoped(() => {
+      const b = decoderBatch(ctx, gfx);
+      const res = [compareOutput(`${label}: lora.output`, data(decoderOutput(decoder, b)), fx.get('lora.output'))];
+      const { value, grads } = valueAndGrads(() => decoderEpsilonLoss(decoder, b), lora.variables());
+      res.push(compareLoss(`${label}: lora.loss`, value.dataSync()[0], fx.scalar('lora.loss')));
+      for (const a of lora.adapters) {
+        for (const [p, kind] of [[a.down, 'down'], [a.up, 'up']] as const) {
+          const ref = fx.get(`grad.lora.${a.module}.${kind}.weight`);
+          const g = grads.get(p.name);
+          res.push(compareGrad(`${label}: grad.lora.${a.module}.${kind}.weight`, g ? data(g) : new Float32Array(ref.data.length), ref, global, ctx.rtol));
+        }
+      }
+      lora.merge();
+      res.push(compareOutput(`${label}: lora.output (merged into the base weights)`, data(decoderOutput(decoder, b)), fx.get('lora.output')));
+      lora.unmerge();
+      return res;
+    }));
+    let worst = 0;
+    let maxRef = 0;
+    for (const [k, p] of decoder.namedParameters()) {
+      const was = base.get(k)!;
+      const now = data(p.value);
+      for (let i = 0; i < was.length; i++) {
+        worst = Math.max(worst, Math.abs(now[i] - was[i]));
+        maxRef = Math.max(maxRef, Math.abs(was[i]));
+      }
+    }
+    out.push(result(`${label}: base weights after merge + unmerge`, worst, maxRef, 1e-6 * Math.max(1, maxRef)));
+    return out;
+  } finally {
+    lora.remove();
+    decoder.dispose();
+  }
+}
+
 // ---------- the folder ----------
 
 export interface GradsFile {
@@ -572,6 +638,7 @@ export const GRADS_FILES: GradsFile[] = [
   { file: 'text_proj.safetensors', run: runTextProjGrads },
   { file: 'decoder.safetensors', run: runDecoderGrads },
   { file: 'decoder_adamw.safetensors', run: runDecoderAdamW },
+  { file: 'decoder_lora.safetensors', run: runDecoderLora },
   { file: 'super_res_first.safetensors', run: runSuperResGrads },
 ];
 
