@@ -52,8 +52,10 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
   const run = (name: string, backend: Backend, inputs: Record<string, TensorInfo>, attrs: NamedAttrMap = {}): TensorInfo =>
     getKernel(name, backendName).kernelFunc({ inputs, backend, attrs }) as TensorInfo;
   const f32 = (backend: Backend, t: TensorInfo): Float32Array => {
-    const v = backend.data.get(t.dataId).values;
-    return (v ?? backend.readSync(t.dataId)) as Float32Array;
+    const v = backend.data.get(t.dataId).values ?? backend.readSync(t.dataId);
+    // A float32 tensor can hold another typed array: tfjs-cpu's Cast from bool/int32 shares the source's values
+    // (e.g. the masks in the Maximum/Max gradients).
+    return v instanceof Float32Array ? v : Float32Array.from(v as ArrayLike<number>);
   };
   const allF32 = (...ts: (TensorInfo | undefined)[]) => ts.every((t) => !t || t.dtype === 'float32');
   const out = (backend: Backend, shape: number[], values: Float32Array) => backend.makeTensorInfo(shape, 'float32', values);
