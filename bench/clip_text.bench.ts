@@ -16,6 +16,7 @@ import { randomWeights } from './random_weights.js';
 import { readJson } from '../src/io/weights.js';
 import { CLIPTextModelWithProjection, clipTextConfig, loadClipTextModel, type CLIPTextConfig } from '../src/models/clip_text.js';
 import { CLIPTokenizer } from '../src/tokenizer/clip_tokenizer.js';
+import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -85,6 +86,7 @@ async function main(): Promise<void> {
   const i = process.argv.indexOf('--child');
   if (i >= 0) return child(process.argv[i + 1]);
   // Backends: `--backend B` (as bench/index.ts passes it) or positional names; default (or auto) every available one.
+  checkBenchArgs('clip_text', {});
   const argv = process.argv.slice(2);
   const asked: string[] = [];
   for (let k = 0; k < argv.length; k++) {

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { PickleWriter, saveTorchStateDict, writeZip, type TensorToSave } from '../src/io/torch/writer.js';
 import { convertOriginal, ORIGINAL_FILES } from '../tools/convert/convert.js';
+import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MB = 1e6;
@@ -59,6 +60,7 @@ function child(from: string, out: string): void {
 }
 
 function main(): void {
+  checkBenchArgs('convert', { boolean: ['keep'], positionals: false });
   const keep = process.argv.includes('--keep');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-convert-bench-'));
   const from = path.join(dir, 'original');

@@ -31,6 +31,7 @@ import { UnCLIPTextProjModel, loadTextProj, textProjConfig } from '../src/models
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { decoderConditioning, guidedModelOutput } from '../src/pipeline/decoder_stage.js';
+import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -167,6 +168,7 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const i = argv.indexOf('--child');
   if (i >= 0) return child(argv[i + 1], argv[i + 2], Number(argv[i + 3]), Number(argv[i + 4] ?? 0));
+  checkBenchArgs('decoder', { string: ['size', 'warm-steps'], boolean: ['allow-slow'] });
   const pi = argv.indexOf('--probe');
   if (pi >= 0) return probe(argv[pi + 1]);
   const opt = (name: string) => { const k = argv.indexOf(name); return k >= 0 ? argv[k + 1] : undefined; };

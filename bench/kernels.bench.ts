@@ -10,6 +10,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend/index.js';
+import { checkBenchArgs } from './args.js';
 import { loadAddon, describeNative, gemmLibrary, nativeBufferPool } from '../src/backend/native/index.js';
 
 interface Shape {
@@ -43,6 +44,7 @@ function flops(s: Shape): number {
 }
 
 function args() {
+  checkBenchArgs('kernels', { string: ['backends', 'cap', 'only'], boolean: ['json', 'compare-torch'], positionals: false });
   const a = process.argv.slice(2);
   // `--flag value` and `--flag=value` (the form bench/index.ts and `karlo bench` forward).
   const val = (flag: string) => {

@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, availableBackends, type BackendName } from '../src/backend/index.js';
 import { Linear } from '../src/layers/basic.js';
+import { checkBenchArgs } from './args.js';
 
 interface Case { name: string; flops: number; make: () => { run: () => tf.Tensor; inputs: tf.Tensor[] } }
 
@@ -64,6 +65,7 @@ function arg(name: string): string | undefined {
   return process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
 }
 
+checkBenchArgs('matmul', { string: ['seconds', 'cap'], boolean: ['json'], positionals: false });
 const seconds = Number(arg('seconds') ?? 0.5);
 const cap = Number(arg('cap') ?? 4);
 const json = process.argv.includes('--json');

@@ -15,6 +15,7 @@ import { UNet2DModel } from '../src/models/unet2d.js';
 import { GroupNorm } from '../src/layers/basic.js';
 import { groupNorm } from '../src/backend/native/ops.js';
 import { UNet2DConditionModel, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
+import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -60,6 +61,7 @@ function randomSource(params: [string, number[]][]): TensorSource {
 }
 
 async function main() {
+  checkBenchArgs('native_profile', { string: ['model', 'size', 'batch', 'top'], boolean: ['fused-groupnorm'], positionals: false });
   const model = opt('model', 'sr');
   const size = Number(opt('size', model === 'sr' ? '64' : '32'));
   const batch = Number(opt('batch', model === 'sr' ? '1' : '2'));

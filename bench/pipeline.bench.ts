@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { initBackend } from '../src/backend/index.js';
 import { UnCLIPPipeline, type PipelineStage, type StageTiming } from '../src/pipeline/unclip_pipeline.js';
 import { writeRandomKarloFolder } from './random_weights.js';
+import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const REAL_CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -150,6 +151,7 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const ci = argv.indexOf('--child');
   if (ci >= 0) return child(argv[ci + 1], parseArgs(argv));
+  checkBenchArgs('pipeline', { string: ['model', 'prior-steps', 'decoder-steps', 'sr-steps'], boolean: ['tiny', 'keep-loaded', 'allow-slow'], positionals: false });
   const args = parseArgs(argv);
   const loadavgBefore = os.loadavg();
   const freeGiB = os.freemem() / 2 ** 30;

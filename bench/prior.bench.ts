@@ -19,6 +19,7 @@ import { readJson } from '../src/io/weights.js';
 import { PriorTransformer, loadPrior, type PriorTransformerConfig } from '../src/models/prior_transformer.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
+import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
   const i = process.argv.indexOf('--child');
   if (i >= 0) return child(process.argv[i + 1], process.argv[i + 2]);
   // --config DIR: another prior config.json folder (a smoke run of this script on a small prior).
+  checkBenchArgs('prior', { string: ['config'] });
   const ci = process.argv.indexOf('--config');
   const cfgDir = ci >= 0 ? path.resolve(process.argv[ci + 1]) : path.join(CONFIGS, 'prior');
   const asked = process.argv.slice(2).filter((a, k, all) => !a.startsWith('-') && all[k - 1] !== '--config') as Exclude<BackendName, 'auto'>[];

@@ -24,6 +24,7 @@ import { UNet2DModel, loadUNet2D, type UNet2DConfig } from '../src/models/unet2d
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { bicubicResize } from '../src/layers/interpolate.js';
+import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -140,6 +141,7 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const i = argv.indexOf('--child');
   if (i >= 0) return child(argv[i + 1], argv[i + 2], Number(argv[i + 3]), Number(argv[i + 4] ?? 0));
+  checkBenchArgs('super_res', { string: ['config', 'size', 'warm-steps'], boolean: ['allow-slow'] });
   const opt = (name: string) => { const k = argv.indexOf(name); return k >= 0 ? argv[k + 1] : undefined; };
   const cfgDir = opt('--config') ? path.resolve(opt('--config')!) : path.join(CONFIGS, 'super_res_first');
   const size = Number(opt('--size') ?? 256);

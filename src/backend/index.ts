@@ -13,9 +13,55 @@ export interface BackendChoice {
   name: Exclude<BackendName, 'auto'>;
   /** The tfjs backend name registered with the engine ('tensorflow', 'native', 'wasm', 'cpu'). */
   tfBackend: string;
-  /** One human line: which backend, and why the others were skipped. */
+  /** One short line: `backend: native (oneDNN 2.6, 2 threads)`. */
   message: string;
+  /** Why `auto` skipped the backends before it (one entry each; for --verbose). */
+  skipped: string[];
+  /** For wasm and cpu: one line with the expected slowdown and how to get a faster backend; else undefined. */
+  warning?: string;
 }
+
+/** A bad backend name (argument or KARLO_BACKEND): the user's to fix. */
+export class BackendChoiceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BackendChoiceError';
+  }
+}
+
+let current: BackendChoice | undefined;
+
+/** The backend initBackend chose last (undefined before the first call). */
+export function currentBackend(): BackendChoice | undefined {
+  return current;
+}
+
+/** Short details for the backend line (library versions, threads). */
+async function detailsOf(b: Exclude<BackendName, 'auto'>, pkg?: string): Promise<string> {
+  if (b === 'native') {
+    try {
+      const mod = await import('./native/index.js');
+      const d = mod.describeNative();
+      const dnnl = /oneDNN (\d+\.\d+)/.exec(d)?.[1];
+      const threads = /(\d+) threads?/.exec(d)?.[1];
+      return [dnnl ? `oneDNN ${dnnl}` : '', /OpenBLAS/.test(d) && !dnnl ? 'OpenBLAS' : '', threads ? `${threads} thread${threads === '1' ? '' : 's'}` : '']
+        .filter(Boolean).join(', ');
+    } catch {
+      return '';
+    }
+  }
+  if (b === 'tensorflow') return pkg ?? '';
+  if (b === 'wasm') return 'SIMD, 1 thread';
+  return 'pure JavaScript';
+}
+
+/** How much slower than native a backend runs Karlo's UNets (measured here, decoder step), and the fix. */
+const SLOW_WARNING: Partial<Record<Exclude<BackendName, 'auto'>, string>> = {
+  wasm: 'warning: the wasm backend runs Karlo about 5-10x slower than native',
+  cpu: 'warning: the cpu backend (pure JavaScript) runs Karlo about 300x slower than native',
+};
+const FASTER = 'for the native backend install g++ make python3 libdnnl-dev libopenblas-dev (apt-get), then run `npm rebuild karlo-tfjs`' +
+  ' (in a clone: `npm run build:native`); or `npm install @tensorflow/tfjs-node`';
 
 export class BackendUnavailableError extends Error {
   constructor(readonly backend: string, reason: string) {
@@ -85,9 +131,9 @@ function reasonOf(e: unknown): string {
 
 /** Resolves the backend from an explicit choice, else KARLO_BACKEND, else 'auto'. */
 export function requestedBackend(explicit?: string): BackendName {
-  const v = (explicit ?? process.env.KARLO_BACKEND ?? 'auto').trim();
+  const v = (explicit ?? (process.env.KARLO_BACKEND || 'auto')).trim();
   if (!(BACKEND_NAMES as string[]).includes(v)) {
-    throw new Error(`unknown backend "${v}"${explicit ? '' : ' (from KARLO_BACKEND)'}: choose one of ${BACKEND_NAMES.join(', ')}`);
+    throw new BackendChoiceError(`unknown backend "${v}"${explicit ? '' : ' (from KARLO_BACKEND)'}: choose one of ${BACKEND_NAMES.join(', ')}`);
   }
   return v as BackendName;
 }
@@ -102,17 +148,18 @@ export async function initBackend(name?: string, opts: { log?: (line: string) =>
   const skipped: string[] = [];
   for (const b of order) {
     try {
-      await attempts[b]();
+      const got = await attempts[b]();
       await tf.ready();
       // tfjs-backend-cpu (and backends built on it) prints a "install tfjs-node" banner on its first tensor;
       // our own message below already says which backend runs and why.
       const be = tf.backend() as unknown as { firstUse?: boolean };
       if (be && typeof be.firstUse === 'boolean') be.firstUse = false;
-      const message = requested === 'auto'
-        ? `backend: ${b} (auto${skipped.length ? `; skipped ${skipped.join('; ')}` : ''})`
-        : `backend: ${b}`;
+      const details = await detailsOf(b, typeof got === 'string' ? got : undefined);
+      const message = `backend: ${b}${details ? ` (${details})` : ''}`;
+      const warning = SLOW_WARNING[b] ? `${SLOW_WARNING[b]}; ${FASTER}` : undefined;
       opts.log?.(message);
-      return { requested, name: b, tfBackend: tf.getBackend(), message };
+      current = { requested, name: b, tfBackend: tf.getBackend(), message, skipped, ...(warning ? { warning } : {}) };
+      return current;
     } catch (e) {
       if (requested !== 'auto') {
         throw e instanceof BackendUnavailableError ? e : new BackendUnavailableError(b, (e as Error).message);
