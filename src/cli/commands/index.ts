@@ -10,6 +10,7 @@ import batch from './batch.js';
 import worker from './worker.js';
 import trace from './trace.js';
 import attention from './attention.js';
+import train from './train.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
@@ -22,4 +23,5 @@ export const COMMANDS: CommandModule<any, any>[] = [
   worker,
   trace,
   attention,
+  train,
 ];
