@@ -1,7 +1,10 @@
 // Opening a diffusers-layout Karlo folder (what `UnCLIPPipeline.save_pretrained` writes, e.g. the
-// kakaobrain/karlo-v1-alpha repository): model_index.json names each component and its class; each component
-// is a sub-folder. Everything is checked up front, so a missing or wrong component is one clear error before
-// any weights are read.
+// kakaobrain/karlo-v1-alpha repository; or `UnCLIPImageVariationPipeline`'s, kakaobrain/karlo-v1-alpha-image-
+// variations): model_index.json names each component and its class; each component is a sub-folder. Everything
+// is checked up front, so a missing or wrong component is one clear error before any weights are read.
+// A component may also be a link to a folder elsewhere: a symbolic link, or a small text file holding a relative
+// path (what git checks a symbolic link out as where links are off; the fixtures' variation_tiny shares its
+// components with pipeline_tiny that way, and so does the bundled models/karlo-tiny-variations).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { findWeightsFile, readJson } from './weights.js';
@@ -18,7 +21,20 @@ export type ComponentName =
   | 'tokenizer' | 'text_encoder' | 'prior' | 'text_proj' | 'decoder' | 'super_res_first' | 'super_res_last'
   | 'prior_scheduler' | 'decoder_scheduler' | 'super_res_scheduler';
 
-type Kind = 'model' | 'tokenizer' | 'scheduler';
+type Kind = 'model' | 'tokenizer' | 'scheduler' | 'processor';
+
+export interface ComponentSpec {
+  className: string;
+  kind: Kind;
+}
+
+/** A pipeline class: its model_index.json _class_name and the components it needs. */
+export interface PipelineSpec<C extends string> {
+  className: string;
+  components: Record<C, ComponentSpec>;
+  /** Where such a folder comes from, for error messages. */
+  example: string;
+}
 
 /** The components of UnCLIPPipeline, their expected class, and what each folder must hold. */
 export const UNCLIP_COMPONENTS: Record<ComponentName, { className: string; kind: Kind }> = {
@@ -34,14 +50,65 @@ export const UNCLIP_COMPONENTS: Record<ComponentName, { className: string; kind:
   super_res_scheduler: { className: 'UnCLIPScheduler', kind: 'scheduler' },
 };
 
-export interface ModelFolder {
+export const UNCLIP_PIPELINE: PipelineSpec<ComponentName> = {
+  className: 'UnCLIPPipeline', components: UNCLIP_COMPONENTS, example: 'kakaobrain/karlo-v1-alpha',
+};
+
+export type VariationComponentName =
+  | 'tokenizer' | 'text_encoder' | 'text_proj' | 'decoder' | 'super_res_first' | 'super_res_last'
+  | 'decoder_scheduler' | 'super_res_scheduler' | 'image_encoder' | 'feature_extractor';
+
+/** The components of UnCLIPImageVariationPipeline: no prior; a CLIP image encoder and its image processor. */
+export const VARIATION_PIPELINE: PipelineSpec<VariationComponentName> = {
+  className: 'UnCLIPImageVariationPipeline',
+  components: {
+    tokenizer: UNCLIP_COMPONENTS.tokenizer,
+    text_encoder: UNCLIP_COMPONENTS.text_encoder,
+    text_proj: UNCLIP_COMPONENTS.text_proj,
+    decoder: UNCLIP_COMPONENTS.decoder,
+    super_res_first: UNCLIP_COMPONENTS.super_res_first,
+    super_res_last: UNCLIP_COMPONENTS.super_res_last,
+    decoder_scheduler: UNCLIP_COMPONENTS.decoder_scheduler,
+    super_res_scheduler: UNCLIP_COMPONENTS.super_res_scheduler,
+    image_encoder: { className: 'CLIPVisionModelWithProjection', kind: 'model' },
+    feature_extractor: { className: 'CLIPImageProcessor', kind: 'processor' },
+  },
+  example: 'kakaobrain/karlo-v1-alpha-image-variations (the text-to-image components plus image_encoder/ and feature_extractor/)',
+};
+
+export interface ModelFolder<C extends string = ComponentName> {
   /** Absolute path of the folder. */
   root: string;
-  /** Absolute path of each component's sub-folder. */
-  dirs: Record<ComponentName, string>;
+  /** Absolute path of each component's sub-folder (links resolved). */
+  dirs: Record<C, string>;
   /** The weights file each model component will load (fp32/fp16/bf16 safetensors; widened at load). */
-  weights: Partial<Record<ComponentName, string>>;
+  weights: Partial<Record<C, string>>;
   modelIndex: Record<string, unknown>;
+}
+
+/**
+ * The folder of component `name` under `root`: the sub-folder itself (or what a symbolic link points to), or,
+ * when `root/name` is a small regular file holding one relative path (a git symlink checked out without link
+ * support), the folder that path names relative to `root`. Undefined when there is no such folder.
+ */
+export function componentDir(root: string, name: string): string | undefined {
+  const p = path.join(root, name);
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(p);
+  } catch {
+    return undefined;
+  }
+  if (st.isDirectory()) return p;
+  if (!st.isFile() || st.size === 0 || st.size > 1024) return undefined;
+  const target = fs.readFileSync(p, 'utf8').trim();
+  if (!target || /[\n\r\0]/.test(target) || path.isAbsolute(target)) return undefined;
+  const d = path.resolve(root, target);
+  try {
+    return fs.statSync(d).isDirectory() ? d : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const TOKENIZER_FILES = ['vocab.json', 'merges.txt'];
@@ -66,24 +133,28 @@ function readJsonOrFail(file: string, what: string): Record<string, unknown> {
 
 /**
  * Checks a Karlo/unCLIP folder and returns the path of every component. Throws a ModelFolderError naming the
- * file or component at fault: no folder, no model_index.json, a pipeline other than UnCLIPPipeline, a component
- * missing from the index or on disk, a component of another class, a missing config or weights file.
+ * file or component at fault: no folder, no model_index.json, a pipeline other than `spec`'s (default
+ * UnCLIPPipeline), a component missing from the index or on disk, a component of another class, a missing config
+ * or weights file.
  */
-export function openModelFolder(dir: string): ModelFolder {
+export function openModelFolder(dir: string): ModelFolder<ComponentName>;
+export function openModelFolder<C extends string>(dir: string, spec: PipelineSpec<C>): ModelFolder<C>;
+export function openModelFolder<C extends string>(dir: string, spec: PipelineSpec<C> = UNCLIP_PIPELINE as unknown as PipelineSpec<C>): ModelFolder<C> {
   const root = path.resolve(dir);
   if (!fs.existsSync(root)) throw new ModelFolderError(`${dir}: model folder does not exist`);
   if (!fs.statSync(root).isDirectory()) throw new ModelFolderError(`${dir}: not a folder (expected a diffusers-layout Karlo folder with model_index.json)`);
   const indexFile = path.join(root, 'model_index.json');
   if (!fs.existsSync(indexFile)) {
-    throw new ModelFolderError(`${indexFile}: missing; is ${dir} a diffusers-layout Karlo folder (e.g. kakaobrain/karlo-v1-alpha)?`);
+    throw new ModelFolderError(`${indexFile}: missing; is ${dir} a diffusers-layout Karlo folder (e.g. ${spec.example})?`);
   }
   const index = readJsonOrFail(indexFile, 'pipeline index');
-  if (index._class_name !== 'UnCLIPPipeline') {
-    throw new ModelFolderError(`${indexFile}: _class_name is ${JSON.stringify(index._class_name)}, expected "UnCLIPPipeline"`);
+  if (index._class_name !== spec.className) {
+    throw new ModelFolderError(`${indexFile}: _class_name is ${JSON.stringify(index._class_name)}, expected "${spec.className}" (e.g. ${spec.example})`);
   }
-  const dirs = {} as Record<ComponentName, string>;
-  const weights: Partial<Record<ComponentName, string>> = {};
-  for (const [name, spec] of Object.entries(UNCLIP_COMPONENTS) as [ComponentName, (typeof UNCLIP_COMPONENTS)[ComponentName]][]) {
+  const pipelineSpec = spec;
+  const dirs = {} as Record<C, string>;
+  const weights: Partial<Record<C, string>> = {};
+  for (const [name, spec] of Object.entries(pipelineSpec.components) as [C, ComponentSpec][]) {
     const entry = index[name];
     if (entry === undefined) throw new ModelFolderError(`${indexFile}: component "${name}" (${spec.className}) is missing`);
     if (!Array.isArray(entry) || entry.length !== 2 || entry[1] === null) {
@@ -92,14 +163,21 @@ export function openModelFolder(dir: string): ModelFolder {
     if (entry[1] !== spec.className) {
       throw new ModelFolderError(`${indexFile}: component "${name}" is ${JSON.stringify(entry[1])}, expected "${spec.className}"`);
     }
-    const d = path.join(root, name);
-    if (!fs.existsSync(d) || !fs.statSync(d).isDirectory()) throw new ModelFolderError(`${d}: component folder "${name}" (${spec.className}) is missing`);
+    const d = componentDir(root, name);
+    if (!d) throw new ModelFolderError(`${path.join(root, name)}: component folder "${name}" (${spec.className}) is missing`);
     dirs[name] = d;
     if (spec.kind === 'tokenizer') {
       // vocab.json + merges.txt, or only the configs (the tokenizer then uses the bundled CLIP BPE files).
       const hasFiles = TOKENIZER_FILES.every((f) => fs.existsSync(path.join(d, f)));
       if (!hasFiles && !fs.existsSync(path.join(d, 'tokenizer_config.json'))) {
         throw new ModelFolderError(`${d}: tokenizer "${name}" has neither ${TOKENIZER_FILES.join(' + ')} nor tokenizer_config.json`);
+      }
+    } else if (spec.kind === 'processor') {
+      const file = path.join(d, 'preprocessor_config.json');
+      const cfg = readJsonOrFail(file, `image processor "${name}"`);
+      const t = cfg.image_processor_type ?? cfg.feature_extractor_type;
+      if (t !== undefined && t !== spec.className && t !== 'CLIPFeatureExtractor') {
+        throw new ModelFolderError(`${file}: image_processor_type is ${JSON.stringify(t)}, expected "${spec.className}" for "${name}"`);
       }
     } else if (spec.kind === 'scheduler') {
       const cfg = readJsonOrFail(path.join(d, 'scheduler_config.json'), `scheduler "${name}"`);

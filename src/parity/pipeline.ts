@@ -13,6 +13,7 @@ import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { loadUNet2D } from '../models/unet2d.js';
 import { loadUNet2DCondition } from '../models/unet2d_condition.js';
 import { UnCLIPPipeline, type GenerateOptions } from '../pipeline/unclip_pipeline.js';
+import { componentDir } from '../io/model_folder.js';
 import type { StageName } from '../pipeline/types.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
@@ -47,6 +48,13 @@ export interface PipelineParityOptions extends ParityOptions {
    * amplify float32 rounding across stages. 'none': free-running end to end.
    */
   forcing?: 'stages' | 'none';
+  /**
+   * Runs the recorded call with the options built here (default: UnCLIPPipeline.load(modelDir).generate(prompt)).
+   * The image-variation and interpolation kinds pass their own pipelines; everything else is shared.
+   */
+  call?: (opts: GenerateOptions) => Promise<{ images: Float32Array; shape: number[] }>;
+  /** The model folder whose schedulers/UNets re-check ill-conditioned steps (default: the run file's folder). */
+  modelDir?: string;
 }
 
 const STAGE_OF: Record<string, StageName> = { prior_scheduler: 'prior', decoder_scheduler: 'decoder', super_res_scheduler: 'super_res' };
@@ -92,7 +100,8 @@ function tolerance(name: string, atol: number): number {
 
 /** Runs one recorded pipeline call through UnCLIPPipeline and compares every recorded tensor. */
 export async function runPipelineParity(runFile: string, opts: PipelineParityOptions = {}): Promise<Comparison[]> {
-  const dir = path.dirname(runFile);
+  const dir = opts.modelDir ?? path.dirname(runFile);
+  const comp = (name: string) => componentDir(dir, name) ?? path.join(dir, name);
   const run = readJson<RunJson>(runFile);
   const ref = SafetensorsFile.open(runFile.replace(/\.json$/, '.safetensors'));
   const atol = opts.atol ?? 1e-4;
@@ -160,8 +169,10 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
     const prevLatents: Partial<Record<StageName, tf.Tensor>> = {};
     const latentDraw: Partial<Record<StageName, number>> = {};
     draws.forEach((d, i) => {
-      if (!d.endsWith('.pipeline_unclip')) return;
-      const stage = (['prior', 'decoder', 'super_res'] as StageName[]).find((s) => latentDraw[s] === undefined && !initial[s]);
+      // initial latents: every site but the scheduler's (pipeline_unclip, or the community pipelines' own file)
+      if (d.endsWith('.scheduling_unclip')) return;
+      // the stages this run has (the variation pipeline has no prior), in order
+      const stage = (['prior', 'decoder', 'super_res'] as StageName[]).find((s) => steps.some((x) => x.stage === s) && latentDraw[s] === undefined && !initial[s]);
       if (stage) latentDraw[stage] = i;
     });
     const sampleIn0 = (stage: StageName): ArrayLike<number> | undefined => {
@@ -239,14 +250,20 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
         },
       },
     };
-    const pipe = await UnCLIPPipeline.load(dir);
-    log(`${path.basename(runFile)}: ${prompts.length} prompt(s), steps ${genOpts.priorSteps}/${genOpts.decoderSteps}/${genOpts.superResSteps}, noise ${mode}`);
+    const call = opts.call ?? (async (o: GenerateOptions) => {
+      const pipe = await UnCLIPPipeline.load(dir);
+      try {
+        return await pipe.generate(prompts, o);
+      } finally {
+        pipe.dispose();
+      }
+    });
+    log(`${path.basename(runFile)}: steps ${genOpts.priorSteps}/${genOpts.decoderSteps}/${genOpts.superResSteps}, noise ${mode}`);
     let result;
     try {
-      result = await pipe.generate(prompts, genOpts);
+      result = await call(genOpts);
     } finally {
       tf.dispose(Object.values(prevLatents));
-      pipe.dispose();
     }
     ours.set('output.images_np_NHWC', { data: result.images, shape: result.shape });
 
@@ -281,7 +298,7 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
       const i = perStageIdx[s.stage] = (perStageIdx[s.stage] ?? -1) + 1;
       const base = `step.${s.index}.${s.scheduler}.t${s.t}`;
       if (!names.has(`${base}.sample_in`) || !names.has(`${base}.model_output_after_cfg`)) continue;
-      if (!schedulers.has(s.scheduler)) schedulers.set(s.scheduler, UnCLIPScheduler.fromDir(path.join(dir, s.scheduler)));
+      if (!schedulers.has(s.scheduler)) schedulers.set(s.scheduler, UnCLIPScheduler.fromDir(comp(s.scheduler)));
       const sch = schedulers.get(s.scheduler)!;
       if (sch.config.prediction_type !== 'epsilon' || !sch.config.clip_sample) continue;
       const next = steps.find((x, k) => k > steps.indexOf(s) && x.stage === s.stage);
@@ -365,7 +382,7 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
       // this stage's step-noise draws: the scheduling draws in order, counted per stage
       const before = steps.slice(0, steps.indexOf(stSteps[0])).filter((x) => x.t > 0 && x.stage !== stage).length;
       const stNoise = draws.filter((d) => d.endsWith('.scheduling_unclip')).slice(before, before + stSteps.filter((x) => x.t > 0).length);
-      const sch = UnCLIPScheduler.fromDir(path.join(dir, scheduler));
+      const sch = UnCLIPScheduler.fromDir(comp(scheduler));
       let k = 0;
       stSteps.forEach((st, i) => {
         const base = `step.${st.index}.${st.scheduler}.t${st.t}`;
@@ -398,7 +415,7 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
     const tensorOf = (n: string) => { const r = refData(n); return tf.tensor(r.data as Float32Array, r.shape, 'float32'); };
 
     if (forcing === 'stages' && flagged.decoder.set.size > 0 && ['cap.decoder_encoder_hidden_states', 'cap.additive_clip_time_embeddings', 'cap.text_mask'].every((n) => names.has(n))) {
-      const decoder = loadUNet2DCondition(path.join(dir, 'decoder'));
+      const decoder = loadUNet2DCondition(comp('decoder'));
       const ehs = tensorOf('cap.decoder_encoder_hidden_states') as tf.Tensor3D;
       const emb = tensorOf('cap.additive_clip_time_embeddings') as tf.Tensor2D;
       const tm = refData('cap.text_mask');
@@ -425,8 +442,8 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
       }
     }
     if (forcing === 'stages' && flagged.super_res.set.size > 0 && names.has('cap.image_upscaled')) {
-      const first = loadUNet2D(path.join(dir, 'super_res_first'));
-      const last = loadUNet2D(path.join(dir, 'super_res_last'));
+      const first = loadUNet2D(comp('super_res_first'));
+      const last = loadUNet2D(comp('super_res_last'));
       const up = tensorOf('cap.image_upscaled');
       try {
         forceStage('super_res', 'super_res_scheduler', (x, t, isLast) => (isLast ? last : first).forward(tf.concat([x, up], 1) as tf.Tensor4D, t),
@@ -486,7 +503,8 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
 
 export const pipelineParity: ParityKind = {
   name: 'pipeline',
-  detect: (dir) => pipelineRuns(dir).length > 0,
+  // text→image folders only (image-variation folders have their own kind)
+  detect: (dir) => pipelineRuns(dir).length > 0 && readJson<{ _class_name?: unknown }>(path.join(dir, 'model_index.json'))._class_name === 'UnCLIPPipeline',
   async run(dir, opts) {
     const out: Comparison[] = [];
     for (const f of pipelineRuns(dir)) {

@@ -14,6 +14,7 @@ import { decoderParity } from './decoder.js';
 import { originalCkptParity } from './original_ckpt.js';
 import { gradsParity } from './grads.js';
 import { clipVisionParity } from './clip_vision.js';
+import { variationParity } from './variation.js';
 
 export interface ParityOptions {
   /** Absolute tolerance factor (the project default 1e-4 · max(1, max|ref|)). */
@@ -31,6 +32,7 @@ export interface ParityKind {
 export const PARITY_KINDS: ParityKind[] = [
   gradsParity,
   pipelineParity,
+  variationParity,
   rngParity,
   superResParity,
   interpParity,

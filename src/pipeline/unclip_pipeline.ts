@@ -6,7 +6,9 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { trimNativeBufferPool } from '../backend/native/index.js';
-import { openModelFolder, type ComponentName, type ModelFolder } from '../io/model_folder.js';
+import { currentBackend, initBackend } from '../backend/index.js';
+import { checkModelFolder } from './check_folder.js';
+import { UNCLIP_COMPONENTS, openModelFolder, type ComponentName, type ModelFolder } from '../io/model_folder.js';
 import { Module, type OutputHook } from '../layers/module.js';
 import { readJson } from '../io/weights.js';
 import { TorchGenerator } from '../random/generator.js';
@@ -135,6 +137,34 @@ export interface GenerateResult {
 export interface LoadOptions {
   /** Keep every component loaded after its stage (faster repeated calls; peak memory = the sum). */
   keepLoaded?: boolean;
+  /**
+   * The tfjs backend (auto | tensorflow | native | wasm | cpu). Given, it is initialised; not given, load
+   * initialises the best available one (as `auto`, or $KARLO_BACKEND) unless the program already chose one.
+   */
+  backend?: string;
+  /** Where load's notes go (the backend line, the wasm/cpu slowdown warning). Default: stderr. */
+  log?: (line: string) => void;
+  /** Check the whole folder (configs, weight headers, names and shapes, tokenizer) before returning. Default true. */
+  check?: boolean;
+  /**
+   * Called with each component right after it is loaded (before its stage runs), e.g. to attach LoRA adapters
+   * (`karlo generate --lora`). Runs once per load: with keepLoaded, once per pipeline.
+   */
+  onComponentLoaded?: (name: string, component: unknown) => void;
+}
+
+/**
+ * The backend part of load: an explicit choice is initialised; otherwise, when nothing chose a backend yet (no
+ * initBackend call and no tf.setBackend), the best available is, so a plain load + generate never lands silently
+ * on the pure-JS cpu backend. wasm and cpu print one warning with the expected slowdown and the fix.
+ */
+export async function ensureBackend(opts: Pick<LoadOptions, 'backend' | 'log'>): Promise<void> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const engine = tf.engine() as unknown as { backendName?: string | null };
+  if (opts.backend === undefined && (currentBackend() || engine.backendName)) return;
+  const choice = await initBackend(opts.backend);
+  log(choice.message);
+  if (choice.warning) log(choice.warning);
 }
 
 type Disposable = { dispose(): void };
@@ -148,18 +178,18 @@ function peakRssMB(): number {
   return process.resourceUsage().maxRSS / 1024;
 }
 
-function checkSteps(name: string, v: number): number {
+export function checkSteps(name: string, v: number): number {
   // UnCLIPScheduler.set_timesteps divides by (N - 1): one step is a ZeroDivisionError in diffusers.
   if (!Number.isInteger(v) || v < 2 || v > 1000) throw new RangeError(`${name} must be an integer in [2, 1000] (UnCLIPScheduler respaces 1000 training steps by (T-1)/(steps-1)), got ${v}`);
   return v;
 }
 
-function checkGuidance(name: string, v: number): number {
+export function checkGuidance(name: string, v: number): number {
   if (typeof v !== 'number' || !Number.isFinite(v)) throw new RangeError(`${name} must be a finite number, got ${v}`);
   return v;
 }
 
-function checkShape(name: string, t: tf.Tensor | undefined, expected: number[]): void {
+export function checkShape(name: string, t: tf.Tensor | undefined, expected: number[]): void {
   if (t === undefined) return;
   if (!(t instanceof tf.Tensor)) throw new TypeError(`${name} must be a tf.Tensor`);
   if (t.isDisposed) throw new Error(`${name} is disposed`);
@@ -195,36 +225,122 @@ async function scoped<T extends tf.TensorContainer>(fn: () => Promise<T> | T): P
   }
 }
 
-export class UnCLIPPipeline {
-  readonly keepLoaded: boolean;
-  /** Shapes read from the component configs (validated up front). */
-  readonly dims: { embeddingDim: number; decoderChannels: number; decoderSize: number; superResChannels: number; superResSize: number };
-  private readonly cache = new Map<string, unknown>();
+/** The components the decoder and super-res stages load (every unCLIP pipeline folder has them). */
+export type DecodeComponent = 'text_proj' | 'decoder' | 'decoder_scheduler' | 'super_res_first' | 'super_res_last' | 'super_res_scheduler';
 
-  private constructor(readonly folder: ModelFolder, opts: LoadOptions) {
-    this.keepLoaded = opts.keepLoaded ?? false;
-    const cfg = (c: 'prior' | 'decoder' | 'super_res_first') => {
-      const file = path.join(folder.dirs[c], 'config.json');
-      return { c: readJson<Record<string, unknown>>(file), file };
-    };
-    const p = cfg('prior'), d = cfg('decoder'), s = cfg('super_res_first');
-    const srIn = num(s.c, 'in_channels', 3, s.file);
-    if (srIn % 2 !== 0) throw new Error(`${s.file}: in_channels ${srIn} must be even (noisy latents ++ upscaled image)`);
-    this.dims = {
-      embeddingDim: num(p.c, 'embedding_dim', 768, p.file),
-      decoderChannels: num(d.c, 'in_channels', 4, d.file),
-      decoderSize: num(d.c, 'sample_size', 64, d.file),
-      superResChannels: srIn / 2,
-      superResSize: num(s.c, 'sample_size', 64, s.file),
+/** The per-call hooks the stage runner serves (a subset of GenerateOptions; `S` names the call's stages). */
+export interface RunHooks<S extends string = PipelineStage> {
+  onStep?: StepCallback;
+  onPreview?: (p: Preview) => void;
+  onStage?: (e: { stage: S; phase: 'load' | 'run' | 'done'; numSteps?: number; timing?: StageTiming }) => void;
+  onIntermediate?: (name: string, t: tf.Tensor) => tf.Tensor | void;
+  outputHooks?: Partial<Record<string, OutputHook>>;
+}
+
+type LoadLater = <M>(key: string, loader: () => Promise<M> | M) => Promise<M>;
+
+/**
+ * One pipeline call's stage machinery, shared by text→image, image variation and interpolation: each stage loads
+ * its components (or takes the kept ones), installs research hooks, runs inside a memory scope, is timed, then
+ * removes the hooks and releases the components (unless keepLoaded). Intermediates go through `capture`.
+ */
+export class PipelineRun<S extends string = PipelineStage> {
+  readonly stages = {} as Record<S, StageTiming>;
+  readonly started = now();
+  constructor(private readonly owner: StagedPipeline<string>, readonly hooks: RunHooks<S>) {}
+
+  /**
+   * Reports an intermediate; a tensor returned by onIntermediate replaces it (a copy is taken; the caller keeps
+   * its own). The replaced tensor is freed.
+   */
+  capture<T extends tf.Tensor>(name: string, t: T): T {
+    const r = this.hooks.onIntermediate?.(name, t);
+    if (!r) return t;
+    if (!(r instanceof tf.Tensor) || r.shape.join(',') !== t.shape.join(',')) {
+      throw new Error(`onIntermediate("${name}") returned ${r instanceof tf.Tensor ? `shape [${r.shape}]` : 'a non-tensor'}; a replacement must have shape [${t.shape}]`);
+    }
+    const copy = tf.keep(tf.clone(r)) as T;
+    t.dispose();
+    return copy;
+  }
+
+  /** The per-step callback of a denoising stage: onStep, and decoded previews for the decoder and super-res. */
+  stepHook(stage: StageName): StepCallback | undefined {
+    const wantPreview = this.hooks.onPreview && stage !== 'prior';
+    if (!this.hooks.onStep && !wantPreview) return undefined;
+    return (info) => {
+      this.hooks.onStep?.(info);
+      if (wantPreview) {
+        const { data, shape } = toUnitNHWC(info.latents);
+        this.hooks.onPreview!({ stage: stage as 'decoder' | 'super_res', step: info.step, timestep: info.timestep, images: data, shape });
+      }
     };
   }
 
   /**
-   * Opens a diffusers-layout Karlo folder (checks model_index.json and every component; throws a
-   * ModelFolderError naming what is wrong). Weights are read when their stage starts.
+   * Runs one stage. `later` loads a component in the middle of the stage (super_res_last at the last step): it is
+   * hooked, released and its seconds counted as loading like the others.
    */
-  static async load(dir: string, opts: LoadOptions = {}): Promise<UnCLIPPipeline> {
-    return new UnCLIPPipeline(openModelFolder(dir), opts);
+  async stage<T extends Loaded, R extends tf.TensorContainer>(
+    stage: S, numSteps: number,
+    loaders: { [K in keyof T]: () => Promise<T[K]> | T[K] },
+    fn: (parts: T, later: LoadLater) => Promise<R> | R,
+  ): Promise<R> {
+    const onStage = this.hooks.onStage ?? (() => {});
+    onStage({ stage, phase: 'load' });
+    const { parts, seconds } = await this.owner.acquire(loaders);
+    const laterParts: Loaded = {};
+    let laterSeconds = 0;
+    const hooked: Module[] = [];
+    const hook = (name: string, part: unknown) => {
+      const h = this.hooks.outputHooks?.[name];
+      if (h && part instanceof Module) { part.setOutputHook(h); hooked.push(part); }
+    };
+    const later: LoadLater = async (key, loader) => {
+      const got = await this.owner.acquire<Loaded>({ [key]: loader });
+      laterParts[key] = got.parts[key];
+      laterSeconds += got.seconds;
+      hook(key, got.parts[key]);
+      return got.parts[key] as Awaited<ReturnType<typeof loader>>;
+    };
+    try {
+      for (const [name, part] of Object.entries(parts)) hook(name, part);
+      onStage({ stage, phase: 'run', numSteps });
+      const t0 = now();
+      const result = await scoped(() => fn(parts, later));
+      const loadSeconds = seconds + laterSeconds, runSeconds = now() - t0 - laterSeconds;
+      this.stages[stage] = { loadSeconds, runSeconds, steps: numSteps, secondsPerStep: runSeconds / numSteps, totalSeconds: loadSeconds + runSeconds };
+      onStage({ stage, phase: 'done', timing: this.stages[stage] });
+      return result;
+    } finally {
+      for (const m of hooked) m.setOutputHook(null);
+      this.owner.release(parts);
+      this.owner.release(laterParts);
+      // The next stage's activations have other sizes: hand the recycled ones to the garbage collector.
+      trimNativeBufferPool();
+    }
+  }
+
+  timings(): PipelineTimings {
+    return { stages: this.stages as unknown as PipelineTimings['stages'], totalSeconds: now() - this.started, peakRssMB: peakRssMB(), backend: tf.getBackend() };
+  }
+}
+
+/** Shapes read from the decoder / super-res configs (validated up front). */
+export interface DecodeDims { decoderChannels: number; decoderSize: number; superResChannels: number; superResSize: number }
+
+/**
+ * What every unCLIP pipeline class shares: a model folder, the component cache (stage-wise loading or
+ * keepLoaded), the stage runner, and the decoder → super-res half of the pipeline.
+ */
+export abstract class StagedPipeline<C extends string> {
+  readonly keepLoaded: boolean;
+  private readonly cache = new Map<string, unknown>();
+  private readonly onComponentLoaded?: LoadOptions['onComponentLoaded'];
+
+  protected constructor(readonly folder: ModelFolder<C>, opts: LoadOptions) {
+    this.keepLoaded = opts.keepLoaded ?? false;
+    this.onComponentLoaded = opts.onComponentLoaded;
   }
 
   /** Frees every component kept loaded (keepLoaded). */
@@ -236,7 +352,7 @@ export class UnCLIPPipeline {
   }
 
   /** Loads (or takes from the cache) the named components; returns them and the seconds spent loading. */
-  private async acquire<T extends Loaded>(loaders: { [K in keyof T]: () => Promise<T[K]> | T[K] }): Promise<{ parts: T; seconds: number }> {
+  async acquire<T extends Loaded>(loaders: { [K in keyof T]: () => Promise<T[K]> | T[K] }): Promise<{ parts: T; seconds: number }> {
     let seconds = 0;
     const parts = {} as T;
     try {
@@ -244,6 +360,7 @@ export class UnCLIPPipeline {
         if (this.cache.has(key)) { parts[key] = this.cache.get(key) as T[keyof T & string]; continue; }
         const t0 = now();
         parts[key] = await loaders[key]();
+        this.onComponentLoaded?.(key, parts[key]);
         seconds += now() - t0;
         if (this.keepLoaded) this.cache.set(key, parts[key]);
       }
@@ -255,16 +372,140 @@ export class UnCLIPPipeline {
   }
 
   /** Disposes stage components unless they are kept. */
-  private release(parts: Loaded): void {
+  release(parts: Loaded): void {
     if (this.keepLoaded) return;
     for (const v of Object.values(parts)) {
       if (v && typeof (v as Disposable).dispose === 'function') (v as Disposable).dispose();
     }
   }
+}
+
+/** decoder / super-res shapes from a folder's configs. */
+export function decodeDims(dirs: Record<'decoder' | 'super_res_first', string>): DecodeDims {
+  const cfg = (c: 'decoder' | 'super_res_first') => {
+    const file = path.join(dirs[c], 'config.json');
+    return { c: readJson<Record<string, unknown>>(file), file };
+  };
+  const d = cfg('decoder'), s = cfg('super_res_first');
+  const srIn = num(s.c, 'in_channels', 3, s.file);
+  if (srIn % 2 !== 0) throw new Error(`${s.file}: in_channels ${srIn} must be even (noisy latents ++ upscaled image)`);
+  return {
+    decoderChannels: num(d.c, 'in_channels', 4, d.file),
+    decoderSize: num(d.c, 'sample_size', 64, d.file),
+    superResChannels: srIn / 2,
+    superResSize: num(s.c, 'sample_size', 64, s.file),
+  };
+}
+
+/** What the decoder → super-res half of every unCLIP pipeline takes. */
+export interface DecodeRequest {
+  /** CFG text rows ([uncond ; cond]) or the conditional rows only; not disposed here. */
+  text: TextOutputs;
+  /** CLIP image embeddings [batch, D]; not disposed here. */
+  imageEmbeddings: tf.Tensor2D;
+  classifierFreeGuidance: boolean;
+  decoderSteps: number;
+  superResSteps: number;
+  decoderGuidance: number;
+  generator: TorchGenerator;
+  decoderLatents?: tf.Tensor;
+  superResLatents?: tf.Tensor;
+  noiseForStep?: Partial<Record<StageName, StageOptions['noiseForStep']>>;
+  stageOptions?: GenerateOptions['stageOptions'];
+  /** Called when the decoder is done (image_small captured): free the conditioning before super-res. */
+  afterDecoder?: () => void;
+}
+
+/**
+ * text_proj + decoder (with the decoder's CFG), then super-res, as UnCLIPPipeline / UnCLIPImageVariationPipeline /
+ * the community interpolation pipelines do after their conditioning: returns NHWC float images in [0, 1] like
+ * output_type="np". image_small is captured (and may be replaced) through the run.
+ */
+export async function decodeAndUpscale<S extends string>(
+  pipe: StagedPipeline<string>, dirs: Record<DecodeComponent, string>, run: PipelineRun<S | 'decoder' | 'super_res'>, req: DecodeRequest,
+): Promise<{ images: Float32Array; shape: [number, number, number, number] }> {
+  let imageSmall: tf.Tensor4D | undefined;
+  let image: tf.Tensor4D | undefined;
+  try {
+    imageSmall = await run.stage('decoder', req.decoderSteps, {
+      text_proj: () => loadTextProj(dirs.text_proj),
+      decoder: () => loadUNet2DCondition(dirs.decoder),
+      decoder_scheduler: () => UnCLIPScheduler.fromDir(dirs.decoder_scheduler),
+    }, (p) => runDecoder(p.text_proj, p.decoder, p.decoder_scheduler, req.imageEmbeddings, req.text, {
+      ...req.stageOptions?.decoder,
+      classifierFreeGuidance: req.classifierFreeGuidance,
+      steps: req.decoderSteps, guidanceScale: req.decoderGuidance, latents: req.decoderLatents, generator: req.generator,
+      onStep: run.stepHook('decoder'), noiseForStep: req.noiseForStep?.decoder,
+    }));
+    imageSmall = run.capture('image_small', imageSmall);
+    if (run.hooks.onPreview) {
+      const { data, shape } = toUnitNHWC(imageSmall);
+      run.hooks.onPreview({ stage: 'decoder', step: -1, timestep: -1, images: data, shape });
+    }
+    req.afterDecoder?.();
+
+    // super_res_last is loaded at the last step, after super_res_first is released (unless keepLoaded), so
+    // only one 2.8 GB UNet is held at a time.
+    image = await run.stage('super_res', req.superResSteps, {
+      super_res_first: () => loadUNet2D(dirs.super_res_first),
+      super_res_scheduler: () => UnCLIPScheduler.fromDir(dirs.super_res_scheduler),
+    }, (p, later) => runSuperRes(p.super_res_first, () => later('super_res_last', () => loadUNet2D(dirs.super_res_last)), p.super_res_scheduler, imageSmall!, {
+      ...req.stageOptions?.super_res,
+      releaseFirst: () => {
+        pipe.release({ super_res_first: p.super_res_first });
+        req.stageOptions?.super_res?.releaseFirst?.();
+      },
+      steps: req.superResSteps, latents: req.superResLatents, generator: req.generator,
+      onStep: run.stepHook('super_res'), noiseForStep: req.noiseForStep?.super_res,
+    }));
+
+    // runSuperRes returns NCHW in [0, 1] (x·0.5 + 0.5, clamped): NHWC like output_type="np".
+    const nhwc = tf.tidy(() => tf.transpose(image!, [0, 2, 3, 1]));
+    let images: Float32Array;
+    try {
+      images = nhwc.dataSync() as Float32Array;
+    } finally {
+      nhwc.dispose();
+    }
+    return { images, shape: [image.shape[0], image.shape[2], image.shape[3], image.shape[1]] };
+  } finally {
+    tf.dispose([imageSmall, image].filter((t): t is tf.Tensor4D => t !== undefined));
+  }
+}
+
+/** The generator of a call: the given one, or a new one from the seed (a random seed when none; reported). */
+export function callGenerator(opts: { seed?: number | bigint; generator?: TorchGenerator }): { generator: TorchGenerator; seed?: bigint } {
+  if (opts.generator) return { generator: opts.generator };
+  // diffusers without a generator draws from torch's global RNG; we make the seed explicit and report it.
+  const seed = opts.seed !== undefined ? BigInt(opts.seed) : BigInt(Math.floor(Math.random() * 2 ** 32));
+  return { generator: new TorchGenerator(seed), seed };
+}
+
+export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
+  /** Shapes read from the component configs (validated up front). */
+  readonly dims: { embeddingDim: number } & DecodeDims;
+
+  private constructor(folder: ModelFolder, opts: LoadOptions) {
+    super(folder, opts);
+    const file = path.join(folder.dirs.prior, 'config.json');
+    this.dims = { embeddingDim: num(readJson<Record<string, unknown>>(file), 'embedding_dim', 768, file), ...decodeDims(folder.dirs) };
+  }
+
+  /**
+   * Opens a diffusers-layout Karlo folder (checks model_index.json and every component; throws a
+   * ModelFolderError naming what is wrong). Weights are read when their stage starts.
+   */
+  static async load(dir: string, opts: LoadOptions = {}): Promise<UnCLIPPipeline> {
+    const folder = openModelFolder(dir);
+    if (opts.check !== false) checkModelFolder(folder, UNCLIP_COMPONENTS);
+    const pipe = new UnCLIPPipeline(folder, opts);
+    await ensureBackend(opts);
+    return pipe;
+  }
 
   /** The settings a call will use: preset, then explicit options, validated. */
   static resolveSettings(opts: GenerateOptions): GenerateResult['settings'] {
-    if (opts.preset !== undefined && !Object.prototype.hasOwnProperty.call(KARLO_PRESETS, opts.preset)) {
+    if (opts.preset !== undefined && !(opts.preset in KARLO_PRESETS)) {
       throw new RangeError(`preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got ${JSON.stringify(opts.preset)}`);
     }
     const base = opts.preset ? KARLO_PRESETS[opts.preset] : UNCLIP_DEFAULTS;
@@ -296,167 +537,52 @@ export class UnCLIPPipeline {
     checkShape('decoderLatents', opts.decoderLatents, [batch, d.decoderChannels, d.decoderSize, d.decoderSize]);
     checkShape('superResLatents', opts.superResLatents, [batch, d.superResChannels, d.superResSize, d.superResSize]);
 
-    let seed: bigint | undefined;
-    let generator = opts.generator;
-    if (!generator) {
-      // diffusers without a generator draws from torch's global RNG; we make the seed explicit and report it.
-      seed = opts.seed !== undefined ? BigInt(opts.seed) : BigInt(Math.floor(Math.random() * 2 ** 32));
-      generator = new TorchGenerator(seed);
-    }
+    const { generator, seed } = callGenerator(opts);
     // diffusers: CFG for the whole call when either scale is > 1.
     const doCfg = settings.priorGuidance > 1 || settings.decoderGuidance > 1;
     const dirs = this.folder.dirs;
-    const stages = {} as Record<PipelineStage, StageTiming>;
-    const tStart = now();
-    const onStage = opts.onStage ?? (() => {});
-    // Reports an intermediate; a tensor returned by the callback replaces it (a copy is taken; the caller keeps
-    // its own). The replaced tensor is freed.
-    const capture = <T extends tf.Tensor>(name: string, t: T): T => {
-      const r = opts.onIntermediate?.(name, t);
-      if (!r) return t;
-      if (!(r instanceof tf.Tensor) || r.shape.join(',') !== t.shape.join(',')) {
-        throw new Error(`onIntermediate("${name}") returned ${r instanceof tf.Tensor ? `shape [${r.shape}]` : 'a non-tensor'}; a replacement must have shape [${t.shape}]`);
-      }
-      const copy = tf.keep(tf.clone(r)) as T;
-      t.dispose();
-      return copy;
-    };
-
-    const timing = (loadSeconds: number, runSeconds: number, steps: number): StageTiming => ({
-      loadSeconds, runSeconds, steps, secondsPerStep: runSeconds / steps, totalSeconds: loadSeconds + runSeconds,
-    });
-    const stepHook = (stage: StageName): StepCallback | undefined => {
-      const wantPreview = opts.onPreview && stage !== 'prior';
-      if (!opts.onStep && !wantPreview) return undefined;
-      return (info) => {
-        opts.onStep?.(info);
-        if (wantPreview) {
-          const { data, shape } = toUnitNHWC(info.latents);
-          opts.onPreview!({ stage: stage as 'decoder' | 'super_res', step: info.step, timestep: info.timestep, images: data, shape });
-        }
-      };
-    };
-
-    // One stage: load its components (or take the kept ones), install research hooks, run inside a memory
-    // scope, time it, then remove the hooks and release the components (unless keepLoaded). `later` loads a
-    // component in the middle of the stage (super_res_last at the last step): it is hooked, released and its
-    // seconds counted as loading like the others.
-    type LoadLater = <M>(key: ComponentName, loader: () => Promise<M> | M) => Promise<M>;
-    const runStage = async <T extends Loaded, R extends tf.TensorContainer>(
-      stage: PipelineStage, numSteps: number,
-      loaders: { [K in keyof T]: () => Promise<T[K]> | T[K] },
-      fn: (parts: T, later: LoadLater) => Promise<R> | R,
-    ): Promise<R> => {
-      onStage({ stage, phase: 'load' });
-      const { parts, seconds } = await this.acquire(loaders);
-      const laterParts: Loaded = {};
-      let laterSeconds = 0;
-      const hooked: Module[] = [];
-      const hook = (name: string, part: unknown) => {
-        const h = opts.outputHooks?.[name as ComponentName];
-        if (h && part instanceof Module) { part.setOutputHook(h); hooked.push(part); }
-      };
-      const later: LoadLater = async (key, loader) => {
-        const got = await this.acquire<Loaded>({ [key]: loader });
-        laterParts[key] = got.parts[key];
-        laterSeconds += got.seconds;
-        hook(key, got.parts[key]);
-        return got.parts[key] as Awaited<ReturnType<typeof loader>>;
-      };
-      try {
-        for (const [name, part] of Object.entries(parts)) hook(name, part);
-        onStage({ stage, phase: 'run', numSteps });
-        const t0 = now();
-        const result = await scoped(() => fn(parts, later));
-        stages[stage] = timing(seconds + laterSeconds, now() - t0 - laterSeconds, numSteps);
-        onStage({ stage, phase: 'done', timing: stages[stage] });
-        return result;
-      } finally {
-        for (const m of hooked) m.setOutputHook(null);
-        this.release(parts);
-        this.release(laterParts);
-        // The next stage's activations have other sizes: hand the recycled ones to the garbage collector.
-        trimNativeBufferPool();
-      }
-    };
+    const run = new PipelineRun<PipelineStage>(this, opts);
 
     let text: TextOutputs | undefined;
     let imageEmbeddings: tf.Tensor2D | undefined;
-    let imageSmall: tf.Tensor4D | undefined;
-    let image: tf.Tensor4D | undefined;
     try {
-      text = await runStage('text', 1, {
+      text = await run.stage('text', 1, {
         tokenizer: () => CLIPTokenizer.fromDir(dirs.tokenizer),
         text_encoder: () => loadClipTextModel(dirs.text_encoder),
       }, (p) => encodePrompt(p.tokenizer, p.text_encoder, prompts, {
         numImagesPerPrompt: settings.numImagesPerPrompt, doClassifierFreeGuidance: doCfg,
       }) as TextOutputs & tf.TensorContainer);
-      text.promptEmbeds = capture('prompt_embeds', text.promptEmbeds);
-      text.textEncHiddenStates = capture('text_enc_hid_states', text.textEncHiddenStates);
-      text.textMask = capture('text_mask', text.textMask);
+      text.promptEmbeds = run.capture('prompt_embeds', text.promptEmbeds);
+      text.textEncHiddenStates = run.capture('text_enc_hid_states', text.textEncHiddenStates);
+      text.textMask = run.capture('text_mask', text.textMask);
 
-      imageEmbeddings = await runStage('prior', settings.priorSteps, {
+      imageEmbeddings = await run.stage('prior', settings.priorSteps, {
         prior: () => loadPrior(dirs.prior),
         prior_scheduler: () => UnCLIPScheduler.fromDir(dirs.prior_scheduler),
       }, (p) => runPrior(p.prior, p.prior_scheduler, text!, {
         ...opts.stageOptions?.prior,
         classifierFreeGuidance: doCfg,
         steps: settings.priorSteps, guidanceScale: settings.priorGuidance, latents: opts.priorLatents, generator,
-        onStep: stepHook('prior'), noiseForStep: opts.noiseForStep?.prior,
+        onStep: run.stepHook('prior'), noiseForStep: opts.noiseForStep?.prior,
       }));
-      imageEmbeddings = capture('image_embeddings', imageEmbeddings);
+      imageEmbeddings = run.capture('image_embeddings', imageEmbeddings);
 
-      imageSmall = await runStage('decoder', settings.decoderSteps, {
-        text_proj: () => loadTextProj(dirs.text_proj),
-        decoder: () => loadUNet2DCondition(dirs.decoder),
-        decoder_scheduler: () => UnCLIPScheduler.fromDir(dirs.decoder_scheduler),
-      }, (p) => runDecoder(p.text_proj, p.decoder, p.decoder_scheduler, imageEmbeddings!, text!, {
-        ...opts.stageOptions?.decoder,
-        classifierFreeGuidance: doCfg,
-        steps: settings.decoderSteps, guidanceScale: settings.decoderGuidance, latents: opts.decoderLatents, generator,
-        onStep: stepHook('decoder'), noiseForStep: opts.noiseForStep?.decoder,
-      }));
-      imageSmall = capture('image_small', imageSmall);
-      if (opts.onPreview) {
-        const { data, shape } = toUnitNHWC(imageSmall);
-        opts.onPreview({ stage: 'decoder', step: -1, timestep: -1, images: data, shape });
-      }
-      tf.dispose([text.promptEmbeds, text.textEncHiddenStates, text.textMask, imageEmbeddings]);
-      text = undefined;
-      imageEmbeddings = undefined;
-
-      // super_res_last is loaded at the last step, after super_res_first is released (unless keepLoaded), so
-      // only one 2.8 GB UNet is held at a time.
-      image = await runStage('super_res', settings.superResSteps, {
-        super_res_first: () => loadUNet2D(dirs.super_res_first),
-        super_res_scheduler: () => UnCLIPScheduler.fromDir(dirs.super_res_scheduler),
-      }, (p, later) => runSuperRes(p.super_res_first, () => later('super_res_last', () => loadUNet2D(dirs.super_res_last)), p.super_res_scheduler, imageSmall!, {
-        ...opts.stageOptions?.super_res,
-        releaseFirst: () => {
-          this.release({ super_res_first: p.super_res_first });
-          opts.stageOptions?.super_res?.releaseFirst?.();
+      const { images, shape } = await decodeAndUpscale(this, dirs, run, {
+        text, imageEmbeddings, classifierFreeGuidance: doCfg,
+        decoderSteps: settings.decoderSteps, superResSteps: settings.superResSteps, decoderGuidance: settings.decoderGuidance,
+        generator, decoderLatents: opts.decoderLatents, superResLatents: opts.superResLatents,
+        noiseForStep: opts.noiseForStep, stageOptions: opts.stageOptions,
+        afterDecoder: () => {
+          tf.dispose([text!.promptEmbeds, text!.textEncHiddenStates, text!.textMask, imageEmbeddings!]);
+          text = undefined;
+          imageEmbeddings = undefined;
         },
-        steps: settings.superResSteps, latents: opts.superResLatents, generator,
-        onStep: stepHook('super_res'), noiseForStep: opts.noiseForStep?.super_res,
-      }));
-
-      // runSuperRes returns NCHW in [0, 1] (x·0.5 + 0.5, clamped): NHWC like output_type="np".
-      const nhwc = tf.tidy(() => tf.transpose(image!, [0, 2, 3, 1]));
-      let images: Float32Array;
-      try {
-        images = nhwc.dataSync() as Float32Array;
-      } finally {
-        nhwc.dispose();
-      }
-      const shape = [image.shape[0], image.shape[2], image.shape[3], image.shape[1]] as [number, number, number, number];
-      return {
-        images, shape, seed, settings,
-        timings: { stages, totalSeconds: now() - tStart, peakRssMB: peakRssMB(), backend: tf.getBackend() },
-      };
+      });
+      return { images, shape, seed, settings, timings: run.timings() };
     } finally {
       const left: tf.Tensor[] = [];
       if (text) left.push(text.promptEmbeds, text.textEncHiddenStates, text.textMask);
-      for (const t of [imageEmbeddings, imageSmall, image]) if (t) left.push(t);
+      if (imageEmbeddings) left.push(imageEmbeddings);
       tf.dispose(left);
     }
   }
