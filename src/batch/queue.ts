@@ -168,6 +168,8 @@ export interface CollectOptions {
   onFailed?: (job: BatchJob, reason: string) => void;
   /** Seconds between full sweeps of the completed/failed sets when no event arrives (default 2). */
   sweepSeconds?: number;
+  /** Called once the collector listens for completions (jobs enqueued after this wake it at once). */
+  onReady?: () => void;
 }
 
 function validResult(v: unknown, hash: string, n: number): WorkerResult | string {
@@ -273,6 +275,7 @@ export async function collectJobs(queue: Queue, jobs: BatchJob[], out: OutputDir
 
   try {
     await events.waitUntilReady();
+    opts.onReady?.();
     const sweepMs = (opts.sweepSeconds ?? 2) * 1000;
     let lastSweep = 0;
     let lastCheck = Date.now();
