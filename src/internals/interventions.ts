@@ -137,3 +137,22 @@ export class Capture {
     this.store.clear();
   }
 }
+
+/**
+ * Several hooks as one: each is called for the paths it wants (hookWants rules); the first tensor one of them
+ * returns replaces the output and is what the later hooks see.
+ */
+export function combineHooks(...hooks: (OutputHook | undefined)[]): OutputHook {
+  const list = hooks.filter((h): h is OutputHook => h !== undefined);
+  const hook: OutputHook = (p, t) => {
+    let cur = t;
+    for (const h of list) {
+      if (!hookWants(h, p)) continue;
+      const r = h(p, cur);
+      if (r instanceof tf.Tensor && cur === t) cur = r;
+    }
+    return cur === t ? undefined : cur;
+  };
+  hook.wants = (p) => list.some((h) => hookWants(h, p));
+  return hook;
+}

@@ -10,8 +10,8 @@
 //                                   cap.text_enc_hid_states, cap.text_mask, cap.prior_latents_final, cap.image_embeddings,
 //                                   cap.decoder_encoder_hidden_states, cap.additive_clip_time_embeddings, cap.image_small,
 //                                   cap.image_upscaled
-//   step.<scheduler>.<what>         per scheduler step: model_output_after_cfg, sample_in, prev_sample (prior and
-//                                   super-res sample_in from step 1 on: their first input is not reported)
+//   step.<scheduler>.<what>         per scheduler step: model_output_after_cfg (not for the prior), sample_in,
+//                                   prev_sample (the prior's sample_in from step 1 on: its first input is not reported)
 // Tensor names in the file follow the parity fixtures: one-shot components (text_encoder, text_proj) write
 // `block_out.<component>.<path>`; denoising components write `step.<iii>.<scheduler>.t<T>.block_out.<component>.<path>`
 // where `step.<iii>.<scheduler>.t<T>` is the fixtures' step label (iii counts every scheduler step of the run,
@@ -175,9 +175,9 @@ export async function recordRun(
       },
       onStep: (info) => {
         const s = info.stage;
-        if (s !== 'decoder' && info.step > 0 && prevLatents) stepTensor(s, info.step, 'sample_in', prevLatents);
+        if (s === 'prior' && info.step > 0 && prevLatents) stepTensor(s, info.step, 'sample_in', prevLatents);
         stepTensor(s, info.step, 'prev_sample', info.latents);
-        if (s !== 'decoder') keepPrev(info.latents);
+        if (s === 'prior') keepPrev(info.latents);
         step = info.step + 1;
         gen.onStep?.(info);
       },
@@ -200,7 +200,11 @@ export async function recordRun(
         super_res: {
           ...gen.stageOptions?.super_res,
           onUpscaled: (im) => { cap('image_upscaled', im); gen.stageOptions?.super_res?.onUpscaled?.(im); },
-          onModelOutput: (i) => { stepTensor('super_res', i.step, 'model_output_after_cfg', i.output); gen.stageOptions?.super_res?.onModelOutput?.(i); },
+          onModelOutput: (i) => {
+            stepTensor('super_res', i.step, 'model_output_after_cfg', i.output);
+            stepTensor('super_res', i.step, 'sample_in', i.sampleIn);
+            gen.stageOptions?.super_res?.onModelOutput?.(i);
+          },
         },
       },
     });
@@ -242,7 +246,7 @@ export async function estimateTrace(pipe: UnCLIPPipeline, prompts: string[], sel
     if (t.info.step === undefined) count = 1;
     else if (component === 'super_res_first') count = chosen(stage, 0, n.super_res - 1);
     else if (component === 'super_res_last') count = chosen(stage, n.super_res - 1, n.super_res);
-    else if (/\.sample_in$/.test(key) && stage !== 'decoder') count = chosen(stage, 1, n[stage]);
+    else if (/\.sample_in$/.test(key) && stage === 'prior') count = chosen(stage, 1, n[stage]);
     else count = chosen(stage, 0, n[stage]);
     byKey.set(key, { shape: t.shape, count });
   }

@@ -21,7 +21,7 @@ export interface SuperResStageOptions extends StageOptions {
   /** Called once with the upscaled image (cap.image_upscaled, NCHW in [-1, 1]); owned by the stage. */
   onUpscaled?: (image: tf.Tensor4D) => void;
   /** Called with each step's model output (cap step.*.model_output_after_cfg); owned by the stage. */
-  onModelOutput?: (info: { step: number; timestep: number; output: tf.Tensor4D }) => void;
+  onModelOutput?: (info: { step: number; timestep: number; output: tf.Tensor4D; sampleIn: tf.Tensor4D }) => void;
   /**
    * Called once when super_res_first is no longer needed (before the last step, i.e. before a super_res_last
    * loader runs), so the caller can free it. Not called when the stage fails before that point.
@@ -94,7 +94,7 @@ export async function runSuperRes(
       const unet = last ? srLast! : srFirst;
       const prev = tf.tidy(() => {
         const noisePred = unet.forward(tf.concat([latents, upscaled], 1) as tf.Tensor4D, t);
-        opts.onModelOutput?.({ step: i, timestep: t, output: noisePred });
+        opts.onModelOutput?.({ step: i, timestep: t, output: noisePred, sampleIn: latents });
         // Recorded noise (parity) is asked for only where the reference draws some (t > 0).
         const noise = t > 0 ? opts.noiseForStep?.(i, latents.shape) : undefined;
         return scheduler.step(noisePred, t, latents, {
