@@ -3,6 +3,7 @@
 // is one loop over those names (no translation tables).
 import * as tf from '@tensorflow/tfjs-core';
 import type { TensorData } from '../io/safetensors.js';
+import type { TorchGenerator } from '../random/generator.js';
 
 /**
  * How a parameter's tfjs tensor relates to its PyTorch state-dict tensor.
@@ -167,6 +168,10 @@ export function mapSource(m: Map<string, TensorData>, label = 'state dict'): Ten
 export class Module {
   /** Dotted path from the root (the state-dict prefix), '' for the root. */
   path = '';
+  /** Training mode (dropout active), like torch's `module.training`. Default false (eval); set with train()/eval(). */
+  training = false;
+  /** Where dropout masks come from while training (torch-compatible generator: reproducible, resumable); null: tfjs's own random. */
+  dropoutGenerator: TorchGenerator | null = null;
   private readonly _params = new Map<string, Parameter>();
   private readonly _children = new Map<string, Module>();
   private _hook: OutputHook | null = null;
@@ -282,6 +287,32 @@ export class Module {
     for (const p of this.parameters()) p.dispose();
   }
 
+  // ---------- training mode ----------
+
+  /**
+   * Sets training mode on this module and every descendant (torch's `train(mode)`): dropout layers drop only in
+   * training mode. `generator` (when given) draws the dropout masks. Returns this.
+   */
+  train(mode = true, opts: { generator?: TorchGenerator | null } = {}): this {
+    for (const [, m] of this.namedModules()) {
+      m.training = mode;
+      if (opts.generator !== undefined) m.dropoutGenerator = opts.generator;
+    }
+    return this;
+  }
+
+  /** Evaluation mode (no dropout): train(false). */
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** nn.Dropout(p) in this module's mode: x in eval mode or for p = 0, else x·mask/(1 − p), mask ~ Bernoulli(1 − p). */
+  protected dropout<T extends tf.Tensor>(x: T, p: number): T {
+    if (!this.training || !p) return x;
+    if (!(p >= 0 && p < 1)) throw new Error(`${this.path || this.constructor.name}: dropout probability ${p} is not in [0, 1)`);
+    return dropoutMask(x, p, this.dropoutGenerator);
+  }
+
   // ---------- output hooks ----------
 
   /** Installs (or with null removes) a hook on this module and all descendants: fn(path, output). */
@@ -311,6 +342,15 @@ export class Module {
     const r = checkReplacement(p, hook(p, out), out);
     return r ? (tf.clone(r) as T) : out;
   }
+}
+
+/** x·keep/(1 − p) with keep = (u ≥ p), u ~ U[0, 1) from the generator (or tfjs's random). Differentiable in x. */
+export function dropoutMask<T extends tf.Tensor>(x: T, p: number, gen: TorchGenerator | null): T {
+  return tf.tidy(() => {
+    const u = gen ? tf.tensor(gen.rand(x.shape), x.shape, 'float32') : tf.randomUniform(x.shape, 0, 1, 'float32');
+    const keep = tf.div(tf.cast(tf.greaterEqual(u, p), 'float32'), 1 - p);
+    return tf.mul(x, keep) as T;
+  });
 }
 
 /** nn.ModuleList: children named '0', '1', … */

@@ -27,6 +27,8 @@ export interface ResnetBlock2DOptions {
   up?: boolean;
   /** 2x2 average pool, stride 2, of both paths (ResnetDownsampleBlock2D). */
   down?: boolean;
+  /** Dropout before conv2, active in training mode only (the UNets' `dropout`). Default 0. */
+  dropout?: number;
 }
 
 /** nn.AvgPool2d(2, 2) on NHWC (odd sizes floor, as torch). */
@@ -128,6 +130,7 @@ export class ResnetBlock2D extends Module {
         h = next(h, this.norm2.forwardSilu(h) as tf.Tensor4D);
       }
       if (this.timeEmbeddingNorm === 'scale_shift') h = next(h, silu(h) as tf.Tensor4D);
+      h = next(h, this.dropout(h, this.opts.dropout ?? 0));
       h = next(h, this.conv2.forward(h));
       if (this.conv_shortcut) input = next(input, this.conv_shortcut.forward(input));
       let out = next(h, tf.add(input, h) as tf.Tensor4D);

@@ -12,6 +12,8 @@ export interface ResnetSettings {
   timeEmbeddingNorm: TimeEmbeddingNorm;
   outputScaleFactor?: number;
   skipTimeAct?: boolean;
+  /** Dropout in every resnet (training mode only). */
+  dropout?: number;
 }
 
 /** diffusers ResnetDownsampleBlock2D: `resnets.{i}`, then (unless last level) `downsamplers.0` = ResnetBlock2D(down). */

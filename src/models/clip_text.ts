@@ -23,6 +23,8 @@ export interface CLIPTextConfig {
   pad_token_id: number;
   bos_token_id: number;
   eos_token_id: number;
+  /** Dropout on the attention probabilities (training mode only). */
+  attention_dropout: number;
 }
 
 export const CLIP_TEXT_DEFAULTS: CLIPTextConfig = {
@@ -38,6 +40,7 @@ export const CLIP_TEXT_DEFAULTS: CLIPTextConfig = {
   pad_token_id: 1,
   bos_token_id: 49406,
   eos_token_id: 49407,
+  attention_dropout: 0,
 };
 
 const ACTS: ClipHiddenAct[] = ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh'];
@@ -120,9 +123,12 @@ export class CLIPAttention extends Module {
   readonly out_proj: Linear;
   readonly numHeads: number;
   readonly headDim: number;
-  constructor(config: CLIPEncoderConfig) {
+  /** transformers' `attention_dropout` on the probabilities (training mode only). */
+  readonly attentionDropout: number;
+  constructor(config: CLIPEncoderConfig & { attention_dropout?: number }) {
     super();
     const D = config.hidden_size;
+    this.attentionDropout = config.attention_dropout ?? 0;
     this.numHeads = config.num_attention_heads;
     this.headDim = D / this.numHeads;
     this.k_proj = this.module('k_proj', new Linear(D, D));
@@ -144,7 +150,7 @@ export class CLIPAttention extends Module {
       const qk = tf.matMul(q, k, false, true);
       const scores = bias ? tf.add(qk, bias) : qk;
       // `<path>.probs` [B, heads, L queries, L keys] (opt-in; causal: query i sees keys ≤ i).
-      const probs = this.emit(tf.softmax(scores, -1), 'probs');
+      const probs = this.dropout(this.emit(tf.softmax(scores, -1), 'probs'), this.attentionDropout);
       const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [B, L, D]);
       return this.out_proj.forward(ctx) as tf.Tensor3D;
     }));

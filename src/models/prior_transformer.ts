@@ -112,7 +112,8 @@ export class SelfAttention extends Module {
   readonly innerDim: number;
   readonly scale: number;
 
-  constructor(readonly dim: number, readonly heads: number, readonly dimHead: number) {
+  /** `dropout`: diffusers' to_out.1 (after the output projection), training mode only. */
+  constructor(readonly dim: number, readonly heads: number, readonly dimHead: number, readonly dropoutP = 0) {
     super();
     this.innerDim = heads * dimHead;
     this.scale = dimHead ** -0.5;
@@ -154,9 +155,9 @@ export class SelfAttention extends Module {
       probs = tf.reshape(probs, [bh, s, s]);
       const outT = tf.reshape(tf.matMul(vT, probs, false, true), [b, this.innerDim, s]) as tf.Tensor3D; // [B, H·d, S]
       const out = this.to_out.items[0];
-      if (out.delta) return out.forward(tf.transpose(outT, [0, 2, 1])) as tf.Tensor3D;
+      if (out.delta) return this.dropout(out.forward(tf.transpose(outT, [0, 2, 1])) as tf.Tensor3D, this.dropoutP);
       // Plain matMul + add: tfjs-backend-wasm 4.22's _FusedMatMul gives wrong results with transposeA.
-      return tf.add(xTTimesWT(outT, out.weight.value as tf.Tensor2D), out.bias!.value) as tf.Tensor3D;
+      return this.dropout(tf.add(xTTimesWT(outT, out.weight.value as tf.Tensor2D), out.bias!.value) as tf.Tensor3D, this.dropoutP);
     }));
   }
 }
@@ -184,12 +185,13 @@ class FeedForwardNet extends Module {
 
 export class FeedForward extends Module {
   readonly net: FeedForwardNet;
-  constructor(dim: number, mult = 4) {
+  /** `dropout`: net.1, after the GELU projection (training mode only). */
+  constructor(dim: number, mult = 4, readonly dropoutP = 0) {
     super();
     this.net = this.module('net', new FeedForwardNet(new GeluProj(dim, dim * mult), new Linear(dim * mult, dim, true)));
   }
   forward(x: tf.Tensor): tf.Tensor {
-    return this.emit(tf.tidy(() => this.net.out.forward(this.net.act.forward(x))));
+    return this.emit(tf.tidy(() => this.net.out.forward(this.dropout(this.net.act.forward(x), this.dropoutP))));
   }
 }
 
@@ -199,12 +201,12 @@ export class BasicTransformerBlock extends Module {
   readonly attn1: SelfAttention;
   readonly norm3: LayerNorm;
   readonly ff: FeedForward;
-  constructor(dim: number, heads: number, dimHead: number) {
+  constructor(dim: number, heads: number, dimHead: number, dropout = 0) {
     super();
     this.norm1 = this.module('norm1', new LayerNorm(dim, 1e-5));
-    this.attn1 = this.module('attn1', new SelfAttention(dim, heads, dimHead));
+    this.attn1 = this.module('attn1', new SelfAttention(dim, heads, dimHead, dropout));
     this.norm3 = this.module('norm3', new LayerNorm(dim, 1e-5));
-    this.ff = this.module('ff', new FeedForward(dim));
+    this.ff = this.module('ff', new FeedForward(dim, 4, dropout));
   }
   forward(x: tf.Tensor3D, bias: tf.Tensor3D | null): tf.Tensor3D {
     return this.emit(tf.tidy(() => {
@@ -250,7 +252,7 @@ export class PriorTransformer extends Module {
     this.embedding_proj = this.module('embedding_proj', new Linear(embeddingProjDim, inner));
     this.encoder_hidden_states_proj = c.encoder_hid_proj_type === 'linear' ? this.module('encoder_hidden_states_proj', new Linear(c.embedding_dim, inner)) : null;
     this.transformer_blocks = this.moduleList('transformer_blocks',
-      Array.from({ length: c.num_layers }, () => new BasicTransformerBlock(inner, c.num_attention_heads, c.attention_head_dim)));
+      Array.from({ length: c.num_layers }, () => new BasicTransformerBlock(inner, c.num_attention_heads, c.attention_head_dim, c.dropout)));
     this.norm_in = c.norm_in_type === 'layer' ? this.module('norm_in', new LayerNorm(inner)) : null;
     this.norm_out = this.module('norm_out', new LayerNorm(inner));
     this.proj_to_clip_embeddings = this.module('proj_to_clip_embeddings', new Linear(inner, this.clipEmbedDim));

@@ -123,6 +123,7 @@ export class UNet2DModel extends Module {
       groups: cfg.norm_num_groups!,
       eps: cfg.norm_eps,
       timeEmbeddingNorm: cfg.resnet_time_scale_shift as ResnetSettings['timeEmbeddingNorm'],
+      dropout: cfg.dropout,
     };
     this.conv_in = this.module('conv_in', new Conv2d(cfg.in_channels, ch[0], 3, { padding: 1 }));
     this.time_embedding = this.module('time_embedding', new TimestepEmbedding(ch[0], timeEmbedDim));

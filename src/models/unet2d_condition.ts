@@ -231,6 +231,7 @@ export class UNet2DConditionModel extends Module {
       timeEmbeddingNorm: c.resnet_time_scale_shift,
       skipTimeAct: c.resnet_skip_time_act,
       outputScaleFactor,
+      dropout: c.dropout,
     });
     const rs = resnetWith(c.resnet_out_scale_factor);
     const layers = perBlock(c.layers_per_block, n);
