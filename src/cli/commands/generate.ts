@@ -5,6 +5,9 @@ import * as path from 'node:path';
 import { BUNDLED_MODEL_DIR } from '../../package_root.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
+import { whyNotReplaceable } from '../../io/files.js';
+import { countNonFinite } from '../../io/weights.js';
+import { defaultMemoryBound, estimateGenerateMemory, memoryRefusal, parseBytes } from '../../pipeline/memory_estimate.js';
 import { ModelFolderError } from '../../io/model_folder.js';
 import { floatToRgb8, writePng } from '../../io/png.js';
 import { RunReport, reportTarget } from '../run_report.js';
@@ -33,6 +36,7 @@ interface GenerateArgs {
   force?: boolean;
   json?: boolean;
   report?: string;
+  'max-memory'?: string;
 }
 
 /** Output file(s): exactly PATH for one image, PATH with -0, -1, … before the extension for several. */
@@ -161,18 +165,29 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
     throw new UsageError(msg);
   }
 
+  // Memory the call needs, from the configs and arguments, before anything is allocated (--max-memory raises it).
+  const maxMemory = argv['max-memory'] === undefined ? defaultMemoryBound() : parseBytes(String(argv['max-memory']));
+  if (maxMemory === null) throw new UsageError(`--max-memory must be an amount of bytes such as 64G or 512M, got "${argv['max-memory']}"`);
+  const estimate = estimateGenerateMemory(argv.model ?? BUNDLED_MODEL_DIR, { prompts: prompts.length, numImagesPerPrompt: settings.numImagesPerPrompt, priorGuidance: settings.priorGuidance, decoderGuidance: settings.decoderGuidance });
+  const refusal = memoryRefusal(estimate, maxMemory);
+  if (refusal) throw new UsageError(refusal);
+
   const out = String(argv.out);
   if (out.trim() === '') throw new UsageError('--out must name a file');
   const files = outputPaths(out, prompts.length * settings.numImagesPerPrompt);
   const outDir = path.dirname(path.resolve(out));
   if (!fs.existsSync(outDir)) throw new UsageError(`--out ${out}: folder ${outDir} does not exist`);
   for (const f of files) {
+    // Only regular files are ever replaced (never /dev/null, a FIFO, a socket, a symlink), --force or not.
+    const notOurs = whyNotReplaceable(f);
+    if (notOurs !== null && !(fs.existsSync(f) && fs.statSync(f).isDirectory())) throw new UsageError(`${f}: ${notOurs}; --out must name a .png file`);
     if (fs.existsSync(f)) {
       if (fs.statSync(f).isDirectory()) throw new UsageError(`${f} is a folder; --out must name a .png file`);
       if (!argv.force) throw new UsageError(`${f} exists; pass --force to overwrite it`);
     }
   }
   const interDir = argv['save-intermediates'] ? intermediatesDir(out) : undefined;
+  if (interDir && fs.existsSync(interDir) && !fs.statSync(interDir).isDirectory()) throw new UsageError(`${interDir}: exists and is not a folder (--save-intermediates writes into it)`);
   if (interDir && fs.existsSync(interDir) && !argv.force) throw new UsageError(`${interDir} exists; pass --force to overwrite the intermediates in it`);
   const reportFile = reportTarget(argv.report, argv.force);
 
@@ -210,6 +225,12 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
   }));
   const reportWritten = report?.finish(result);
 
+  // Say so when an image came out NaN / infinite (it is written, such values as black).
+  const perImage = result.images.length / files.length;
+  for (let i = 0; i < files.length; i++) {
+    const k = countNonFinite(result.images.subarray(i * perImage, (i + 1) * perImage));
+    if (k) process.stderr.write(`karlo: warning: image ${i} (${files[i]}): ${k} of ${perImage} values are NaN or infinite, written as black (non-finite weights or settings)\n`);
+  }
   const written: string[] = [];
   for (let i = 0; i < files.length; i++) {
     writePng(files[i], floatToRgb8(result.images, result.shape, i));
@@ -262,7 +283,8 @@ const command: CommandModule<object, GenerateArgs> = {
     .option('num-images', { type: 'number', describe: 'images per prompt (default 1)' })
     .option('preset', { type: 'string', describe: "Karlo's sampling preset (fast: decoder 25 steps, default: 50)" })
     .option('save-intermediates', { type: 'boolean', describe: 'also write the decoder (64×64) and super-res latents after every step as PNGs to NAME.intermediates/' })
-    .option('force', { type: 'boolean', describe: 'overwrite existing output files' })
+    .option('force', { type: 'boolean', describe: 'overwrite existing output files (regular files only)' })
+    .option('max-memory', { type: 'string', describe: 'refuse calls estimated to need more memory than this (e.g. 64G; default: physical memory)' })
     .option('report', { type: 'string', describe: 'also write a self-contained HTML run report: x0 per step, prior embedding cosines, attention maps, time and memory per stage' })
     .option('json', { type: 'boolean', describe: 'print {"images": [...], "timings": {...}} on stdout' }) as unknown as Argv<GenerateArgs>,
   handler: run,
