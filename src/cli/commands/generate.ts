@@ -11,6 +11,7 @@ import { defaultMemoryBound, estimateGenerateMemory, memoryRefusal, parseBytes }
 import { ModelFolderError } from '../../io/model_folder.js';
 import { floatToRgb8, writePng } from '../../io/png.js';
 import { RunReport, reportTarget } from '../run_report.js';
+import { loraLoadHook, parseLoraArg, type LoraArg } from '../../training/lora_args.js';
 import {
   KARLO_PRESETS, PIPELINE_STAGES, UnCLIPPipeline,
   type GenerateOptions, type PipelineStage, type PipelineTimings, type Preview, type StageEvent,
@@ -37,6 +38,7 @@ interface GenerateArgs {
   json?: boolean;
   report?: string;
   'max-memory'?: string;
+  lora?: string[];
 }
 
 /** Output file(s): exactly PATH for one image, PATH with -0, -1, … before the extension for several. */
@@ -190,6 +192,17 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
   if (interDir && fs.existsSync(interDir) && !fs.statSync(interDir).isDirectory()) throw new UsageError(`${interDir}: exists and is not a folder (--save-intermediates writes into it)`);
   if (interDir && fs.existsSync(interDir) && !argv.force) throw new UsageError(`${interDir} exists; pass --force to overwrite the intermediates in it`);
   const reportFile = reportTarget(argv.report, argv.force);
+  const loras: LoraArg[] = [];
+  for (const a of argv.lora === undefined ? [] : [argv.lora].flat().map(String)) {
+    let l: LoraArg;
+    try {
+      l = parseLoraArg(a);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    if (loras.some((o) => o.component === l.component)) throw new UsageError(`--lora ${a}: a second adapters file for the ${l.component}; one per component`);
+    loras.push(l);
+  }
 
   const modelDir = argv.model ?? BUNDLED_MODEL_DIR;
   if (!argv.model) {
@@ -208,7 +221,7 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
 
   let pipe: UnCLIPPipeline;
   try {
-    pipe = await UnCLIPPipeline.load(modelDir);
+    pipe = await UnCLIPPipeline.load(modelDir, { onComponentLoaded: loras.length ? loraLoadHook(loras) : undefined });
   } catch (e) {
     if (e instanceof ModelFolderError) throw new UsageError(e.message);
     throw new UsageError(`${modelDir}: ${(e as Error).message}`);
@@ -286,6 +299,7 @@ const command: CommandModule<object, GenerateArgs> = {
     .option('force', { type: 'boolean', describe: 'overwrite existing output files (regular files only)' })
     .option('max-memory', { type: 'string', describe: 'refuse calls estimated to need more memory than this (e.g. 64G; default: physical memory)' })
     .option('report', { type: 'string', describe: 'also write a self-contained HTML run report: x0 per step, prior embedding cosines, attention maps, time and memory per stage' })
+    .option('lora', { type: 'string', array: true, describe: 'LoRA adapters FILE[:scale] (from karlo train --lora-rank: checkpoint-N/pytorch_lora_weights.safetensors), attached to the component they were trained on' })
     .option('json', { type: 'boolean', describe: 'print {"images": [...], "timings": {...}} on stdout' }) as unknown as Argv<GenerateArgs>,
   handler: run,
 };
