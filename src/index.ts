@@ -54,6 +54,14 @@ export { inspectPath, type InspectResult, type InspectComponent, type InspectTen
 
 // Parity
 export { compareArrays, type Comparison } from './parity/compare.js';
+// Internals research: attention capture, interventions, traces, attention maps, the run report (README "Looking inside Karlo").
+export {
+  Capture, makeHook, combineHooks, globMatcher, scaleHeads, zeroHeads, replaceWith, addDirection, type Edit,
+} from './internals/interventions.js';
+export { recordRun, estimateTrace, writeTrace, type TracedTensor, type TraceSelection, type TraceEstimate } from './internals/trace.js';
+export { AttentionCollector, attentionPictures, drawAttentionMaps, type AttentionResult } from './internals/attention_maps.js';
+export { ReportCollector } from './internals/report.js';
+export { compareTraceFiles } from './parity/trace.js';
 export { PARITY_KINDS, type ParityKind, type ParityOptions } from './parity/registry.js';
 
 // Package facts
