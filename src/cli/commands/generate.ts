@@ -4,7 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BUNDLED_MODEL_DIR } from '../../package_root.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { UsageError } from '../errors.js';
+import { UsageError, isExpectedError } from '../errors.js';
+import { currentBackend } from '../../backend/index.js';
 import { whyNotReplaceable } from '../../io/files.js';
 import { countNonFinite } from '../../io/weights.js';
 import { defaultMemoryBound, estimateGenerateMemory, memoryRefusal, parseBytes } from '../../pipeline/memory_estimate.js';
@@ -33,6 +34,7 @@ interface GenerateArgs {
   'num-images'?: number;
   preset?: string;
   backend?: string;
+  verbose?: boolean;
   'save-intermediates'?: boolean;
   force?: boolean;
   json?: boolean;
@@ -143,7 +145,8 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
   if (prompts.length === 0) throw new UsageError('give at least one prompt: karlo generate "a red frog" --out frog.png');
   if (prompts.some((p) => p.trim() === '')) throw new UsageError('prompts must not be empty');
   for (const k of ['prior-steps', 'decoder-steps', 'sr-steps', 'prior-guidance', 'decoder-guidance', 'num-images'] as const) checkNumber(k, argv[k]);
-  const seed = parseSeed(argv.seed);
+  // The seed is fixed here and printed before anything runs, so a crash or Ctrl-C never loses it.
+  const seed = parseSeed(argv.seed) ?? BigInt(Math.floor(Math.random() * 2 ** 32));
   if (argv.preset !== undefined && !Object.prototype.hasOwnProperty.call(KARLO_PRESETS, argv.preset)) {
     throw new UsageError(`--preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got "${argv.preset}"`);
   }
@@ -176,9 +179,19 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
 
   const out = String(argv.out);
   if (out.trim() === '') throw new UsageError('--out must name a file');
+  if (/[\\/]$/.test(out)) throw new UsageError(`--out ${out}: names a folder; --out must name a .png file (e.g. ${path.join(out, 'karlo.png')})`);
+  if (path.extname(out).toLowerCase() !== '.png') {
+    throw new UsageError(`--out ${out}: karlo writes PNG images; use a .png name (${path.extname(out) ? `not ${path.extname(out)}` : 'no extension given'})`);
+  }
   const files = outputPaths(out, prompts.length * settings.numImagesPerPrompt);
   const outDir = path.dirname(path.resolve(out));
   if (!fs.existsSync(outDir)) throw new UsageError(`--out ${out}: folder ${outDir} does not exist`);
+  if (!fs.statSync(outDir).isDirectory()) throw new UsageError(`--out ${out}: ${outDir} is not a folder`);
+  try {
+    fs.accessSync(outDir, fs.constants.W_OK);
+  } catch (e) {
+    throw new UsageError(`--out ${out}: folder ${outDir} is not writable (${(e as NodeJS.ErrnoException).code ?? 'access denied'})`);
+  }
   for (const f of files) {
     // Only regular files are ever replaced (never /dev/null, a FIFO, a socket, a symlink), --force or not.
     const notOurs = whyNotReplaceable(f);
@@ -210,22 +223,19 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
       'Its weights are random: it makes coloured noise, not pictures. For real images pass --model with the kakaobrain/karlo-v1-alpha folder.\n');
   }
 
-  const { initBackend } = await import('../../backend/index.js');
-  let backendMessage: string;
-  try {
-    backendMessage = (await initBackend(argv.backend)).message;
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  process.stderr.write(`${backendMessage}\n`);
-
+  process.stderr.write(`seed: ${seed}\n`);
+  // The whole folder is checked before the backend starts or any weights are read (seconds, one line on error).
   let pipe: UnCLIPPipeline;
   try {
-    pipe = await UnCLIPPipeline.load(modelDir, { onComponentLoaded: loras.length ? loraLoadHook(loras) : undefined });
+    pipe = await UnCLIPPipeline.load(modelDir, {
+      backend: argv.backend ?? (process.env.KARLO_BACKEND || 'auto'), log: (l) => process.stderr.write(`${l}\n`),
+      onComponentLoaded: loras.length ? loraLoadHook(loras) : undefined,
+    });
   } catch (e) {
-    if (e instanceof ModelFolderError) throw new UsageError(e.message);
+    if (e instanceof ModelFolderError || isExpectedError(e)) throw e;
     throw new UsageError(`${modelDir}: ${(e as Error).message}`);
   }
+  if (argv.verbose) for (const why of currentBackend()?.skipped ?? []) process.stderr.write(`  skipped ${why}\n`);
 
   const progress = new Progress();
   const previews: Preview[] = [];
