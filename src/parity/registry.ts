@@ -15,6 +15,7 @@ import { originalCkptParity } from './original_ckpt.js';
 import { gradsParity } from './grads.js';
 import { clipVisionParity } from './clip_vision.js';
 import { variationParity } from './variation.js';
+import { interpolationParity } from './interpolation.js';
 
 export interface ParityOptions {
   /** Absolute tolerance factor (the project default 1e-4 · max(1, max|ref|)). */
@@ -33,6 +34,7 @@ export const PARITY_KINDS: ParityKind[] = [
   gradsParity,
   pipelineParity,
   variationParity,
+  interpolationParity,
   rngParity,
   superResParity,
   interpParity,

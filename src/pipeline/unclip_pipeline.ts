@@ -13,7 +13,7 @@ import { Module, type OutputHook } from '../layers/module.js';
 import { readJson } from '../io/weights.js';
 import { TorchGenerator } from '../random/generator.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
-import { loadClipTextModel } from '../models/clip_text.js';
+import { loadClipTextModel, type CLIPTextModelWithProjection } from '../models/clip_text.js';
 import { loadPrior } from '../models/prior_transformer.js';
 import { loadTextProj } from '../models/text_proj.js';
 import { loadUNet2DCondition } from '../models/unet2d_condition.js';
@@ -530,8 +530,26 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
     if (!Array.isArray(prompts) || prompts.length === 0 || prompts.some((p) => typeof p !== 'string')) {
       throw new TypeError('prompts must be a non-empty array of strings');
     }
+    return this.generateFromText(prompts.length, (p, c) => encodePrompt(p.tokenizer, p.text_encoder, prompts, {
+      numImagesPerPrompt: c.settings.numImagesPerPrompt, doClassifierFreeGuidance: c.classifierFreeGuidance,
+    }), opts);
+  }
+
+  /**
+   * The text→image pipeline with a custom text stage (the interpolation pipelines): `encode` turns the loaded
+   * tokenizer and text encoder into the TextOutputs of `prompts` conditional rows (× numImagesPerPrompt; with
+   * CFG the unconditional rows first), inside the text stage's memory scope. `capture` reports intermediates
+   * (and returns a replacement when a hook gives one: a kept tensor the caller frees).
+   */
+  async generateFromText(
+    prompts: number,
+    encode: (parts: { tokenizer: CLIPTokenizer; text_encoder: CLIPTextModelWithProjection }, ctx: {
+      settings: GenerateResult['settings']; classifierFreeGuidance: boolean; capture: <T extends tf.Tensor>(name: string, t: T) => T;
+    }) => TextOutputs,
+    opts: GenerateOptions = {},
+  ): Promise<GenerateResult> {
     const settings = UnCLIPPipeline.resolveSettings(opts);
-    const batch = prompts.length * settings.numImagesPerPrompt;
+    const batch = prompts * settings.numImagesPerPrompt;
     const d = this.dims;
     checkShape('priorLatents', opts.priorLatents, [batch, d.embeddingDim]);
     checkShape('decoderLatents', opts.decoderLatents, [batch, d.decoderChannels, d.decoderSize, d.decoderSize]);
@@ -549,9 +567,10 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
       text = await run.stage('text', 1, {
         tokenizer: () => CLIPTokenizer.fromDir(dirs.tokenizer),
         text_encoder: () => loadClipTextModel(dirs.text_encoder),
-      }, (p) => encodePrompt(p.tokenizer, p.text_encoder, prompts, {
-        numImagesPerPrompt: settings.numImagesPerPrompt, doClassifierFreeGuidance: doCfg,
-      }) as TextOutputs & tf.TensorContainer);
+      }, (p) => encode(p, { settings, classifierFreeGuidance: doCfg, capture: (name, t) => run.capture(name, t) }) as TextOutputs & tf.TensorContainer);
+      if (text.promptEmbeds.shape[0] !== (doCfg ? 2 : 1) * batch) {
+        throw new Error(`the text stage returned ${text.promptEmbeds.shape[0]} rows, expected ${(doCfg ? 2 : 1) * batch}`);
+      }
       text.promptEmbeds = run.capture('prompt_embeds', text.promptEmbeds);
       text.textEncHiddenStates = run.capture('text_enc_hid_states', text.textEncHiddenStates);
       text.textMask = run.capture('text_mask', text.textMask);
