@@ -350,3 +350,32 @@ export function removeStaleTemporaries(target: string, tags: readonly string[], 
   }
   return removed;
 }
+
+const scannedForWriteTemps = new Set<string>();
+
+/**
+ * Temporary files of atomic writes (`.<name>.<pid>.<time>.tmp`, png.ts's writeFileAtomic) in the folder of `file`
+ * left by processes that no longer run: removed, each logged. Each folder is scanned once per process.
+ */
+export function removeStaleWriteTemps(file: string, log: (line: string) => void = () => {}): string[] {
+  const dir = path.dirname(path.resolve(file));
+  if (scannedForWriteTemps.has(dir)) return [];
+  scannedForWriteTemps.add(dir);
+  let names: string[];
+  try { names = fs.readdirSync(dir); } catch { return []; }
+  const removed: string[] = [];
+  for (const n of names) {
+    const m = /^\..+\.(\d+)\.\d+\.tmp$/.exec(n);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || pidAlive(pid)) continue;
+    const p = path.join(dir, n);
+    try {
+      if (!fs.lstatSync(p).isFile()) continue;
+      fs.rmSync(p, { force: true });
+      removed.push(p);
+      log(`removed ${printable(p)}, left behind by process ${pid} (no longer running)`);
+    } catch { /* not ours to remove */ }
+  }
+  return removed;
+}

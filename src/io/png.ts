@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { assertReplaceable, trackTemporary } from './files.js';
+import { assertReplaceable, removeStaleWriteTemps, trackTemporary } from './files.js';
 
 export interface RawImage {
   width: number;
@@ -237,6 +237,7 @@ function writePalette(out: Uint8Array, o: number, palette: Uint8Array, index: nu
 export function writeFileAtomic(file: string, data: Uint8Array): void {
   // Only an absent path or a regular file is ever replaced (never /dev/null, a FIFO, a socket, a link, a folder).
   assertReplaceable(file);
+  removeStaleWriteTemps(file, (line) => process.stderr.write(`karlo: ${line}\n`));
   const dir = path.dirname(path.resolve(file));
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
   const untrack = trackTemporary(tmp); // removed on SIGINT/SIGTERM/exit if still there

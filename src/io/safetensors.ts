@@ -5,7 +5,7 @@
 // ever holds more than one tensor.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FileRefusedError, openRegularFile, parseJsonText, printable } from './files.js';
+import { FileRefusedError, assertReplaceable, openRegularFile, parseJsonText, printable, trackTemporary } from './files.js';
 
 const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -487,12 +487,19 @@ export function toF16Bits(v: number): number {
 
 /**
  * Writes a safetensors file atomically: to `file.tmp-<pid>` first, renamed into place at the end, so an
- * interrupted write never leaves a half-written file under the real name. Tensors are written one at a
- * time (data may be a thunk), so files larger than memory or 4 GB work.
+ * interrupted write never leaves a half-written file under the real name (the temporary file is also removed on
+ * SIGINT/SIGTERM). Tensors are written one at a time (data may be a thunk), so files larger than memory or 4 GB
+ * work. Only an absent path or a regular file is replaced.
  */
 export function saveSafetensors(file: string, tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>, metadata: Record<string, string> = { format: 'pt' }): void {
+  for (const _ of saveSafetensorsSteps(file, tensors, metadata)) { /* run to the end */ }
+}
+
+/** saveSafetensors as steps: yields after each tensor (a caller may await between steps to stay interruptible). */
+export function* saveSafetensorsSteps(file: string, tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>, metadata: Record<string, string> = { format: 'pt' }): Generator<void, void, void> {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
-  const header: Record<string, unknown> = {};
+  // No prototype: a tensor named __proto__ is an ordinary key here.
+  const header = Object.create(null) as Record<string, unknown>;
   if (metadata && Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
   for (const [name, t] of entries) {
@@ -512,8 +519,11 @@ export function saveSafetensors(file: string, tensors: Map<string, TensorToWrite
   const lenBuf = Buffer.alloc(8);
   lenBuf.writeBigUInt64LE(BigInt(hbuf.length));
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  assertReplaceable(file);
   const tmp = `${file}.tmp-${process.pid}`;
+  const untrack = trackTemporary(tmp);
   const fd = fs.openSync(tmp, 'w');
+  let done = false;
   try {
     let pos = 0;
     const write = (b: Uint8Array) => {
@@ -529,12 +539,17 @@ export function saveSafetensors(file: string, tensors: Map<string, TensorToWrite
     for (const [name, t] of entries) {
       const raw = typeof t.data === 'function' ? t.data() : t.data;
       write(encode(name, t, raw));
+      yield;
     }
     fs.closeSync(fd);
     fs.renameSync(tmp, file);
-  } catch (e) {
-    try { fs.closeSync(fd); } catch { /* already closed */ }
-    try { fs.unlinkSync(tmp); } catch { /* nothing to remove */ }
-    throw e;
+    done = true;
+  } finally {
+    // An error, or a caller that stopped the steps early: nothing half-written stays behind.
+    if (!done) {
+      try { fs.closeSync(fd); } catch { /* already closed */ }
+      try { fs.unlinkSync(tmp); } catch { /* nothing to remove */ }
+    }
+    untrack();
   }
 }

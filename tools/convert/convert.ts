@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BUNDLED_MODEL_DIR } from '../../src/package_root.js';
-import { saveSafetensors, decodeBytes, type TensorToWrite } from '../../src/io/safetensors.js';
+import { saveSafetensorsSteps, decodeBytes, type TensorToWrite } from '../../src/io/safetensors.js';
+import { pidAlive, printable, removeStaleTemporaries, trackTemporary } from '../../src/io/files.js';
 import { TorchCheckpoint, type TorchOpenOptions } from '../../src/io/torch/checkpoint.js';
 import type { TorchTensor } from '../../src/io/torch/tensor.js';
 import { CONFIG_FILES, defaultHparams, readKarloConfigs, type KarloHparams } from './hparams.js';
@@ -202,9 +203,9 @@ function writeJson(file: string, v: JsonValue): void {
 
 const WEIGHTS_FILE: Record<string, string> = { text_encoder: 'model.safetensors' };
 
-/** Writes one component (config.json + weights) into `dir`, tensor by tensor. */
-function writeComponent(plan: ComponentPlan, resolve: (src: string) => [TorchCheckpoint, TorchTensor], dir: string,
-  progress: (tensorsDone: number, bytesDone: number) => void): { bytes: number } {
+/** Writes one component (config.json + weights) into `dir`, tensor by tensor (a step after each). */
+function* writeComponent(plan: ComponentPlan, resolve: (src: string) => [TorchCheckpoint, TorchTensor], dir: string,
+  progress: (tensorsDone: number, bytesDone: number) => void): Generator<void, { bytes: number }, void> {
   fs.mkdirSync(dir, { recursive: true });
   writeJson(path.join(dir, 'config.json'), plan.config);
   let cacheKey = '';
@@ -231,7 +232,7 @@ function writeComponent(plan: ComponentPlan, resolve: (src: string) => [TorchChe
       },
     });
   }
-  saveSafetensors(path.join(dir, WEIGHTS_FILE[plan.component] ?? 'diffusion_pytorch_model.safetensors'), tensors, { format: 'pt' });
+  yield* saveSafetensorsSteps(path.join(dir, WEIGHTS_FILE[plan.component] ?? 'diffusion_pytorch_model.safetensors'), tensors, { format: 'pt' });
   return { bytes: bytesDone };
 }
 
@@ -252,9 +253,55 @@ function writeStaticFiles(tmp: string): void {
 
 /** Converts the release in `opts.from` into the diffusers-layout folder `opts.out`. */
 export function convertOriginal(opts: ConvertOptions): ConvertReport {
+  const steps = convertSteps(opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * convertOriginal, yielding to the event loop after every tensor, so SIGINT/SIGTERM are handled while it runs:
+ * the partial output is then removed (files.ts) and the process ends with the signal. `KARLO_CONVERT_STEP_DELAY_MS`
+ * (a testing aid) waits that long at every step.
+ */
+export async function convertOriginalAsync(opts: ConvertOptions): Promise<ConvertReport> {
+  const delay = Number(process.env.KARLO_CONVERT_STEP_DELAY_MS ?? 0);
+  const steps = convertSteps(opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((res) => (delay > 0 ? setTimeout(res, delay) : setImmediate(res)));
+  }
+}
+
+/**
+ * Leftovers of conversions into `out` by processes that no longer run: `.OUT.partial-PID` folders are removed;
+ * an `.OUT.old-PID` (the previous output, moved aside in the last instant) is put back when `out` is missing and
+ * removed otherwise. Each is logged.
+ */
+export function removeStaleConversions(out: string, log: (line: string) => void): void {
+  const dir = path.dirname(out);
+  const base = path.basename(out);
+  let names: string[];
+  try { names = fs.readdirSync(dir); } catch { return; }
+  for (const n of names) {
+    const m = new RegExp(`^\\.${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.old-(\\d+)$`).exec(n);
+    if (!m || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
+    const p = path.join(dir, n);
+    if (!fs.existsSync(out)) {
+      fs.renameSync(p, out);
+      log(`restored ${printable(out)} from ${printable(p)}, left behind by process ${m[1]} (no longer running)`);
+    }
+  }
+  removeStaleTemporaries(out, ['partial', 'old'], log);
+}
+
+function* convertSteps(opts: ConvertOptions): Generator<void, ConvertReport, void> {
   const log = opts.log ?? (() => {});
   const t0 = performance.now();
   const out = path.resolve(opts.out);
+  removeStaleConversions(out, log);
   if (fs.existsSync(out)) {
     const st = fs.statSync(out);
     if (!st.isDirectory()) throw new Error(`${opts.out}: exists and is not a folder`);
@@ -266,6 +313,7 @@ export function convertOriginal(opts: ConvertOptions): ConvertReport {
   const everything = COMPONENTS.every((c) => components.includes(c));
   const rel = openOriginal(opts.from, opts, components);
   const tmp = path.join(path.dirname(out), `.${path.basename(out)}.partial-${process.pid}`);
+  let untrackTmp = () => {};
   try {
     const plans = planRelease(rel, hp, components);
     log(`hparams: ${hp.fromYaml ? `Karlo configs in ${hp.source}` : hp.source}`);
@@ -279,10 +327,11 @@ export function convertOriginal(opts: ConvertOptions): ConvertReport {
       if (p.component === 'super_res_first') log('  super_res: sample_size 256 (the 64→256 stage\'s output size, a constant)');
     }
     fs.rmSync(tmp, { recursive: true, force: true });
+    untrackTmp = trackTemporary(tmp);
     fs.mkdirSync(tmp, { recursive: true });
     const byFile = new Map<string, FileKey>((Object.keys(ORIGINAL_FILES) as FileKey[]).map((k) => [ORIGINAL_FILES[k], k]));
     const reports: ComponentReport[] = [];
-    plans.forEach((plan, index) => {
+    for (const [index, plan] of plans.entries()) {
       const ck = rel.get(byFile.get(plan.sourceFile)!);
       const sd = ck.stateDict();
       const statsName = ORIGINAL_FILES.stats;
@@ -298,10 +347,10 @@ export function convertOriginal(opts: ConvertOptions): ConvertReport {
       const bytes = plan.entries.reduce((a, e) => a + e.dstShape.reduce((x, y) => x * y, 1) * 4, 0);
       log(`[${index + 1}/${plans.length}] ${plan.component} ← ${plan.sourceFile}: ${plan.entries.length} tensors, ${formatBytes(bytes)}`);
       const c0 = performance.now();
-      writeComponent(plan, resolve, path.join(tmp, plan.component), (tensorsDone, bytesDone) =>
+      yield* writeComponent(plan, resolve, path.join(tmp, plan.component), (tensorsDone, bytesDone) =>
         opts.onProgress?.({ component: plan.component, index, count: plans.length, tensorsDone, tensors: plan.entries.length, bytesDone, bytes }));
       reports.push({ component: plan.component, source: plan.sourceFile, tensors: plan.entries.length, bytes, seconds: (performance.now() - c0) / 1000 });
-    });
+    }
     if (everything) writeStaticFiles(tmp);
     // Provenance: where every tensor came from and how (the format of the fixtures' key_map.json).
     writeJson(path.join(tmp, 'karlo_conversion.json'), {
@@ -320,13 +369,14 @@ export function convertOriginal(opts: ConvertOptions): ConvertReport {
       fs.renameSync(out, old);
     }
     fs.renameSync(tmp, out);
+    untrackTmp();
     if (old) fs.rmSync(old, { recursive: true, force: true });
     const seconds = (performance.now() - t0) / 1000;
     return { out, hparamsSource: hp.source, components: reports, bytes: reports.reduce((a, r) => a + r.bytes, 0), seconds };
-  } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
   } finally {
+    // An error, or a caller that stopped the steps: the partial folder goes (a signal: files.ts removes it).
+    if (fs.existsSync(tmp)) fs.rmSync(tmp, { recursive: true, force: true });
+    untrackTmp();
     rel.close();
   }
 }

@@ -2,7 +2,7 @@
 // (.ckpt / .pt / .th, read without Python) → a diffusers-layout folder. Progress per component on stderr.
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
-import { COMPONENTS, convertOriginal, formatBytes, type Component, type ProgressEvent } from '../../../tools/convert/convert.js';
+import { COMPONENTS, convertOriginalAsync, formatBytes, type Component, type ProgressEvent } from '../../../tools/convert/convert.js';
 
 interface Args {
   'from-original': string;
@@ -52,12 +52,12 @@ const command: CommandModule<object, Args> = {
     .option('only', { type: 'string', describe: `comma-separated components to convert (${COMPONENTS.join(', ')}); default: all, plus model_index.json, schedulers and tokenizer` })
     .option('allow-unknown-calls', { type: 'boolean', default: false, describe: 'record calls of non-whitelisted callables in the pickles as inert placeholders instead of refusing the file (nothing is ever executed; os/subprocess/eval & co. stay refused)' })
     .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON on stdout' }) as never,
-  handler: (argv) => {
-    let report: ReturnType<typeof convertOriginal>;
+  handler: async (argv) => {
+    let report: Awaited<ReturnType<typeof convertOriginalAsync>>;
     const only = argv.only?.split(',').map((s) => s.trim()).filter(Boolean);
     for (const c of only ?? []) if (!(COMPONENTS as readonly string[]).includes(c)) throw new UsageError(`--only: unknown component "${c}" (choose from ${COMPONENTS.join(', ')})`);
     try {
-      report = convertOriginal({
+      report = await convertOriginalAsync({
         from: argv['from-original'],
         out: argv.out,
         configs: argv.configs,
