@@ -3,7 +3,7 @@
 // final LayerNorm, pooling at the EOS token, bias-free projection. Parameter names are transformers' keys.
 import * as tf from '@tensorflow/tfjs-core';
 import { Module } from '../layers/module.js';
-import { Embedding, LayerNorm, Linear, gelu, quickGelu } from '../layers/basic.js';
+import { Embedding, LayerNorm, Linear, embeddingLookup, gelu, quickGelu } from '../layers/basic.js';
 import { loadWeights, readConfig } from '../io/weights.js';
 import * as path from 'node:path';
 
@@ -276,7 +276,8 @@ export class CLIPTextModelWithProjection extends Module {
       // first position holding eos_token_id. tf.argMax returns the first maximum, like torch.
       const pos = cfg.eos_token_id === 2 ? tf.argMax(ids, -1) : tf.argMax(tf.cast(tf.equal(ids, cfg.eos_token_id), 'int32'), -1);
       const flatIdx = tf.add(tf.mul(tf.range(0, B, 1, 'int32'), tf.scalar(L, 'int32')), tf.cast(pos, 'int32'));
-      const pooled = tf.gather(tf.reshape(last, [B * L, cfg.hidden_size]), flatIdx);
+      // (a row lookup whose gradient is a scatter-add: tf.gather's needs UnsortedSegmentSum, which wasm lacks)
+      const pooled = embeddingLookup(tf.reshape(last, [B * L, cfg.hidden_size]), flatIdx);
       const textEmbeds = this.text_projection.forward(pooled) as tf.Tensor2D;
       return { lastHiddenState: last, textEmbeds, hiddenStates };
     });
