@@ -9,6 +9,7 @@ import { ModelFolderError, type ModelFolder } from '../io/model_folder.js';
 import { readConfig, safetensorsSource } from '../io/weights.js';
 import { arraysEqual, type Module } from '../layers/module.js';
 import { CLIPTextModelWithProjection, clipTextConfig } from '../models/clip_text.js';
+import { CLIPVisionModelWithProjection, clipVisionConfig } from '../models/clip_vision.js';
 import { PriorTransformer } from '../models/prior_transformer.js';
 import { UnCLIPTextProjModel, textProjConfig } from '../models/text_proj.js';
 import { UNet2DConditionModel, unet2dConditionConfig } from '../models/unet2d_condition.js';
@@ -21,6 +22,7 @@ type Builder = (dir: string, cfgFile: string) => Module;
 /** How each model class is built from its component folder's config.json (what its loader does, minus weights). */
 export const MODEL_BUILDERS: Record<string, Builder> = {
   CLIPTextModelWithProjection: (dir, f) => new CLIPTextModelWithProjection(clipTextConfig(readConfig(dir), f)),
+  CLIPVisionModelWithProjection: (dir, f) => new CLIPVisionModelWithProjection(clipVisionConfig(readConfig(dir), f)),
   PriorTransformer: (dir, f) => new PriorTransformer(readConfig(dir), f),
   UnCLIPTextProjModel: (dir, f) => new UnCLIPTextProjModel(textProjConfig(readConfig(dir), f)),
   UNet2DConditionModel: (dir, f) => new UNet2DConditionModel(unet2dConditionConfig(readConfig(dir), f)),

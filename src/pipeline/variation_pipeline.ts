@@ -15,8 +15,9 @@ import { loadClipTextModel } from '../models/clip_text.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
 import type { TorchGenerator } from '../random/generator.js';
 import { encodePrompt } from './encode_prompt.js';
+import { checkModelFolder } from './check_folder.js';
 import {
-  PipelineRun, StagedPipeline, callGenerator, checkGuidance, checkShape, checkSteps, decodeAndUpscale, decodeDims,
+  PipelineRun, StagedPipeline, callGenerator, ensureBackend, checkGuidance, checkShape, checkSteps, decodeAndUpscale, decodeDims,
   type DecodeDims, type GenerateOptions, type LoadOptions, type PipelineTimings, type RunHooks, type StageTiming,
 } from './unclip_pipeline.js';
 import type { StageName, StageOptions, TextOutputs } from './types.js';
@@ -96,7 +97,11 @@ export class UnCLIPImageVariationPipeline extends StagedPipeline<VariationCompon
    * image components without the prior, plus image_encoder/ and feature_extractor/). ModelFolderError otherwise.
    */
   static async load(dir: string, opts: LoadOptions = {}): Promise<UnCLIPImageVariationPipeline> {
-    return new UnCLIPImageVariationPipeline(openModelFolder(dir, VARIATION_PIPELINE), opts);
+    const folder = openModelFolder(dir, VARIATION_PIPELINE);
+    if (opts.check !== false) checkModelFolder(folder, VARIATION_PIPELINE.components);
+    const pipe = new UnCLIPImageVariationPipeline(folder, opts);
+    await ensureBackend(opts);
+    return pipe;
   }
 
   static resolveSettings(opts: VaryOptions): VariationSettings {
