@@ -82,6 +82,22 @@ test('load: a config value the class refuses, a bad scheduler config, a tokenize
   assert.match(e3.message, /tokenizer[\\/]vocab\.json: token id 60000 does not fit the text encoder's vocab_size 49408/);
 });
 
+test('load: an integer tensor where the model has a float parameter is refused at load, naming the tensor', async () => {
+  const dir = broken('int_dtype', (d) => {
+    const f = path.join(d, 'text_proj', 'diffusion_pytorch_model.safetensors');
+    const b = fs.readFileSync(f);
+    const n = Number(b.readBigUInt64LE(0));
+    const header = b.subarray(8, 8 + n).toString('utf8');
+    const patched = header.replace(/("clip_extra_context_tokens_proj\.bias":\{"dtype":")F32/, '$1I32');
+    assert.is.not(patched, header);
+    Buffer.from(patched, 'utf8').copy(b, 8);
+    fs.writeFileSync(f, b);
+  });
+  const e = await loadError(dir);
+  assert.instance(e, ModelFolderError);
+  assert.match(e.message, /text_proj[\\/]diffusion_pytorch_model\.safetensors: tensor "clip_extra_context_tokens_proj\.bias" is I32/);
+});
+
 test('load: the intact tiny model passes the check', async () => {
   const pipe = await UnCLIPPipeline.load(TINY, { backend: 'cpu', log: () => {} });
   assert.ok(pipe.dims.embeddingDim > 0);

@@ -6,6 +6,7 @@
 // folder fails in seconds with one line naming the file and the key, instead of minutes into a run.
 import * as path from 'node:path';
 import { ModelFolderError, type ModelFolder } from '../io/model_folder.js';
+import { SafetensorsFile, isFloatDType } from '../io/safetensors.js';
 import { readConfig, safetensorsSource } from '../io/weights.js';
 import { arraysEqual, type Module } from '../layers/module.js';
 import { CLIPTextModelWithProjection, clipTextConfig } from '../models/clip_text.js';
@@ -75,6 +76,18 @@ export function checkModelComponent(component: string, className: string, dir: s
       names.delete(k);
     }
     const unexpected = [...names];
+    // Parameters are float tensors (fp32/fp16/bf16 are widened at load): an integer tensor is refused here.
+    if (weightsFile.endsWith('.safetensors')) {
+      const f = SafetensorsFile.open(weightsFile);
+      try {
+        const present = new Set(f.names());
+        for (const [k] of params) {
+          if (present.has(k) && !isFloatDType(f.info(k).dtype)) misshaped.push(`tensor "${k}" is ${f.info(k).dtype}; ${className} parameters are float tensors`);
+        }
+      } finally {
+        f.close();
+      }
+    }
     const problems = [
       ...misshaped,
       ...(missing.length ? [`tensor "${missing[0]}" is missing${missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''}; ${cfgFile} builds a ${className} that needs it`] : []),
