@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { registerGradients } from '../backend/gradients.js';
 import { loadSafetensors, type TensorData } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { oihwToHwio, type Module, type Parameter } from '../layers/module.js';
@@ -661,6 +662,7 @@ export function isGradsFolder(dir: string): boolean {
 }
 
 export async function runGradsParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
+  await registerGradients();
   const ctx = gradsContext(dir, opts);
   const out = compareSchedule(ctx);
   for (const f of GRADS_FILES) {
