@@ -295,7 +295,7 @@ test('a virtual 4 GiB+ file (fs calls faked): offsets past 2^32 reach readSync e
   const FD = 987654;
   Object.assign(fsDefault, {
     openSync: (p: string, ...a: unknown[]) => (p === 'virtual.safetensors' ? FD : (orig.openSync as (...x: unknown[]) => number)(p, ...a)),
-    fstatSync: (fd: number, ...a: unknown[]) => (fd === FD ? { size, isFile: () => true } : (orig.fstatSync as (...x: unknown[]) => fs.Stats)(fd, ...a)),
+    fstatSync: (fd: number, ...a: unknown[]) => (fd === FD ? { size, isFile: (): boolean => true } : (orig.fstatSync as (...x: unknown[]) => fs.Stats)(fd, ...a)),
     closeSync: (fd: number) => (fd === FD ? undefined : orig.closeSync(fd)),
     readSync: (fd: number, buf: Uint8Array, off: number, len: number, pos: number) => {
       if (fd !== FD) return (orig.readSync as (...x: unknown[]) => number)(fd, buf, off, len, pos);

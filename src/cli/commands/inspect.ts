@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { inspectPath, type InspectResult, type InspectDetails } from '../../io/inspect.js';
 import { UsageError } from '../errors.js';
+import { jsonText, printable } from '../../io/files.js';
 
 interface Args {
   path: string;
@@ -17,19 +18,21 @@ export function formatInspect(p: string, r: InspectResult, d: InspectDetails, sh
   const lines: string[] = [];
   const what = d.kind === 'pipeline' ? `pipeline folder${d.pipelineClass ? ` (${d.pipelineClass})` : ''}`
     : d.kind === 'component' ? 'component folder' : d.kind === 'sharded' ? 'sharded checkpoint' : 'safetensors file';
-  lines.push(`${p}: ${what}`);
+  // Names come from the files: printed escaped (no terminal escape sequences, no line breaks).
+  lines.push(`${printable(p)}: ${what}`);
   for (const c of r.components) {
-    const files = (d.files[c.name] ?? []).map((f) => path.relative(process.cwd(), f) || f);
+    const files = (d.files[c.name] ?? []).map((f) => printable(path.relative(process.cwd(), f) || f));
     lines.push('');
-    lines.push(`${c.name}${c.class ? ` (${c.class})` : ''}: ${count(c.parameters)} parameters in ${c.tensors.length} tensors${files.length ? ` [${files.join(', ')}]` : ''}`);
+    lines.push(`${printable(c.name)}${c.class ? ` (${printable(c.class)})` : ''}: ${count(c.parameters)} parameters in ${c.tensors.length} tensors${files.length ? ` [${files.join(', ')}]` : ''}`);
     if (!showTensors) continue;
-    const w = Math.max(0, ...c.tensors.map((t) => t.name.length));
-    for (const t of c.tensors) lines.push(`  ${t.name.padEnd(w)}  ${t.dtype.padEnd(4)}  [${t.shape.join(', ')}]`);
+    const names = c.tensors.map((t) => printable(t.name));
+    const w = Math.max(0, ...names.map((n) => n.length));
+    c.tensors.forEach((t, i) => lines.push(`  ${names[i].padEnd(w)}  ${t.dtype.padEnd(4)}  [${t.shape.join(', ')}]`));
   }
-  for (const s of d.skipped) lines.push(`${s.name}${s.class ? ` (${s.class})` : ''}: ${s.why}`);
+  for (const s of d.skipped) lines.push(`${printable(s.name)}${s.class ? ` (${printable(s.class)})` : ''}: ${s.why}`);
   lines.push('');
-  const w = Math.max(5, ...r.components.map((c) => c.name.length));
-  for (const c of r.components) lines.push(`${c.name.padEnd(w)}  ${count(c.parameters).padStart(15)}`);
+  const w = Math.max(5, ...r.components.map((c) => printable(c.name).length));
+  for (const c of r.components) lines.push(`${printable(c.name).padEnd(w)}  ${count(c.parameters).padStart(15)}`);
   lines.push(`${'total'.padEnd(w)}  ${count(r.parameters).padStart(15)} parameters`);
   return lines;
 }
@@ -51,7 +54,7 @@ const command: CommandModule<object, Args> = {
     }
     if (argv.json) {
       const r = out.result;
-      console.log(JSON.stringify({
+      console.log(jsonText({
         components: r.components.map((c) => ({
           name: c.name, class: c.class, parameters: c.parameters,
           tensors: c.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })),

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { CLIPTokenizer } from '../../tokenizer/clip_tokenizer.js';
 import { UsageError } from '../errors.js';
+import { jsonText, printable } from '../../io/files.js';
 
 interface Args {
   text: string[];
@@ -38,17 +39,17 @@ const command: CommandModule<object, Args> = {
     const pad = argv.padding !== false;
     const enc = tok.encode(texts, { maxLength, padding: pad ? 'max_length' : false, truncation: pad });
     if (argv.json) {
-      console.log(JSON.stringify(texts.map((text, i) => ({ text, input_ids: enc.inputIds[i], attention_mask: enc.attentionMask[i] }))));
+      console.log(jsonText(texts.map((text, i) => ({ text, input_ids: enc.inputIds[i], attention_mask: enc.attentionMask[i] }))));
       return;
     }
     texts.forEach((text, i) => {
       const tokens = tok.tokenize(text);
       const full = tokens.length + 2;
       if (i > 0) console.log('');
-      console.log(`text: ${JSON.stringify(text)}`);
-      console.log(`tokens (${tokens.length}): ${tokens.join(' ')}`);
+      console.log(`text: ${jsonText(text)}`);
+      console.log(`tokens (${tokens.length}): ${printable(tokens.join(' '))}`); // added tokens come from files: escaped
       if (pad && full > maxLength) {
-        console.log(`truncated: ${full} tokens with BOS/EOS > ${maxLength}; dropped: ${JSON.stringify(tok.decode(tok.convertTokensToIds(tokens.slice(maxLength - 2))))}`);
+        console.log(`truncated: ${full} tokens with BOS/EOS > ${maxLength}; dropped: ${jsonText(tok.decode(tok.convertTokensToIds(tokens.slice(maxLength - 2))))}`);
       }
       console.log(`input_ids (${enc.inputIds[i].length}): ${enc.inputIds[i].join(' ')}`);
       console.log(`attention_mask: ${enc.attentionMask[i].join('')}`);
