@@ -11,6 +11,7 @@ import worker from './worker.js';
 import trace from './trace.js';
 import attention from './attention.js';
 import train from './train.js';
+import vary from './vary.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
@@ -24,4 +25,5 @@ export const COMMANDS: CommandModule<any, any>[] = [
   trace,
   attention,
   train,
+  vary,
 ];
