@@ -8,10 +8,12 @@ import convert from './convert.js';
 import generate from './generate.js';
 import batch from './batch.js';
 import worker from './worker.js';
+import evalCommand from './eval.js';
 import trace from './trace.js';
 import attention from './attention.js';
 import train from './train.js';
 import vary from './vary.js';
+import interpolate from './interpolate.js';
 
 export const COMMANDS: CommandModule<any, any>[] = [
   parity,
@@ -22,8 +24,10 @@ export const COMMANDS: CommandModule<any, any>[] = [
   generate,
   batch,
   worker,
+  evalCommand,
   trace,
   attention,
   train,
   vary,
+  interpolate,
 ];
