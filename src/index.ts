@@ -19,9 +19,18 @@ export { runPrior, PRIOR_DEFAULTS, type PriorStageOptions } from './pipeline/pri
 export { runDecoder, decoderConditioning, guidedModelOutput, DECODER_DEFAULTS, type DecoderStageOptions, type DecoderConditioning } from './pipeline/decoder_stage.js';
 export { runSuperRes, SUPER_RES_DEFAULTS, type SuperResStageOptions, type SuperResLastSource } from './pipeline/super_res_stage.js';
 export type { TextOutputs, StageName, StepCallback, StageOptions } from './pipeline/types.js';
+export {
+  UnCLIPImageVariationPipeline, VARIATION_DEFAULTS, VARIATION_STAGES,
+  type VaryOptions, type VaryResult, type VariationSettings, type VariationStage, type ImageInput,
+} from './pipeline/variation_pipeline.js';
+export {
+  interpolateText, interpolateImages, slerp, slerpProper, slerpDiffusers, torchLinspace, SLERP_MODES,
+  type SlerpMode, type TextInterpolationOptions, type ImageInterpolationOptions, type InterpolationResult,
+} from './pipeline/interpolation.js';
 
 // Models (configs are the components' config.json; loaders read a component folder)
 export { CLIPTextModelWithProjection, loadClipTextModel, clipTextConfig, CLIP_TEXT_DEFAULTS, type CLIPTextConfig, type CLIPTextOutput } from './models/clip_text.js';
+export { CLIPVisionModelWithProjection, loadClipVisionModel, clipVisionConfig, CLIP_VISION_DEFAULTS, type CLIPVisionConfig, type CLIPVisionOutput } from './models/clip_vision.js';
 export { PriorTransformer, loadPrior, priorTransformerConfig, PRIOR_TRANSFORMER_DEFAULTS, type PriorTransformerConfig } from './models/prior_transformer.js';
 export { UnCLIPTextProjModel, loadTextProj, textProjConfig, type UnCLIPTextProjConfig, type TextProjInputs, type TextProjOutputs } from './models/text_proj.js';
 export { UNet2DConditionModel, loadUNet2DCondition, unet2dConditionConfig, type UNet2DConditionConfig, type UNetForwardOptions } from './models/unet2d_condition.js';
@@ -43,13 +52,18 @@ export {
 } from './backend/index.js';
 
 // Files: model folders, weights, safetensors, PNG
-export { openModelFolder, ModelFolderError, UNCLIP_COMPONENTS, type ModelFolder, type ComponentName } from './io/model_folder.js';
+export { openModelFolder, ModelFolderError, UNCLIP_COMPONENTS, UNCLIP_PIPELINE, VARIATION_PIPELINE, type ModelFolder, type ComponentName, type VariationComponentName } from './io/model_folder.js';
 export { loadWeights, readConfig, readJson, findWeightsFile, type WeightsSource } from './io/weights.js';
 export {
   SafetensorsFile, SafetensorsError, loadSafetensors, saveSafetensors,
   type SafetensorsDType, type TensorData, type TensorInfo, type TensorToWrite,
 } from './io/safetensors.js';
 export { encodePng, decodePng, readPng, writePng, floatToRgb8, type RawImage } from './io/png.js';
+export { readImage, decodeImage, toRgb, ImageError, type RgbImage, type ImageReadOptions } from './io/image.js';
+export {
+  clipPreprocess, pilResizeBicubic, readClipProcessorConfig, clipProcessorConfig, CLIP_MEAN, CLIP_STD,
+  type ClipProcessorConfig, type PreprocessMode, type Preprocessed,
+} from './io/clip_preprocess.js';
 export { inspectPath, type InspectResult, type InspectComponent, type InspectTensor } from './io/inspect.js';
 
 // Parity

@@ -16,7 +16,7 @@ export class UsageError extends Error {
  */
 const EXPECTED_NAMES = new Set([
   'UsageError', 'ModelFolderError', 'BackendChoiceError', 'SafetensorsError', 'TorchFileError', 'InspectError', 'BackendUnavailableError',
-  'PickleTruncatedError', 'PngError', 'ImageDecodeError', 'HubError', 'FileRefusedError', 'TokenizerError',
+  'PickleTruncatedError', 'PngError', 'ImageDecodeError', 'ImageError', 'HubError', 'FileRefusedError', 'TokenizerError',
   'ConfigError', 'MemoryEstimateError', 'InputError',
 ]);
 
