@@ -13,6 +13,7 @@ import { loadUNet2DCondition } from '../src/models/unet2d_condition.js';
 import { SafetensorsFile, type TensorData } from '../src/io/safetensors.js';
 import { Capture, addDirection, makeHook, replaceWith, scaleHeads, zeroHeads, type Edit } from '../src/internals/interventions.js';
 import type { OutputHook } from '../src/layers/module.js';
+import type { SimpleCrossAttnDownBlock2D } from '../src/layers/cross_attn_blocks.js';
 import { fixture, backendsUnderTest, useBackend, assertClose } from './helpers.js';
 
 function io(dir: string): (n: string) => TensorData {
@@ -135,7 +136,7 @@ for (const backend of await backendsUnderTest()) {
     unet.setOutputHook(null);
     const out = cap.get(attn), input = cap.get('down_blocks.1.resnets.0');
     assert.equal(out.shape, [4, 32, 8, 8]);
-    const bias = unet.down_blocks[1].attentions[0].to_out.items[0].bias!.value.dataSync();
+    const bias = (unet.down_blocks[1] as SimpleCrossAttnDownBlock2D).attentions[0].to_out.items[0].bias!.value.dataSync();
     const x = input.dataSync();
     assertClose(`${attn} ablated`, out, Float32Array.from(x, (v, i) => v + bias[Math.floor(i / 64) % 32]), { atol: 1e-6 });
     cap.dispose();
@@ -160,12 +161,12 @@ for (const backend of await backendsUnderTest()) {
     const a = row(0), b = row(1);
     const before = tf.memory().numTensors;
     const last = `text_model.encoder.layers.${model.config.num_hidden_layers - 1}`;
-    const run = () => { const o = model.forward(b); const d = o.lastHiddenState.dataSync().slice(); tf.dispose(o as never); return d; };
+    const run = () => { const o = model.forward(b); const d = o.lastHiddenState.dataSync().slice() as Float32Array; tf.dispose(o as never); return d; };
     const cap = new Capture([last]);
     model.setOutputHook(cap.hook);
     const oa = model.forward(a);
     model.setOutputHook(null);
-    const refA = oa.lastHiddenState.dataSync().slice();
+    const refA = oa.lastHiddenState.dataSync().slice() as Float32Array;
     tf.dispose(oa as never);
     const plainB = run();
     model.setOutputHook(makeHook({ edits: { [last]: replaceWith(cap.get(last)) } }));
