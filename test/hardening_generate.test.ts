@@ -30,7 +30,8 @@ function karlo(args: string[]) {
 
 function oneLine(r: { code: number | null; stderr: string }, re: RegExp, what: string): void {
   assert.is(r.code, 2, `${what}: ${r.stderr}`);
-  assert.is(r.stderr.trim().split('\n').filter((l) => !l.startsWith('note:')).length, 1, `${what}: ${r.stderr}`);
+  assert.is(r.stderr.trim().split('\n').filter((l) => l.startsWith('karlo: ')).length, 1, `${what}: ${r.stderr}`);
+  assert.not.match(r.stderr, /internal error|^\s+at /m, `${what}: ${r.stderr}`);
   assert.match(r.stderr, re, what);
 }
 

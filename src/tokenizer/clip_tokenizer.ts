@@ -139,6 +139,14 @@ interface TokenizerFiles {
   specialMap: Record<string, unknown>;
 }
 
+/** A tokenizer folder, file or argument that cannot be used (the message names it). */
+export class TokenizerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TokenizerError';
+  }
+}
+
 /** Largest tokenizer file read (CLIP's vocab.json is 1.6 MB, merges.txt 0.5 MB). */
 const MAX_TOKENIZER_FILE = 64 * 1024 * 1024;
 /** model_max_length at or above this is transformers' "no limit" sentinel (int(1e30)): the CLIP default 77 applies. */
@@ -149,21 +157,21 @@ export const MAX_MODEL_LENGTH = 16384;
 /** A tokenizer JSON file that must hold an object (regular file, size-bounded, content never quoted in errors). */
 function readJsonObject(file: string, what: string): Record<string, unknown> {
   const v = readJsonFile(file, { what, maxBytes: MAX_TOKENIZER_FILE });
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${printable(file)}: ${what} is not a JSON object`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new TokenizerError(`${printable(file)}: ${what} is not a JSON object`);
   return v as Record<string, unknown>;
 }
 
 /** vocab.json: an object of token → id, ids distinct non-negative integers. */
 function checkVocab(v: Record<string, unknown>, file: string): Record<string, number> {
   const entries = Object.entries(v);
-  if (entries.length === 0) throw new Error(`${printable(file)}: vocab.json holds no tokens`);
+  if (entries.length === 0) throw new TokenizerError(`${printable(file)}: vocab.json holds no tokens`);
   const seen = new Map<number, string>();
   for (const [tok, id] of entries) {
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
-      throw new Error(`${printable(file)}: vocab.json gives token ${jsonName(tok.slice(0, 64))} the id ${typeof id === 'number' ? id : `of type ${Array.isArray(id) ? 'array' : id === null ? 'null' : typeof id}`}, not a non-negative integer`);
+      throw new TokenizerError(`${printable(file)}: vocab.json gives token ${jsonName(tok.slice(0, 64))} the id ${typeof id === 'number' ? id : `of type ${Array.isArray(id) ? 'array' : id === null ? 'null' : typeof id}`}, not a non-negative integer`);
     }
     const other = seen.get(id);
-    if (other !== undefined) throw new Error(`${printable(file)}: vocab.json gives id ${id} to two tokens (${jsonName(other.slice(0, 64))} and ${jsonName(tok.slice(0, 64))})`);
+    if (other !== undefined) throw new TokenizerError(`${printable(file)}: vocab.json gives id ${id} to two tokens (${jsonName(other.slice(0, 64))} and ${jsonName(tok.slice(0, 64))})`);
     seen.set(id, tok);
   }
   return v as Record<string, number>;
@@ -181,15 +189,15 @@ function tokenContent(v: unknown): string | undefined {
  */
 function resolveFiles(dir: string | undefined): TokenizerFiles {
   let d = dir ?? BUNDLED_TOKENIZER_DIR;
-  if (!fs.existsSync(d)) throw new Error(`${d}: tokenizer folder does not exist`);
+  if (!fs.existsSync(d)) throw new TokenizerError(`${d}: tokenizer folder does not exist`);
   if (!fs.existsSync(path.join(d, 'tokenizer_config.json')) && !fs.existsSync(path.join(d, 'vocab.json'))
     && fs.existsSync(path.join(d, 'tokenizer'))) d = path.join(d, 'tokenizer');
   const has = (n: string) => fs.existsSync(path.join(d, n));
   if (!has('vocab.json') && !has('tokenizer_config.json') && !has('special_tokens_map.json')) {
-    throw new Error(`${d}: not a tokenizer folder (no vocab.json, merges.txt, tokenizer_config.json)`);
+    throw new TokenizerError(`${d}: not a tokenizer folder (no vocab.json, merges.txt, tokenizer_config.json)`);
   }
   if (has('vocab.json') !== has('merges.txt')) {
-    throw new Error(`${d}: ${has('vocab.json') ? 'merges.txt' : 'vocab.json'} is missing (both or neither are needed)`);
+    throw new TokenizerError(`${d}: ${has('vocab.json') ? 'merges.txt' : 'vocab.json'} is missing (both or neither are needed)`);
   }
   const filesDir = has('vocab.json') ? d : BUNDLED_TOKENIZER_DIR;
   return {
@@ -235,7 +243,7 @@ export class CLIPTokenizer {
     this.padToken = special.pad ?? '<|endoftext|>';
     this.modelMaxLength = special.modelMaxLength ?? 77;
     if (!Number.isInteger(this.modelMaxLength) || this.modelMaxLength < 2 || this.modelMaxLength > MAX_MODEL_LENGTH) {
-      throw new Error(`model_max_length ${this.modelMaxLength} is not an integer in [2, ${MAX_MODEL_LENGTH}]`);
+      throw new TokenizerError(`model_max_length ${this.modelMaxLength} is not an integer in [2, ${MAX_MODEL_LENGTH}]`);
     }
     this.ftfy = opts.ftfy ?? false;
     // CLIPTokenizer seeds its BPE cache so these two strings never get split.
@@ -245,18 +253,18 @@ export class CLIPTokenizer {
     const added = new Map<string, AddedToken>();
     for (const t of special.added ?? []) {
       // An empty added token would match everywhere and split the text forever.
-      if (typeof t.content !== 'string' || t.content === '') throw new Error(`added token ${t.id} has empty content`);
-      if (!Number.isSafeInteger(t.id) || t.id < 0) throw new Error(`added token ${jsonName(t.content.slice(0, 64))} has id ${t.id}, not a non-negative integer`);
+      if (typeof t.content !== 'string' || t.content === '') throw new TokenizerError(`added token ${t.id} has empty content`);
+      if (!Number.isSafeInteger(t.id) || t.id < 0) throw new TokenizerError(`added token ${jsonName(t.content.slice(0, 64))} has id ${t.id}, not a non-negative integer`);
       added.set(t.content, t);
     }
     for (const [k, c] of [['bos', special.bos], ['eos', special.eos], ['unk', special.unk], ['pad', special.pad]] as const) {
-      if (c === '') throw new Error(`${k}_token is empty`);
+      if (c === '') throw new TokenizerError(`${k}_token is empty`);
     }
     // transformers registers every special token as an added token (lstrip/rstrip false unless configured).
     for (const c of [this.bosToken, this.eosToken, this.unkToken, this.padToken]) {
       if (!added.has(c)) {
         const id = this.encoder.get(c);
-        if (id === undefined) throw new Error(`special token ${JSON.stringify(c)} is not in the vocabulary`);
+        if (id === undefined) throw new TokenizerError(`special token ${JSON.stringify(c)} is not in the vocabulary`);
         added.set(c, { content: c, id, lstrip: false, rstrip: false });
       }
     }
@@ -281,7 +289,7 @@ export class CLIPTokenizer {
     const lines = mergesText.trim().split('\n').slice(1, MAX_MERGES + 1);
     const merges = lines.map((l, i) => {
       const parts = l.split(' ');
-      if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new Error(`${printable(f.merges)}: line ${i + 2} is not a merge pair of two symbols separated by one space`);
+      if (parts.length !== 2 || parts[0] === '' || parts[1] === '') throw new TokenizerError(`${printable(f.merges)}: line ${i + 2} is not a merge pair of two symbols separated by one space`);
       return l;
     });
     const cfg = f.config;
@@ -291,25 +299,25 @@ export class CLIPTokenizer {
     const cfgFile = `${printable(path.join(f.dir, 'tokenizer_config.json'))}`;
     const atd = cfg.added_tokens_decoder as Record<string, { content: string; lstrip?: boolean; rstrip?: boolean }> | undefined;
     if (atd !== undefined) {
-      if (atd === null || typeof atd !== 'object' || Array.isArray(atd)) throw new Error(`${cfgFile}: added_tokens_decoder is not an object`);
+      if (atd === null || typeof atd !== 'object' || Array.isArray(atd)) throw new TokenizerError(`${cfgFile}: added_tokens_decoder is not an object`);
       for (const [id, t] of Object.entries(atd)) {
         const where = `${cfgFile}: added_tokens_decoder[${jsonName(id.slice(0, 32))}]`;
-        if (!/^(0|[1-9][0-9]{0,15})$/.test(id) || !Number.isSafeInteger(Number(id))) throw new Error(`${where}: the id is not a non-negative integer`);
-        if (t === null || typeof t !== 'object' || typeof t.content !== 'string') throw new Error(`${where} has no content`);
-        if (t.content === '') throw new Error(`${where} has empty content (it would match everywhere)`);
+        if (!/^(0|[1-9][0-9]{0,15})$/.test(id) || !Number.isSafeInteger(Number(id))) throw new TokenizerError(`${where}: the id is not a non-negative integer`);
+        if (t === null || typeof t !== 'object' || typeof t.content !== 'string') throw new TokenizerError(`${where} has no content`);
+        if (t.content === '') throw new TokenizerError(`${where} has empty content (it would match everywhere)`);
         added.push({ content: t.content, id: Number(id), lstrip: !!t.lstrip, rstrip: !!t.rstrip });
       }
     }
     const mml = cfg.model_max_length;
-    if (mml !== undefined && mml !== null && (typeof mml !== 'number' || !Number.isFinite(mml))) throw new Error(`${cfgFile}: model_max_length is not a number`);
+    if (mml !== undefined && mml !== null && (typeof mml !== 'number' || !Number.isFinite(mml))) throw new TokenizerError(`${cfgFile}: model_max_length is not a number`);
     const maxLen = typeof mml === 'number' && mml < NO_LIMIT_SENTINEL ? mml : 77;
     if (!Number.isInteger(maxLen) || maxLen < 2 || maxLen > MAX_MODEL_LENGTH) {
-      throw new Error(`${cfgFile}: model_max_length ${maxLen} is not an integer in [2, ${MAX_MODEL_LENGTH}] (CLIP uses 77; values from 1e18 up mean "no limit" and give 77)`);
+      throw new TokenizerError(`${cfgFile}: model_max_length ${maxLen} is not an integer in [2, ${MAX_MODEL_LENGTH}] (CLIP uses 77; values from 1e18 up mean "no limit" and give 77)`);
     }
     try {
       return new CLIPTokenizer(vocab, merges, { bos: pick('bos_token'), eos: pick('eos_token'), pad: opts.padToken ?? pick('pad_token'), unk: pick('unk_token'), modelMaxLength: maxLen, added }, opts);
     } catch (e) {
-      throw new Error(`${f.dir}: ${(e as Error).message}`);
+      throw new TokenizerError(`${f.dir}: ${(e as Error).message}`);
     }
   }
 
@@ -420,13 +428,13 @@ export class CLIPTokenizer {
 
   /** tokenizer(texts, padding=…, max_length=…, truncation=…) → input_ids and attention_mask. */
   encode(texts: string[], opts: EncodeOptions = {}): Encoding {
-    if (!Array.isArray(texts)) throw new Error('CLIPTokenizer.encode: texts must be an array of strings');
+    if (!Array.isArray(texts)) throw new TokenizerError('CLIPTokenizer.encode: texts must be an array of strings');
     const maxLength = opts.maxLength ?? this.modelMaxLength;
-    if (!Number.isInteger(maxLength) || maxLength < 2 || maxLength > MAX_MODEL_LENGTH) throw new Error(`CLIPTokenizer.encode: maxLength must be an integer in [2, ${MAX_MODEL_LENGTH}], got ${maxLength}`);
+    if (!Number.isInteger(maxLength) || maxLength < 2 || maxLength > MAX_MODEL_LENGTH) throw new TokenizerError(`CLIPTokenizer.encode: maxLength must be an integer in [2, ${MAX_MODEL_LENGTH}], got ${maxLength}`);
     const padding = opts.padding ?? 'max_length';
     const truncation = opts.truncation ?? true;
     const rows = texts.map((t, i) => {
-      if (typeof t !== 'string') throw new Error(`CLIPTokenizer.encode: texts[${i}] is not a string`);
+      if (typeof t !== 'string') throw new TokenizerError(`CLIPTokenizer.encode: texts[${i}] is not a string`);
       let ids = this.encodeText(t);
       if (truncation && ids.length > maxLength - 2) ids = ids.slice(0, maxLength - 2);
       return [this.bosTokenId, ...ids, this.eosTokenId];

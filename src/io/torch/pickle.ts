@@ -90,7 +90,7 @@ const MAX_DEPTH_MARKS = 1 << 20;
  * a copy each time. Legitimate pickles stay far below this (about one unit per byte).
  */
 export function pickleWorkBudget(bytes: number): number {
-  return 16 * bytes + (1 << 20);
+  return 4 * bytes + (1 << 20);
 }
 
 /** The pickle ran past the end of the bytes given (a caller reading a stream may retry with more). */
