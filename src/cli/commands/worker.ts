@@ -45,7 +45,7 @@ async function runChildren(argv: WorkerArgs, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
     const c = spawn(process.execPath, [...process.execArgv, ...args, '--concurrency', '1', '--name', `${base}.${i}`], {
       stdio: 'inherit',
-      env: { ...process.env, KARLO_NATIVE_THREADS: process.env.KARLO_NATIVE_THREADS ?? String(threads) },
+      env: { ...process.env, KARLO_NATIVE_THREADS: process.env.KARLO_NATIVE_THREADS ?? String(threads), KARLO_WORKER_PARENT: String(process.pid) },
     });
     children.push(c);
     exits.push(new Promise((resolve) => c.on('exit', (code, sig) => resolve(code ?? (sig ? 1 : 0)))));
@@ -108,13 +108,13 @@ async function run(argv: ArgumentsCamelCase<WorkerArgs>): Promise<void> {
   log(`waiting for jobs on queue ${argv['queue-name'] ?? DEFAULT_QUEUE_NAME} at ${redactUrl(String(argv.queue))} (model config ${modelHash.slice(0, 12)})`);
   await new Promise<void>((resolve) => {
     let closing = false;
-    const onSignal = (sig: NodeJS.Signals) => {
+    const stop = (why: string, exitCode: number) => {
       if (closing) {
-        log(`${sig} again: exiting now`);
-        process.exit(sig === 'SIGINT' ? 130 : 143);
+        log(`${why} again: exiting now`);
+        process.exit(exitCode);
       }
       closing = true;
-      log(`${sig}: finishing the current job, then exiting`);
+      log(`${why}: finishing the current job, then exiting`);
       w.close().then(() => {
         pipe.dispose();
         log('stopped');
@@ -124,8 +124,20 @@ async function run(argv: ArgumentsCamelCase<WorkerArgs>): Promise<void> {
         resolve();
       });
     };
+    const onSignal = (sig: NodeJS.Signals) => stop(sig, sig === 'SIGINT' ? 130 : 143);
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // A child of --concurrency N whose parent died (kill -9) stops like on SIGTERM instead of running on alone.
+    const parent = Number(process.env.KARLO_WORKER_PARENT);
+    if (parent > 0) {
+      const t = setInterval(() => {
+        if (process.ppid !== parent) {
+          clearInterval(t);
+          stop('the parent worker process is gone', 1);
+        }
+      }, 2000);
+      t.unref();
+    }
   });
 }
 
