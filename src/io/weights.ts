@@ -142,6 +142,16 @@ export function countNonFinite(data: ArrayLike<number>): number {
  * Loads a component folder's weights into a module (strict: every key must match). Weights that are NaN or ±Inf
  * are loaded as they are, with one warning for the component (how many values, in how many tensors, the first).
  */
+let weightsReadListener: ((dir: string, bytes: number) => void) | null = null;
+
+/**
+ * Called after each tensor loadWeights reads, with the component folder and the tensor's bytes in memory (float32):
+ * the CLI's byte progress while a component loads. null removes it.
+ */
+export function setWeightsReadListener(fn: ((dir: string, bytes: number) => void) | null): void {
+  weightsReadListener = fn;
+}
+
 export function loadWeights(module: Module, dir: string, opts: { strict?: boolean; trainable?: boolean } = {}): LoadReport {
   const src = safetensorsSource(findWeightsFile(dir));
   let bad = 0;
@@ -150,6 +160,7 @@ export function loadWeights(module: Module, dir: string, opts: { strict?: boolea
     ...src,
     read: (n) => {
       const t = src.read(n);
+      weightsReadListener?.(dir, t.data.byteLength);
       if (t.dtype === 'float32') {
         const k = countNonFinite(t.data);
         if (k) { bad += k; badTensors.push(n); }

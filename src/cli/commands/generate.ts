@@ -9,7 +9,10 @@ import { currentBackend } from '../../backend/index.js';
 import { whyNotReplaceable } from '../../io/files.js';
 import { countNonFinite } from '../../io/weights.js';
 import { defaultMemoryBound, estimateGenerateMemory, memoryRefusal, parseBytes } from '../../pipeline/memory_estimate.js';
-import { ModelFolderError } from '../../io/model_folder.js';
+import { ModelFolderError, UNCLIP_COMPONENTS, type ComponentName, type ModelFolder } from '../../io/model_folder.js';
+import { setWeightsReadListener } from '../../io/weights.js';
+import { MODEL_BUILDERS } from '../../pipeline/check_folder.js';
+import { Progress } from '../progress.js';
 import { floatToRgb8, writePng } from '../../io/png.js';
 import { RunReport, reportTarget } from '../run_report.js';
 import { loraLoadHook, parseLoraArg, type LoraArg } from '../../training/lora_args.js';
@@ -70,59 +73,37 @@ function checkNumber(name: string, v: number | undefined): void {
 
 const STAGE_LABEL: Record<PipelineStage, string> = { text: 'text encoder', prior: 'prior', decoder: 'decoder', super_res: 'super-res' };
 
-function fmtSeconds(s: number): string {
-  if (!Number.isFinite(s)) return '?';
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)}s`;
-  const m = Math.floor(s / 60);
-  return m < 60 ? `${m}m${String(Math.round(s - 60 * m)).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
-}
 
-/** One progress bar per stage on stderr: redrawn in place on a terminal, one line per stage otherwise. */
-class Progress {
-  private stage: PipelineStage | null = null;
-  private total = 0;
-  private done = 0;
-  private started = 0;
-  private readonly tty = Boolean(process.stderr.isTTY);
-  private lastDraw = 0;
+/** The components each stage loads (for the byte progress while loading). */
+const STAGE_COMPONENTS: Record<PipelineStage, ComponentName[]> = {
+  text: ['text_encoder'], prior: ['prior'], decoder: ['text_proj', 'decoder'], super_res: ['super_res_first'],
+};
 
-  event(e: StageEvent): void {
-    if (e.phase === 'load') {
-      if (this.tty) process.stderr.write(`\r\x1b[K${STAGE_LABEL[e.stage].padEnd(12)} loading…`);
-    } else if (e.phase === 'run') {
-      this.stage = e.stage;
-      this.total = e.numSteps ?? 1;
-      this.done = 0;
-      this.started = performance.now();
-      this.draw(true);
-    } else if (e.phase === 'done') {
-      this.done = this.total;
-      this.draw(true, e.timing?.runSeconds);
-      process.stderr.write('\n');
-      this.stage = null;
+/**
+ * Pipeline events → the shared progress reporter (src/cli/progress.ts): per stage a loading phase in bytes
+ * (float32 in memory, from the tensors loadWeights reads) and a run phase in steps.
+ */
+function stageProgress(progress: Progress, folder: ModelFolder): { event(e: StageEvent): void; step(): void; dispose(): void } {
+  const bytesOf = (c: ComponentName) => {
+    const dir = folder.dirs[c];
+    const cls = UNCLIP_COMPONENTS[c].className;
+    try {
+      return 4 * MODEL_BUILDERS[cls](dir, path.join(dir, 'config.json')).numParameters();
+    } catch {
+      return 0;
     }
-  }
-
-  step(): void {
-    this.done = Math.min(this.done + 1, this.total);
-    this.draw(false);
-  }
-
-  private draw(force: boolean, runSeconds?: number): void {
-    if (!this.stage) return;
-    if (!this.tty && !(force && this.done === this.total)) return; // plain logs: one line per stage
-    const t = performance.now();
-    if (!force && t - this.lastDraw < 100) return;
-    this.lastDraw = t;
-    const elapsed = runSeconds ?? (t - this.started) / 1000;
-    const rate = elapsed > 0 ? this.done / elapsed : 0;
-    const width = 24;
-    const filled = Math.round((width * this.done) / this.total);
-    const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
-    const eta = this.done === this.total ? `took ${fmtSeconds(elapsed)}` : `ETA ${rate > 0 ? fmtSeconds((this.total - this.done) / rate) : '?'}`;
-    const line = `${STAGE_LABEL[this.stage].padEnd(12)} [${bar}] ${String(this.done).padStart(String(this.total).length)}/${this.total}  ${rate.toFixed(2)} steps/s  ${eta}`;
-    process.stderr.write(this.tty ? `\r\x1b[K${line}` : line);
-  }
+  };
+  setWeightsReadListener((_dir, bytes) => { if (progress.current === 'byte') progress.tick(bytes); });
+  return {
+    event(e) {
+      const label = STAGE_LABEL[e.stage];
+      if (e.phase === 'load') progress.begin(`${label} load`, STAGE_COMPONENTS[e.stage].reduce((a, c) => a + bytesOf(c), 0), 'byte');
+      else if (e.phase === 'run') progress.begin(label, e.numSteps ?? 1);
+      else if (e.phase === 'done') progress.end();
+    },
+    step: () => progress.tick(),
+    dispose: () => setWeightsReadListener(null),
+  };
 }
 
 /** The timing table: per stage load seconds, seconds per step, total; then the whole run and peak RSS. */
@@ -147,6 +128,7 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
   for (const k of ['prior-steps', 'decoder-steps', 'sr-steps', 'prior-guidance', 'decoder-guidance', 'num-images'] as const) checkNumber(k, argv[k]);
   // The seed is fixed here and printed before anything runs, so a crash or Ctrl-C never loses it.
   const seed = parseSeed(argv.seed) ?? BigInt(Math.floor(Math.random() * 2 ** 32));
+  process.stderr.write(`seed: ${seed}\n`);
   if (argv.preset !== undefined && !Object.prototype.hasOwnProperty.call(KARLO_PRESETS, argv.preset)) {
     throw new UsageError(`--preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got "${argv.preset}"`);
   }
@@ -223,7 +205,6 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
       'Its weights are random: it makes coloured noise, not pictures. For real images pass --model with the kakaobrain/karlo-v1-alpha folder.\n');
   }
 
-  process.stderr.write(`seed: ${seed}\n`);
   // The whole folder is checked before the backend starts or any weights are read (seconds, one line on error).
   let pipe: UnCLIPPipeline;
   try {
@@ -237,15 +218,20 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
   }
   if (argv.verbose) for (const why of currentBackend()?.skipped ?? []) process.stderr.write(`  skipped ${why}\n`);
 
-  const progress = new Progress();
+  const progress = stageProgress(new Progress(), pipe.folder);
   const previews: Preview[] = [];
   const report = reportFile ? new RunReport(reportFile, pipe, { prompts, modelDir, command: `karlo ${process.argv.slice(2).join(' ')}` }, opts) : undefined;
-  const result = await pipe.generate(prompts, RunReport.wrap(report, {
-    ...opts,
-    onStage: (e) => progress.event(e),
-    onStep: () => progress.step(),
-    onPreview: interDir ? (p) => previews.push(p) : undefined,
-  }));
+  let result: Awaited<ReturnType<UnCLIPPipeline['generate']>>;
+  try {
+    result = await pipe.generate(prompts, RunReport.wrap(report, {
+      ...opts,
+      onStage: (e) => progress.event(e),
+      onStep: () => progress.step(),
+      onPreview: interDir ? (p) => previews.push(p) : undefined,
+    }));
+  } finally {
+    progress.dispose();
+  }
   const reportWritten = report?.finish(result);
 
   // Say so when an image came out NaN / infinite (it is written, such values as black).
