@@ -2,6 +2,7 @@
 // (.ckpt / .pt / .th, read without Python) → a diffusers-layout folder. Progress per component on stderr.
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
+import { Progress } from '../progress.js';
 import { COMPONENTS, convertOriginalAsync, formatBytes, type Component, type ProgressEvent } from '../../../tools/convert/convert.js';
 
 interface Args {
@@ -14,29 +15,19 @@ interface Args {
   json?: boolean;
 }
 
-/** A progress bar on a terminal; on a pipe, one line per 10 % so logs stay short. */
+/** Per component, bytes written, through the CLI's shared progress reporter (src/cli/progress.ts). */
 function progressPrinter(): (e: ProgressEvent) => void {
-  const tty = process.stderr.isTTY;
-  let lastDecile = -1;
-  let lastComponent = '';
-  let lastDraw = 0;
+  const progress = new Progress();
+  let current = '';
   return (e) => {
-    if (e.component !== lastComponent) { lastComponent = e.component; lastDecile = -1; }
-    const frac = e.bytes ? e.bytesDone / e.bytes : e.tensorsDone / Math.max(1, e.tensors);
-    const done = e.tensorsDone === e.tensors;
-    if (tty) {
-      const now = Date.now();
-      if (!done && now - lastDraw < 100) return;
-      lastDraw = now;
-      const w = 30;
-      const bar = '#'.repeat(Math.round(frac * w)).padEnd(w, '.');
-      process.stderr.write(`\r  [${bar}] ${(frac * 100).toFixed(0).padStart(3)}%  ${e.tensorsDone}/${e.tensors} tensors  ${formatBytes(e.bytesDone)}${done ? '\n' : ''}`);
-    } else {
-      const d = Math.floor(frac * 10);
-      if (d > lastDecile) {
-        lastDecile = d;
-        process.stderr.write(`  ${e.component}: ${(d * 10).toString().padStart(3)}%  ${e.tensorsDone}/${e.tensors} tensors  ${formatBytes(e.bytesDone)}\n`);
-      }
+    if (e.component !== current) {
+      current = e.component;
+      progress.begin(e.component, e.bytes, 'byte');
+    }
+    progress.update(e.bytesDone);
+    if (e.tensorsDone === e.tensors) {
+      progress.end(`${e.tensors} tensors`);
+      current = '';
     }
   };
 }
