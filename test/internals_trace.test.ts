@@ -14,7 +14,7 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { BUNDLED_MODEL_DIR } from '../src/package_root.js';
 import { UnCLIPPipeline, type GenerateOptions } from '../src/pipeline/unclip_pipeline.js';
-import { SafetensorsFile } from '../src/io/safetensors.js';
+import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
 import { Capture } from '../src/internals/interventions.js';
 import { estimateTrace, recordRun, traceBytes, writeTrace } from '../src/internals/trace.js';
 import { compareTraceFiles } from '../src/parity/trace.js';
@@ -121,6 +121,22 @@ test('karlo trace refuses a trace above --max-bytes with the estimate in the mes
   const s = karlo(['trace', 'a frog', '--model', BUNDLED_MODEL_DIR, '--steps', '0,x', '--capture', '*', '--out', path.join(tmp, 'x.safetensors')]);
   assert.is(s.code, 2);
   assert.match(s.stderr, /--steps: "x" is not a step index/);
+});
+
+test('trace comparison: equal within 1e-4·max(1, |ref|) is OK, beyond fails, shape mismatches fail, one-sided names are notes, nothing in common is an error', () => {
+  const a = path.join(tmp, 'a.safetensors'), b = path.join(tmp, 'b.safetensors'), c = path.join(tmp, 'c.safetensors');
+  const f32 = (v: number[], shape = [v.length]) => ({ dtype: 'F32' as const, shape, data: Float32Array.from(v) });
+  saveSafetensors(a, { same: f32([1, 2, 3]), close: f32([10, 0]), far: f32([0, 1]), shape: f32([1, 2]), onlyA: f32([0]) });
+  saveSafetensors(b, { same: f32([1, 2, 3]), close: f32([10.0009, 0]), far: f32([0, 1.001]), shape: f32([1, 2], [2, 1]), onlyB: f32([0]) });
+  saveSafetensors(c, { other: f32([0]) });
+  const notes: string[] = [];
+  const rows = compareTraceFiles(a, b, { log: (l) => notes.push(l) });
+  assert.equal(rows.map((r) => [r.name, r.ok]), [['close', true], ['far', false], ['same', true], ['shape', false]]);
+  assert.ok(notes.some((n) => /only in .*a\.safetensors \(1\): onlyA/.test(n)) && notes.some((n) => /onlyB/.test(n)));
+  assert.throws(() => compareTraceFiles(a, c), /no tensor names in common/);
+  const r = karlo(['parity', a, b]);
+  assert.is(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stdout, /trace: 2\/4 OK, 2 FAIL/);
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
