@@ -4,6 +4,7 @@
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
+import { Progress, formatSeconds } from '../progress.js';
 import { addGenerationOptions, parseSeedArg, readGenerationArgs, type GenerationArgs } from '../generation_options.js';
 import { BUNDLED_MODEL_DIR } from './generate.js';
 import { BatchInputError, buildJobs, readSeedsFile, type BatchJob } from '../../batch/jobs.js';
@@ -48,7 +49,7 @@ function say(line: string): void {
 /** ETA from the jobs finished so far in this run. */
 function eta(t0: number, done: number, total: number): string {
   const el = (performance.now() - t0) / 1000;
-  return done >= total ? `took ${fmtDuration(el)}` : `ETA ${fmtDuration(done > 0 ? (el / done) * (total - done) : null)}`;
+  return done >= total ? `took ${formatSeconds(el)}` : `ETA ${done > 0 ? formatSeconds((el / done) * (total - done)) : '?'}`;
 }
 
 function loadJobs(argv: BatchArgs): { jobs: BatchJob[]; modelDir: string; modelHash: string } {
@@ -124,17 +125,21 @@ async function runInProcess(argv: BatchArgs, jobs: BatchJob[], modelDir: string,
     process.on('SIGTERM', onSignal);
     const worker = defaultWorkerName();
     const t1 = performance.now();
+    const progress = new Progress();
+    progress.begin('batch', new Set(pending.map((j) => j.hash)).size, 'job');
     try {
       const r = await runLocal(pipe, jobs, out, {
         worker,
         shouldStop: () => stop,
         onDone: (p) => {
           images += p.files.length;
-          say(`[${p.done}/${p.total}] ${p.files.join(' ')}  ${p.seconds.toFixed(2)} s  ${eta(t1, p.done, p.total)}`);
+          progress.log(`[${p.done}/${p.total}] ${p.files.join(' ')}  ${p.seconds.toFixed(2)} s  ${eta(t1, p.done, p.total)}`);
+          progress.tick();
         },
       });
       done = r.done;
     } finally {
+      progress.end();
       pipe.dispose();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -183,15 +188,23 @@ async function runQueued(argv: BatchArgs, jobs: BatchJob[], out: OutputDir): Pro
     let collected = 0;
     let images = 0;
     const unique = new Set(pending.map((j) => j.hash)).size;
+    const progress = new Progress();
+    progress.begin('batch', unique, 'job');
+    let failedCount = 0;
     const { failed } = await collectJobs(queue, jobs, out, {
-      log: say,
+      log: (l) => progress.log(l),
       onCollected: (c) => {
         collected++;
         images += c.files.length;
-        say(`[${collected}/${unique}] ${c.written ? 'wrote' : 'already had'} ${c.files.join(' ')}  ${c.seconds.toFixed(2)} s on ${c.worker}  ${eta(t0, collected, unique)}`);
+        progress.log(`[${collected}/${unique}] ${c.written ? 'wrote' : 'already had'} ${c.files.join(' ')}  ${c.seconds.toFixed(2)} s on ${c.worker}  ${eta(t0, collected + failedCount, unique)}`);
+        progress.tick();
       },
-      onFailed: (job, reason) => say(`failed: ${job.where} (${job.hash.slice(0, 8)}): ${reason}`),
-    });
+      onFailed: (job, reason) => {
+        failedCount++;
+        progress.log(`failed: ${job.where} (${job.hash.slice(0, 8)}): ${reason}`);
+        progress.tick();
+      },
+    }).finally(() => progress.end());
     const seconds = (performance.now() - t0) / 1000;
     if (argv.json) {
       process.stdout.write(`${JSON.stringify({ out: out.dir, jobs: jobs.length, skipped: jobs.length - pending.length, done: collected, images, failed: failed.map((f) => ({ index: f.job.index, hash: f.job.hash, where: f.job.where, reason: f.reason })), seconds })}\n`);
