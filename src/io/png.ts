@@ -43,8 +43,45 @@ function chunk(type: string, body: Uint8Array): Buffer {
   return out;
 }
 
-/** Encodes an 8-bit image as PNG (filter type 0 on every row; zlib does the work). */
-export function encodePng(img: RawImage): Buffer {
+/**
+ * A tEXt chunk: a Latin-1 keyword (1-79 characters) and a Latin-1 text. Characters beyond Latin-1 are refused:
+ * callers with Unicode text escape it first (provenance writes ASCII JSON).
+ */
+function textChunk(keyword: string, text: string): Buffer {
+  if (!/^[\x20-\x7e\xa1-\xff]{1,79}$/.test(keyword) || /^ | $|  /.test(keyword)) throw new Error(`encodePng: bad tEXt keyword ${JSON.stringify(keyword)}`);
+  if (/[^\x00-\xff]/.test(text) || text.includes('\0')) throw new Error(`encodePng: tEXt "${keyword}" must be Latin-1 without NUL characters`);
+  return chunk('tEXt', Buffer.concat([Buffer.from(keyword, 'latin1'), Buffer.from([0]), Buffer.from(text, 'latin1')]));
+}
+
+/**
+ * The tEXt chunks of a PNG (keyword → text, Latin-1), read without decoding the image. Chunk lengths are checked
+ * against the buffer; at most `maxBytes` of text in all (default 1 MB). Not a PNG, or a chunk past the end: an error
+ * naming `what`.
+ */
+export function readPngText(buf: Uint8Array, what = 'PNG', maxBytes = 1 << 20): Record<string, string> {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (b.length < 8 || !b.subarray(0, 8).equals(Buffer.from(SIGNATURE))) throw new Error(`${what}: not a PNG file (bad signature)`);
+  const out: Record<string, string> = Object.create(null);
+  let total = 0;
+  for (let pos = 8; pos + 8 <= b.length;) {
+    const len = b.readUInt32BE(pos);
+    const type = b.toString('latin1', pos + 4, pos + 8);
+    if (len > b.length - pos - 12) throw new Error(`${what}: chunk "${type.replace(/[^\x20-\x7e]/g, '?')}" at byte ${pos} runs past the end of the file`);
+    if (type === 'tEXt') {
+      total += len;
+      if (total > maxBytes) throw new Error(`${what}: more than ${maxBytes} bytes of tEXt chunks`);
+      const body = b.subarray(pos + 8, pos + 8 + len);
+      const nul = body.indexOf(0);
+      if (nul > 0) out[body.toString('latin1', 0, nul)] = body.toString('latin1', nul + 1);
+    }
+    if (type === 'IEND') break;
+    pos += 12 + len;
+  }
+  return out;
+}
+
+/** Encodes an 8-bit image as PNG (filter type 0 on every row; zlib does the work), with optional tEXt chunks. */
+export function encodePng(img: RawImage, text: Record<string, string> = {}): Buffer {
   const { width, height, channels, data } = img;
   if (!(Number.isInteger(width) && width > 0 && Number.isInteger(height) && height > 0)) throw new Error(`encodePng: bad size ${width}x${height}`);
   if (!(channels in COLOR_TYPE)) throw new Error(`encodePng: channels must be 1, 3 or 4, got ${channels}`);
@@ -61,7 +98,8 @@ export function encodePng(img: RawImage): Buffer {
   ihdr[8] = 8; // bit depth
   ihdr[9] = COLOR_TYPE[channels];
   ihdr[10] = 0; ihdr[11] = 0; ihdr[12] = 0; // deflate, adaptive filtering, no interlace
-  return Buffer.concat([SIGNATURE, chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw, { level: 6 })), chunk('IEND', new Uint8Array(0))]);
+  const texts = Object.entries(text).map(([k, v]) => textChunk(k, v));
+  return Buffer.concat([SIGNATURE, chunk('IHDR', ihdr), ...texts, chunk('IDAT', zlib.deflateSync(raw, { level: 6 })), chunk('IEND', new Uint8Array(0))]);
 }
 
 function paeth(a: number, b: number, c: number): number {
@@ -252,8 +290,9 @@ export function writeFileAtomic(file: string, data: Uint8Array): void {
   }
 }
 
-export function writePng(file: string, img: RawImage): void {
-  writeFileAtomic(file, encodePng(img));
+/** Writes a PNG atomically, with optional tEXt chunks (e.g. the provenance "parameters"). */
+export function writePng(file: string, img: RawImage, text: Record<string, string> = {}): void {
+  writeFileAtomic(file, encodePng(img, text));
 }
 
 export function readPng(file: string, limits: PngLimits = {}): RawImage {

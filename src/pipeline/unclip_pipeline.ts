@@ -473,6 +473,18 @@ export async function decodeAndUpscale<S extends string>(
   }
 }
 
+/**
+ * Makes a result JSON-serialisable: JSON.stringify(result) gives the seed as a decimal string (a bigint would
+ * throw) and the images as a plain number array. The object itself keeps its fields and types.
+ */
+export function serializable<T extends { images: Float32Array; seed?: bigint }>(r: T): T {
+  Object.defineProperty(r, 'toJSON', {
+    enumerable: false,
+    value: () => ({ ...r, seed: r.seed === undefined ? undefined : r.seed.toString(), images: Array.from(r.images) }),
+  });
+  return r;
+}
+
 /** The generator of a call: the given one, or a new one from the seed (a random seed when none; reported). */
 export function callGenerator(opts: { seed?: number | bigint; generator?: TorchGenerator }): { generator: TorchGenerator; seed?: bigint } {
   if (opts.generator) return { generator: opts.generator };
@@ -597,7 +609,7 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
           imageEmbeddings = undefined;
         },
       });
-      return { images, shape, seed, settings, timings: run.timings() };
+      return serializable({ images, shape, seed, settings, timings: run.timings() });
     } finally {
       const left: tf.Tensor[] = [];
       if (text) left.push(text.promptEmbeds, text.textEncHiddenStates, text.textMask);

@@ -13,7 +13,9 @@ import { ModelFolderError, UNCLIP_COMPONENTS, type ComponentName, type ModelFold
 import { setWeightsReadListener } from '../../io/weights.js';
 import { MODEL_BUILDERS } from '../../pipeline/check_folder.js';
 import { Progress } from '../progress.js';
-import { floatToRgb8, writePng } from '../../io/png.js';
+import { floatToRgb8, readPngText, writePng } from '../../io/png.js';
+import { PACKAGE_VERSION } from '../../package_root.js';
+import { PROVENANCE_KEY, encodeProvenance, modelConfigHash, parseProvenance, type Provenance } from '../../pipeline/provenance.js';
 import { RunReport, reportTarget } from '../run_report.js';
 import { loraLoadHook, parseLoraArg, type LoraArg } from '../../training/lora_args.js';
 import {
@@ -44,6 +46,7 @@ interface GenerateArgs {
   report?: string;
   'max-memory'?: string;
   lora?: string[];
+  from?: string;
 }
 
 /** Output file(s): exactly PATH for one image, PATH with -0, -1, … before the extension for several. */
@@ -121,7 +124,40 @@ export function timingTable(t: PipelineTimings): string {
   return lines.join('\n');
 }
 
+/** Reads the provenance of a karlo PNG (--from); the file is read whole only when it is a modest regular file. */
+function readProvenance(file: string): Provenance {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    throw new UsageError(`--from ${file}: no such file`);
+  }
+  if (!st.isFile()) throw new UsageError(`--from ${file}: not a regular file`);
+  if (st.size > 256 * 2 ** 20) throw new UsageError(`--from ${file}: ${st.size} bytes is too large for a karlo PNG`);
+  try {
+    const text = readPngText(fs.readFileSync(file), file)[PROVENANCE_KEY];
+    if (text === undefined) throw new Error(`${file}: no "${PROVENANCE_KEY}" text chunk (not written by karlo generate)`);
+    return parseProvenance(text, file);
+  } catch (e) {
+    throw new UsageError(`--from ${(e as Error).message}`);
+  }
+}
+
 async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
+  // --from image.png: the recorded call, with any option given here overriding it.
+  const from = argv.from !== undefined ? readProvenance(String(argv.from)) : undefined;
+  if (from) {
+    if ((argv.prompts ?? []).length) throw new UsageError('--from re-runs the prompts recorded in the image; give no prompts with it');
+    argv.prompts = from.prompts;
+    argv.seed ??= from.seed;
+    argv['prior-steps'] ??= from.steps.prior;
+    argv['decoder-steps'] ??= from.steps.decoder;
+    argv['sr-steps'] ??= from.steps.superRes;
+    argv['prior-guidance'] ??= from.guidance.prior;
+    argv['decoder-guidance'] ??= from.guidance.decoder;
+    argv['num-images'] ??= from.numImagesPerPrompt;
+    argv.model ??= from.model;
+  }
   const prompts = (argv.prompts ?? []).map(String);
   if (prompts.length === 0) throw new UsageError('give at least one prompt: karlo generate "a red frog" --out frog.png');
   if (prompts.some((p) => p.trim() === '')) throw new UsageError('prompts must not be empty');
@@ -240,9 +276,25 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
     const k = countNonFinite(result.images.subarray(i * perImage, (i + 1) * perImage));
     if (k) process.stderr.write(`karlo: warning: image ${i} (${files[i]}): ${k} of ${perImage} values are NaN or infinite, written as black (non-finite weights or settings)\n`);
   }
+  // Provenance in every PNG: what made it, so `karlo inspect` shows it and `karlo generate --from` re-runs it.
+  const hash = modelConfigHash(pipe.folder);
+  if (from && from.modelConfigHash && from.modelConfigHash !== hash) {
+    process.stderr.write(`warning: the configs of ${pipe.folder.root} differ from those that made ${argv.from} (sha256 ${from.modelConfigHash.slice(0, 12)}… then, ${hash.slice(0, 12)}… now)\n`);
+  }
+  const n = settings.numImagesPerPrompt;
+  const outputs = files.map((file, i) => ({ file, prompt: prompts[Math.floor(i / n)], promptIndex: Math.floor(i / n), imageIndex: i % n }));
   const written: string[] = [];
   for (let i = 0; i < files.length; i++) {
-    writePng(files[i], floatToRgb8(result.images, result.shape, i));
+    const prov: Provenance = {
+      generator: 'karlo-tfjs', version: PACKAGE_VERSION,
+      prompt: outputs[i].prompt, promptIndex: outputs[i].promptIndex, imageIndex: outputs[i].imageIndex,
+      prompts, numImagesPerPrompt: n, seed: String(result.seed ?? seed),
+      steps: { prior: result.settings.priorSteps, decoder: result.settings.decoderSteps, superRes: result.settings.superResSteps },
+      guidance: { prior: result.settings.priorGuidance, decoder: result.settings.decoderGuidance },
+      model: pipe.folder.root, modelConfigHash: hash, backend: result.timings.backend,
+      ...(argv.lora !== undefined ? { extra: { lora: [argv.lora].flat().map(String) } } : {}),
+    };
+    writePng(files[i], floatToRgb8(result.images, result.shape, i), { [PROVENANCE_KEY]: encodeProvenance(prov) });
     written.push(files[i]);
   }
   const intermediates: string[] = [];
@@ -261,6 +313,7 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
   if (argv.json) {
     process.stdout.write(`${JSON.stringify({
       images: written,
+      outputs,
       ...(interDir ? { intermediates } : {}),
       ...(reportWritten ? { report: reportWritten } : {}),
       seed: result.seed !== undefined ? result.seed.toString() : undefined,
@@ -277,10 +330,11 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
 }
 
 const command: CommandModule<object, GenerateArgs> = {
-  command: 'generate <prompts..>',
+  command: 'generate [prompts..]',
   describe: 'text → image with the whole unCLIP pipeline (prior, decoder, super-res)',
   builder: (y: Argv) => y
     .positional('prompts', { type: 'string', array: true, describe: 'one or more prompts' })
+    .option('from', { type: 'string', describe: 're-run the call recorded in a PNG made by karlo generate (options given here override it)' })
     .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder (model_index.json); default: the bundled tiny random model' })
     .option('out', { type: 'string', default: 'karlo.png', describe: 'output PNG (several images: NAME-0.png, NAME-1.png, …)' })
     .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default: random, printed)' })

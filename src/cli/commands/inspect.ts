@@ -1,9 +1,12 @@
 // `karlo inspect PATH [--json]`: tensors (name, dtype, shape) and parameter counts of a .safetensors file, a sharded
 // index, a component folder or a diffusers pipeline folder. Reads headers only. Bad input: one line, exit 2.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { inspectPath, type InspectResult, type InspectDetails } from '../../io/inspect.js';
 import { UsageError } from '../errors.js';
+import { readPngText } from '../../io/png.js';
+import { PROVENANCE_KEY, formatProvenance, parseProvenance, type Provenance } from '../../pipeline/provenance.js';
 import { jsonText, printable } from '../../io/files.js';
 
 interface Args {
@@ -37,6 +40,34 @@ export function formatInspect(p: string, r: InspectResult, d: InspectDetails, sh
   return lines;
 }
 
+/** `karlo inspect image.png`: the provenance karlo generate wrote into it (the "parameters" tEXt chunk). */
+function inspectPng(file: string, json: boolean): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    throw new UsageError(`${file}: no such file`);
+  }
+  if (!st.isFile()) throw new UsageError(`${file}: not a regular file`);
+  if (st.size > 256 * 2 ** 20) throw new UsageError(`${file}: ${st.size} bytes is too large for a karlo PNG`);
+  let texts: Record<string, string>;
+  try {
+    texts = readPngText(fs.readFileSync(file), file);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const raw = texts[PROVENANCE_KEY];
+  if (raw === undefined) throw new UsageError(`${file}: no "${PROVENANCE_KEY}" text chunk: not made by karlo generate (or its metadata was stripped)`);
+  let p: Provenance;
+  try {
+    p = parseProvenance(raw, file);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (json) console.log(JSON.stringify({ kind: 'png', file, parameters: p }));
+  else console.log([`${file}: PNG made by karlo generate`, ...formatProvenance(p).map((l) => `  ${l}`), `  re-run: karlo generate --from ${file} --out NEW.png`].join('\n'));
+}
+
 const command: CommandModule<object, Args> = {
   command: 'inspect <path>',
   describe: 'list tensors (name, dtype, shape) and parameter counts of a .safetensors file, component folder or pipeline folder',
@@ -45,6 +76,7 @@ const command: CommandModule<object, Args> = {
     .option('json', { type: 'boolean', default: false, describe: 'print {"components": [{name, class, parameters, tensors: [{name, dtype, shape}]}], "parameters"}' })
     .option('tensors', { type: 'boolean', default: true, describe: 'list every tensor (--no-tensors: counts only)' }) as never,
   handler: (argv) => {
+    if (/\.png$/i.test(argv.path)) return inspectPng(argv.path, Boolean(argv.json));
     let out: ReturnType<typeof inspectPath>;
     try {
       out = inspectPath(argv.path);
