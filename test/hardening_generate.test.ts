@@ -88,6 +88,24 @@ test('memory: --num-images 1e9 / 1e300 refused at once with the estimate; --max-
   assert.ok(memoryRefusal(many, 1e6));
 });
 
+test('memory, library: UnCLIPPipeline.generate refuses before allocating (MemoryEstimateError), maxMemoryBytes moves the bound', async () => {
+  const { UnCLIPPipeline } = await import('../src/pipeline/unclip_pipeline.js');
+  const { MemoryEstimateError } = await import('../src/pipeline/memory_estimate.js');
+  const tf = await import('@tensorflow/tfjs-core');
+  const pipe = await UnCLIPPipeline.load(TINY, { backend: BACKEND, log: () => {} } as never);
+  const before = tf.memory().numTensors;
+  for (const [opts, re] of [[{ numImagesPerPrompt: 1e9 }, /1000000000 images/], [{ maxMemoryBytes: 1000 }, /more than the 1\.0 KB allowed; .*maxMemoryBytes/]] as const) {
+    try {
+      await pipe.generate(['a frog'], { ...opts, priorSteps: 2, decoderSteps: 2, superResSteps: 2 });
+      assert.unreachable('accepted');
+    } catch (e) {
+      assert.instance(e, MemoryEstimateError, (e as Error).stack);
+      assert.match((e as Error).message, re);
+    }
+  }
+  assert.is(tf.memory().numTensors, before, 'nothing allocated');
+});
+
 test('memory: a decoder config with sample_size 8192 is refused before loading (it grew to GBs before)', () => {
   const m = path.join(tmp, 'big-decoder');
   fs.cpSync(TINY, m, { recursive: true, dereference: true });

@@ -13,6 +13,14 @@ import * as path from 'node:path';
 import { openModelFolder } from '../io/model_folder.js';
 import { readJson } from '../io/weights.js';
 
+/** A call refused because its estimated memory is above the bound (the message gives the estimate). */
+export class MemoryEstimateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MemoryEstimateError';
+  }
+}
+
 export interface GenerateRequest {
   prompts: number;
   numImagesPerPrompt: number;

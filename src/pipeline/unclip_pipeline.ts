@@ -19,6 +19,7 @@ import { loadTextProj } from '../models/text_proj.js';
 import { loadUNet2DCondition } from '../models/unet2d_condition.js';
 import { loadUNet2D } from '../models/unet2d.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
+import { MemoryEstimateError, defaultMemoryBound, estimateGenerateMemory, memoryRefusal } from './memory_estimate.js';
 import { encodePrompt } from './encode_prompt.js';
 import { runPrior, type PriorStageOptions } from './prior_stage.js';
 import { runDecoder, type DecoderStageOptions } from './decoder_stage.js';
@@ -78,6 +79,8 @@ export interface StageEvent {
 
 export interface GenerateOptions {
   numImagesPerPrompt?: number;
+  /** Refuse a call whose estimated peak memory (memory_estimate.ts) is above this; default: physical memory. */
+  maxMemoryBytes?: number;
   /** Karlo preset; explicit step/guidance options override it. Without one: UnCLIPPipeline's defaults. */
   preset?: PresetName;
   priorSteps?: number;
@@ -517,7 +520,7 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
 
   /** The settings a call will use: preset, then explicit options, validated. */
   static resolveSettings(opts: GenerateOptions): GenerateResult['settings'] {
-    if (opts.preset !== undefined && !(opts.preset in KARLO_PRESETS)) {
+    if (opts.preset !== undefined && !Object.prototype.hasOwnProperty.call(KARLO_PRESETS, opts.preset)) {
       throw new RangeError(`preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got ${JSON.stringify(opts.preset)}`);
     }
     const base = opts.preset ? KARLO_PRESETS[opts.preset] : UNCLIP_DEFAULTS;
@@ -562,6 +565,10 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
   ): Promise<GenerateResult> {
     const settings = UnCLIPPipeline.resolveSettings(opts);
     const batch = prompts * settings.numImagesPerPrompt;
+    // Memory the call needs, from the configs and settings, before anything is allocated (issue 18 item 7).
+    const refusal = memoryRefusal(estimateGenerateMemory(this.folder.root, { prompts, numImagesPerPrompt: settings.numImagesPerPrompt,
+      priorGuidance: settings.priorGuidance, decoderGuidance: settings.decoderGuidance }), opts.maxMemoryBytes ?? defaultMemoryBound(), 'the maxMemoryBytes option');
+    if (refusal) throw new MemoryEstimateError(refusal);
     const d = this.dims;
     checkShape('priorLatents', opts.priorLatents, [batch, d.embeddingDim]);
     checkShape('decoderLatents', opts.decoderLatents, [batch, d.decoderChannels, d.decoderSize, d.decoderSize]);
