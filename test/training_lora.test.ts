@@ -16,7 +16,7 @@ import { randnTensor, TorchGenerator } from '../src/random/generator.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-lora-'));
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
-await useBackend('cpu');
+test.before(async () => { await useBackend('cpu'); });
 
 /** Non-zero B so the adapters change the output. */
 function randomizeUp(lora: Lora, seed: number): void {

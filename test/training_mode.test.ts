@@ -18,7 +18,8 @@ import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { valueAndGrads } from '../src/training/losses.js';
 
 await registerGradients();
-await useBackend('native').catch(() => useBackend('cpu'));
+// (set when this file's tests start: other test files in the same process switch backends too)
+test.before(async () => { await useBackend('native').catch(() => useBackend('cpu')); });
 
 /** A model of the fixture's config with `patch` applied, loaded with the fixture's weights. */
 function build<M extends Module>(make: (raw: Record<string, unknown>) => M, dir: string, file: string, patch: Record<string, unknown>): M {

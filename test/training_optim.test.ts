@@ -14,7 +14,7 @@ import { clipGradNorm } from '../src/training/clip_grad.js';
 import { learningRate, lrSchedule } from '../src/training/lr_schedule.js';
 import { globMatches, selectTrainable } from '../src/training/trainable.js';
 
-await useBackend('cpu');
+test.before(async () => { await useBackend('cpu'); });
 
 function rand(n: number, seed: number, scale = 1): Float32Array {
   const out = new Float32Array(n);
