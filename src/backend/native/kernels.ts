@@ -1,6 +1,9 @@
 // The kernels the `native` backend runs in the addon instead of tfjs-backend-cpu's JS. Each one handles the
 // float32 cases the addon supports and hands anything else (other dtypes, NCHW, empty tensors, an attribute
 // the library rejects) to the cpu kernel of the same name, so results never depend on what is supported.
+// Gradients: tfjs registers gradient functions per kernel NAME, for every backend, so each kernel here keeps the
+// gradient tfjs-core defines for it (built from ops that run on this backend again); the fused GroupNorm op has its
+// own analytic gradient (./ops.ts). test/grads_native.test.ts checks every one against the cpu backend.
 import {
   backend_util, broadcast_util, getKernel, util,
   type KernelConfig, type KernelFunc, type NamedAttrMap, type TensorInfo,
