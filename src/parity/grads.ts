@@ -403,11 +403,11 @@ export function runTextProjGrads(ctx: GradsContext): Comparison[] {
   }
 }
 
-export function runSuperResGrads(ctx: GradsContext): Comparison[] {
-  const label = 'super_res_first';
+/** A super-res UNet's file (`super_res_first.safetensors`, or any `super_res_*.safetensors` with its index entry). */
+export function runSuperResGrads(ctx: GradsContext, label = 'super_res_first'): Comparison[] {
   const idx = moduleIndex(ctx, label);
-  const fx = new GradsFixture(path.join(ctx.dir, 'super_res_first.safetensors'));
-  const sr = loadUNet2D(weightsDir(ctx.dir, idx, '../super_res/super_res_first'));
+  const fx = new GradsFixture(path.join(ctx.dir, `${label}.safetensors`));
+  const sr = loadUNet2D(weightsDir(ctx.dir, idx, `../super_res/${label}`));
   try {
     return scoped(() => {
       const timesteps = fx.timesteps();
@@ -640,8 +640,16 @@ export const GRADS_FILES: GradsFile[] = [
   { file: 'decoder.safetensors', run: runDecoderGrads },
   { file: 'decoder_adamw.safetensors', run: runDecoderAdamW },
   { file: 'decoder_lora.safetensors', run: runDecoderLora },
-  { file: 'super_res_first.safetensors', run: runSuperResGrads },
+  { file: 'super_res_first.safetensors', run: (c) => runSuperResGrads(c) },
 ];
+
+/** The files of a folder to run, in order: GRADS_FILES, then any other super_res_*.safetensors (e.g. super_res_last). */
+export function gradsFiles(dir: string): GradsFile[] {
+  const known = new Set(GRADS_FILES.map((f) => f.file));
+  const extra = fs.readdirSync(dir).filter((f) => /^super_res_[A-Za-z0-9_]+\.safetensors$/.test(f) && !known.has(f)).sort()
+    .map((file) => ({ file, run: (c: GradsContext) => runSuperResGrads(c, file.replace(/\.safetensors$/, '')) }));
+  return [...GRADS_FILES.filter((f) => fs.existsSync(path.join(dir, f.file))), ...extra];
+}
 
 export function gradsContext(dir: string, opts: ParityOptions = {}): GradsContext {
   const index = readJson<GradsIndex>(path.join(dir, 'index.json'));
@@ -655,7 +663,7 @@ export function isGradsFolder(dir: string): boolean {
   if (!fs.existsSync(idx)) return false;
   try {
     const j = readJson<GradsIndex>(idx);
-    return !!j.modules && GRADS_FILES.some((f) => fs.existsSync(path.join(dir, f.file)));
+    return !!j.modules && typeof j.modules === 'object' && gradsFiles(dir).length > 0;
   } catch {
     return false;
   }
@@ -665,8 +673,7 @@ export async function runGradsParity(dir: string, opts: ParityOptions = {}): Pro
   await registerGradients();
   const ctx = gradsContext(dir, opts);
   const out = compareSchedule(ctx);
-  for (const f of GRADS_FILES) {
-    if (!fs.existsSync(path.join(dir, f.file))) continue;
+  for (const f of gradsFiles(dir)) {
     opts.log?.(`grads: ${f.file}`);
     out.push(...f.run(ctx));
   }
