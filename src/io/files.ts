@@ -235,6 +235,13 @@ export function jsonName(s: string): string {
   return JSON.stringify(s).replace(/[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+/** A value from a file for a message: JSON, cut to `max` characters (a 50 MB string is not repeated back). */
+export function brief(v: unknown, max = 80): string {
+  let s: string;
+  try { s = String(JSON.stringify(v)); } catch { s = typeof v; }
+  return s.length > max ? `${s.slice(0, max)}... (${s.length} characters)` : s;
+}
+
 /** JSON.stringify(v) with C1 controls, separators and bidi controls escaped too (safe to print on a terminal). */
 export function jsonText(v: unknown): string {
   return JSON.stringify(v).replace(/[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);

@@ -5,7 +5,7 @@
 // ever holds more than one tensor.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { FileRefusedError, assertReplaceable, openRegularFile, parseJsonText, printable, trackTemporary } from './files.js';
+import { FileRefusedError, assertReplaceable, brief, openRegularFile, parseJsonText, printable, trackTemporary } from './files.js';
 
 const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -374,24 +374,24 @@ function validateEntry(file: string, name: string, raw: unknown, dataStart: numb
   if (raw === null || typeof raw !== 'object') throw bad('header entry is not an object');
   const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
   if (!isDType(e.dtype)) {
-    throw bad(`unsupported dtype ${JSON.stringify(e.dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`);
+    throw bad(`unsupported dtype ${brief(e.dtype)} (supported: ${Object.keys(DTYPE_SIZE).join(', ')})`);
   }
   const dtype = e.dtype as SafetensorsDType;
   if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    throw bad(`shape ${String(JSON.stringify(e.shape)).slice(0, 200)} is not a list of non-negative integers below 2^53`);
+    throw bad(`shape ${brief(e.shape, 200)} is not a list of non-negative integers below 2^53`);
   }
   const shape = e.shape as number[];
   // Every dimension and the product of the non-zero ones must be exact (a 0 dimension does not excuse a 2^60 one).
   let nz = 1;
   for (const d of shape) if (d > 0) nz *= d;
-  if (!Number.isSafeInteger(nz * DTYPE_SIZE[dtype])) throw bad(`shape ${JSON.stringify(shape)} has more elements than can be addressed (beyond 2^53 bytes)`);
+  if (!Number.isSafeInteger(nz * DTYPE_SIZE[dtype])) throw bad(`shape ${brief(shape, 200)} has more elements than can be addressed (beyond 2^53 bytes)`);
   if (!Array.isArray(e.data_offsets) || e.data_offsets.length !== 2 || !e.data_offsets.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    throw bad(`data_offsets ${JSON.stringify(e.data_offsets)} is not [begin, end]`);
+    throw bad(`data_offsets ${brief(e.data_offsets)} is not [begin, end]`);
   }
   const [b, en] = e.data_offsets as number[];
   if (en < b) throw bad(`data_offsets end ${en} < begin ${b}`);
   const expected = numel(shape) * DTYPE_SIZE[dtype];
-  if (en - b !== expected) throw bad(`holds ${en - b} bytes but ${dtype}${JSON.stringify(shape)} needs ${expected}`);
+  if (en - b !== expected) throw bad(`holds ${en - b} bytes but ${dtype}${brief(shape, 200)} needs ${expected}`);
   if (dataStart + en > size) throw bad(`data ends at byte ${dataStart + en}, past the end of the file (${size} bytes): truncated file?`);
   return { name, dtype, shape, begin: dataStart + b, end: dataStart + en };
 }

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SafetensorsFile } from './safetensors.js';
-import { printable, readJsonFile } from './files.js';
+import { brief, printable, readJsonFile } from './files.js';
 import type { Module, TensorSource, LoadReport } from '../layers/module.js';
 
 /** A weights source that may span several files; `close()` releases them. */
@@ -34,7 +34,7 @@ export function readShardIndex(indexFile: string): { shards: string[]; weightMap
   const weightMap = new Map<string, string>();
   for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
     if (typeof shard !== 'string' || !shard || shard.includes('/') || shard.includes('\\') || shard === '..') {
-      throw new Error(`${indexFile}: weight_map["${name}"] is not a shard file name: ${JSON.stringify(shard)}`);
+      throw new Error(`${indexFile}: weight_map[${brief(name)}] is not a shard file name: ${brief(shard)}`);
     }
     weightMap.set(name, path.join(dir, shard));
   }

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { jsonName, own, printable, readJsonFile, readTextFile } from '../io/files.js';
+import { brief, jsonName, own, printable, readJsonFile, readTextFile } from '../io/files.js';
 import { BUNDLED_MODEL_DIR } from '../package_root.js';
 
 /** The tokenizer folder shipped with the package (the bundled tiny model; same vocab/merges as real Karlo). */
@@ -264,7 +264,7 @@ export class CLIPTokenizer {
     for (const c of [this.bosToken, this.eosToken, this.unkToken, this.padToken]) {
       if (!added.has(c)) {
         const id = this.encoder.get(c);
-        if (id === undefined) throw new TokenizerError(`special token ${JSON.stringify(c)} is not in the vocabulary`);
+        if (id === undefined) throw new TokenizerError(`special token ${brief(c)} is not in the vocabulary`);
         added.set(c, { content: c, id, lstrip: false, rstrip: false });
       }
     }

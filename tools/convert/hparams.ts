@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseYaml, type YamlValue } from './yaml.js';
-import { readTextFile } from '../../src/io/files.js';
+import { brief, readTextFile } from '../../src/io/files.js';
 
 export const CONFIG_FILES = {
   prior: 'prior_1B_vit_l.yaml',
@@ -65,13 +65,13 @@ export function readKarloConfigs(dir: string): KarloHparams {
 /** A number-valued hparam; an error naming the file and key otherwise. */
 export function hpNumber(hp: Hparams, key: string, where: string): number {
   const v = hp[key];
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${where}: hparams.${key} is ${JSON.stringify(v)}, expected a number`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${where}: hparams.${key} is ${brief(v)}, expected a number`);
   return v;
 }
 
 export function hpBool(hp: Hparams, key: string, where: string): boolean {
   const v = hp[key];
-  if (typeof v !== 'boolean') throw new Error(`${where}: hparams.${key} is ${JSON.stringify(v)}, expected true or false`);
+  if (typeof v !== 'boolean') throw new Error(`${where}: hparams.${key} is ${brief(v)}, expected true or false`);
   return v;
 }
 
@@ -79,10 +79,10 @@ export function hpBool(hp: Hparams, key: string, where: string): boolean {
 export function hpIntList(hp: Hparams, key: string, where: string): number[] {
   const v = hp[key];
   const parts = Array.isArray(v) ? v : typeof v === 'number' ? [v] : typeof v === 'string' ? (v.trim() === '' ? [] : v.split(',')) : null;
-  if (!parts) throw new Error(`${where}: hparams.${key} is ${JSON.stringify(v)}, expected a list of integers`);
+  if (!parts) throw new Error(`${where}: hparams.${key} is ${brief(v)}, expected a list of integers`);
   return parts.map((x) => {
     const n = typeof x === 'number' ? x : Number(String(x).trim());
-    if (!Number.isInteger(n)) throw new Error(`${where}: hparams.${key} = ${JSON.stringify(v)} holds a non-integer`);
+    if (!Number.isInteger(n)) throw new Error(`${where}: hparams.${key} = ${brief(v)} holds a non-integer`);
     return n;
   });
 }

@@ -5,6 +5,7 @@
 import type { SafetensorsDType } from '../safetensors.js';
 import { DTYPE_SIZE } from '../safetensors.js';
 import { TorchFileError } from './errors.js';
+import { brief } from '../files.js';
 
 /** Where a storage's bytes live: a zip record, or a span of a legacy (pre-1.6) stream. */
 export interface StorageRecord {
@@ -128,9 +129,9 @@ export function makeTensor(
   }
   if (numel > 0) {
     if (!Number.isSafeInteger(maxIndex) || maxIndex >= storageElems) {
-      fail(`tensor view (offset ${offset}, size ${JSON.stringify(shape)}, stride ${JSON.stringify(strides)}) reaches element ${maxIndex} of storage "${storage.key}", which has ${storageElems}`);
+      fail(`tensor view (offset ${offset}, size ${brief(shape)}, stride ${brief(strides)}) reaches element ${maxIndex} of storage "${storage.key}", which has ${storageElems}`);
     }
-    if (numel * es > maxBytes) fail(`tensor of size ${JSON.stringify(shape)} would need ${numel * es} bytes, more than the file holds`);
+    if (numel * es > maxBytes) fail(`tensor of size ${brief(shape)} would need ${numel * es} bytes, more than the file holds`);
   }
   return new TorchTensor(storage, offset as number, shape, strides, dtype, requiresGrad === true);
 }
