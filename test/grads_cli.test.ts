@@ -50,7 +50,7 @@ test('karlo parity <grads folder>: kind grads, a row per compared tensor, all OK
   const rows = r.out.split('\n').filter((l) => /\s(OK|FAIL)$/.test(l));
   assert.is(rows.length, 1 + 42 + 58 + 343, 'schedule + clip_text + prior + prior_adamw rows');
   for (const re of [
-    /^clip_text: loss\s+\S+\s+\S+\s+\S+\s+OK$/m,
+    /^clip_text: loss\s.*\sOK$/m,
     /^clip_text: sparse_grad\.text_model\.embeddings\.token_embedding\.weight\.values\s.*OK$/m,
     /^prior: grad\.transformer_blocks\.0\.attn1\.to_q\.weight\s.*OK$/m,
     /^prior: grad_input\.encoder_hidden_states\s.*OK$/m,
@@ -58,11 +58,12 @@ test('karlo parity <grads folder>: kind grads, a row per compared tensor, all OK
     /^prior_adamw: adamw2\.proj_to_clip_embeddings\.weight\s.*OK$/m,
     /^prior_adamw: exp_avg_sq1\.positional_embedding\s.*OK$/m,
     /^grads: 444\/444 OK \(backend cpu/m,
-  ]) assert.match(r.out, re);
+  ]) assert.ok(re.test(r.out), `${re} in:\n${r.out.slice(0, 3000)}`);
   const j = JSON.parse(karlo('parity', dir, '--json').out);
   assert.is(j.kind, 'grads');
-  assert.is(j.ok, true);
-  assert.is(j.comparisons.length, 444);
+  // (field names of the JSON contract as of both the old and the new `karlo parity --json`)
+  assert.is(j.pass ?? j.ok, true);
+  assert.is((j.tensors ?? j.comparisons).length, 444);
 });
 
 test('karlo parity <grads folder>: a reference gradient off by 10% of its max is a FAIL row and exit 1', () => {
@@ -75,7 +76,8 @@ test('karlo parity <grads folder>: a reference gradient off by 10% of its max is
   });
   const r = karlo('parity', dir);
   assert.is(r.code, 1, r.err);
-  assert.match(r.out, new RegExp(`^prior: ${victim.replace(/\./g, '\\.')}\\s.*FAIL$`, 'm'));
+  const row = new RegExp(`^prior: ${victim.replace(/\./g, '\\.')}\\s.*\\bFAIL\\b`, 'm');
+  assert.ok(row.test(r.out), `${row} in:\n${r.out}`);
   assert.match(r.out, /grads: 58\/59 OK, 1 FAIL/);
 });
 
