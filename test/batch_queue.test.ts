@@ -56,6 +56,7 @@ const procs = new Set<Proc>();
 function start(name: string, cmd: string, args: string[]): Proc {
   const child = spawn(cmd, args, { cwd: tmp, env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
   const p: Proc = { name, child, lines: [], exit: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+  child.on('error', (e) => p.lines.push(`could not start ${cmd}: ${e.message}`));
   for (const s of [child.stdout!, child.stderr!]) {
     let buf = '';
     s.setEncoding('utf8');
@@ -151,6 +152,7 @@ function assertSameAsReference(dir: string): void {
 
 let queue: Queue;
 test.before(async () => {
+  if (!fs.existsSync(REDIS)) throw new Error(`${REDIS} is missing: these tests need a real Redis (Debian: apt-get install redis-server; .ci/run installs it)`);
   await startRedis();
   queue = new Queue('karlo', { connection: parseRedisUrl(URL_) });
   queue.on('error', () => {});
