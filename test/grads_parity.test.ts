@@ -17,7 +17,7 @@ const SMALL: GradsCase[] = [
   ['prior_adamw', runPriorAdamW, { min: 300, names: ['adamw1.', 'adamw2.', 'exp_avg1.', 'exp_avg_sq2.', 'grad2.', 'loss1', 'loss2', 'loss3'] }],
 ];
 
-// wasm: the CLIP text and prior cases (tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter kernel, so no UNet gradient).
+// wasm: the CLIP text and prior cases here; the UNets on wasm in grads_wasm.test.ts.
 const wasm = (await availableBackends(['wasm'])).length > 0;
 for (const backend of ['native', 'cpu', ...(wasm ? ['wasm'] : [])]) {
   for (const [label, run, expect] of SMALL) {

@@ -2,7 +2,7 @@
 // gradient, grad_input.*), both decoder AdamW steps, text_proj trained through the decoder loss, LoRA on the decoder
 // (rank 4: output, loss, adapter gradients, merge/unmerge) and super-res. On the pure-JS cpu backend their backward
 // pass takes minutes (measured 78 s for text_proj, 290 s for super-res; `karlo parity --backend cpu` can still run
-// them); tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter kernel, so no UNet gradient there.
+// them); decoder and super-res on wasm: grads_wasm.test.ts.
 import { test } from 'uvu';
 import { registerNativeOrWhy, useBackend } from './helpers.js';
 import { registerGradients } from '../src/backend/gradients.js';

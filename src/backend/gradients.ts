@@ -19,6 +19,7 @@
 import { createRequire, register } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
+import { registerWasmGradientKernels } from './wasm_grads.js';
 
 const TAG = '#karlo-tfjs-core-esm';
 
@@ -42,9 +43,13 @@ export async function load(url, context, next) {
 
 let pending: Promise<void> | undefined;
 
-/** Registers every tfjs-core gradient and the chained tensor methods (idempotent; ~1 s the first time). */
+/**
+ * Registers every tfjs-core gradient and the chained tensor methods, and the convolution-gradient kernel
+ * tfjs-backend-wasm lacks (./wasm_grads.ts). Idempotent; ~1 s the first time.
+ */
 export function registerGradients(): Promise<void> {
   pending ??= (async () => {
+    registerWasmGradientKernels();
     if (tf.getGradient('Multiply') && typeof (tf.Tensor.prototype as unknown as { square?: unknown }).square === 'function') return;
     const require = createRequire(import.meta.url);
     const entry = require.resolve('@tensorflow/tfjs-core/dist/register_all_gradients.js');
