@@ -34,16 +34,19 @@ test('registerGradients: idempotent, concurrent calls share one registration; tf
   }
 });
 
-test('registerGradients on plain Node without tsx or esbuild (the module as compiled JavaScript)', () => {
-  const src = fs.readFileSync(path.join(HERE, '../src/backend/gradients.ts'), 'utf8');
-  const js = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 } }).outputText;
-  const file = path.join(HERE, `.grads-register-${process.pid}.mjs`);
-  const main = path.join(HERE, `.grads-register-main-${process.pid}.mjs`);
-  fs.writeFileSync(file, js);
+test('registerGradients on plain Node without tsx or esbuild (the modules as compiled JavaScript)', () => {
+  const dir = path.join(HERE, `.grads-register-${process.pid}`);
+  fs.mkdirSync(dir, { recursive: true });
+  for (const m of ['gradients', 'wasm_grads']) {
+    const src = fs.readFileSync(path.join(HERE, `../src/backend/${m}.ts`), 'utf8');
+    const js = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 } }).outputText;
+    fs.writeFileSync(path.join(dir, `${m}.js`), js);
+  }
+  const main = path.join(dir, 'main.mjs');
   fs.writeFileSync(main, `
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { registerGradients } from './${path.basename(file)}';
+import { registerGradients } from './gradients.js';
 await tf.setBackend('cpu');
 await registerGradients();
 const g = tf.grad((x) => tf.sum(tf.square(x)))(tf.tensor([1, 2, 3]));
@@ -54,8 +57,7 @@ console.log(JSON.stringify(Array.from(g.dataSync())), typeof tf.tensor([1]).squa
     assert.is(r.status, 0, r.stderr);
     assert.match(r.stdout, /^\[2,4,6\] function$/m);
   } finally {
-    fs.rmSync(file, { force: true });
-    fs.rmSync(main, { force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
