@@ -15,7 +15,8 @@ import { modelConfigHash, ModelHashError } from '../src/batch/model_hash.js';
 import { OutputDir, OutputDirError, readManifest } from '../src/batch/output.js';
 import { renderJob } from '../src/batch/render.js';
 import { parseRedisUrl, redactUrl } from '../src/batch/queue.js';
-import { decodePng, floatToRgb8 } from '../src/io/png.js';
+import { decodePng, floatToRgb8, readPngText } from '../src/io/png.js';
+import { PROVENANCE_KEY, parseProvenance } from '../src/pipeline/provenance.js';
 import { UnCLIPPipeline } from '../src/pipeline/unclip_pipeline.js';
 import { availableBackends } from '../src/backend/index.js';
 import { registerNativeOrWhy, useBackend } from './helpers.js';
@@ -174,7 +175,12 @@ test('karlo batch (in-process): files + manifest, same bytes as renderJob; a rer
   const m = readManifest(out);
   assert.equal(m.map((e) => [e.index, e.image, e.seed, e.prompt]), [[0, 0, '7', 'a red frog'], [1, 0, '41', 'a blue cat'], [1, 1, '41', 'a blue cat'], [2, 0, '42', 'a green teapot']]);
   assert.equal(m[3].meta, { id: 'x' });
-  for (const e of m) assert.is(e.file, imageFileName(e.index, e.hash, e.image, e.settings.numImagesPerPrompt));
+  for (const e of m) {
+    assert.is(e.file, imageFileName(e.index, e.hash, e.image, e.settings.numImagesPerPrompt));
+    // the provenance chunk of karlo generate: karlo inspect shows it, karlo generate --from re-runs it
+    const prov = parseProvenance(readPngText(fs.readFileSync(path.join(out, e.file)))[PROVENANCE_KEY], e.file);
+    assert.equal([prov.prompts, prov.seed, prov.imageIndex, prov.numImagesPerPrompt, prov.steps.decoder, prov.extra], [[e.prompt], e.seed, e.image, e.settings.numImagesPerPrompt, 2, { batchJob: e.hash }]);
+  }
   await useBackend(BACKEND);
   const pipe = await UnCLIPPipeline.load(MINI, { keepLoaded: true });
   try {
