@@ -51,7 +51,7 @@ test('inspect pipeline_tiny --json: the seven non-scheduler components, classes 
   const r = karlo('inspect', fixture('pipeline_tiny'), '--json');
   assert.is(r.code, 0, r.err);
   const j = JSON.parse(r.out);
-  assert.equal(Object.keys(j), ['components', 'parameters']);
+  assert.equal(Object.keys(j), ['components', 'parameters', 'bytesPerDtype']);
   const idx = JSON.parse(fs.readFileSync(fixture('pipeline_tiny', 'model_index.json'), 'utf8'));
   const names = j.components.map((c: { name: string }) => c.name);
   assert.equal(names.sort(), ['decoder', 'prior', 'super_res_first', 'super_res_last', 'text_encoder', 'text_proj', 'tokenizer']);
@@ -133,14 +133,14 @@ test('inspect bad input: one line on stderr naming the path, exit 2, no stack tr
 test('parity on the rng fixtures: 66 comparisons, all OK, exit 0; --json carries the same', () => {
   const r = karlo('parity', fixture('rng'));
   assert.is(r.code, 0, r.err);
-  assert.match(r.out, /^randn\.seed42\.shape1x4x8x8\s+0\.00e\+0\s+0\.00e\+0\s+1\.00e-6\s+OK$/m);
+  assert.match(r.out, /^randn\.seed42\.shape1x4x8x8\s+\[1,4,8,8\]\s+0\.00e\+0\s+0\.00e\+0\s+1\.00e-6\s+exact\s+OK$/m);
   assert.match(r.out, /rng: 66\/66 OK \(backend cpu/);
   assert.match(r.err, /^backend: cpu( \(.*\))?$/m);
   const j = JSON.parse(karlo('parity', fixture('rng'), '--json').out);
   assert.is(j.kind, 'rng');
-  assert.is(j.ok, true);
-  assert.is(j.comparisons.length, 66);
-  assert.ok(j.comparisons.every((c: { ok: boolean; maxAbs: number }) => c.ok && c.maxAbs === 0));
+  assert.is(j.pass, true);
+  assert.is(j.tensors.length, 66);
+  assert.ok(j.tensors.every((c: { pass: boolean; maxAbsErr: number }) => c.pass && c.maxAbsErr === 0));
 });
 
 test('parity exits 1 and marks FAIL when a reference tensor is off by more than the tolerance', () => {
@@ -156,10 +156,66 @@ test('parity exits 1 and marks FAIL when a reference tensor is off by more than 
   saveSafetensors(path.join(dir, 'rng.safetensors'), Object.fromEntries(st.map((e) => [e.name, { dtype: 'F32' as const, shape: e.shape, data: tensors.get(e.name)!.data }])));
   const r = karlo('parity', dir);
   assert.is(r.code, 1, r.err);
-  assert.match(r.out, new RegExp(`^${victim.replace(/\./g, '\\.')}\\s+3\\.\\d+e-6\\s+\\S+\\s+1\\.00e-6\\s+FAIL$`, 'm'));
+  // The FAIL row: shape, error, allowed, headroom below 1, and where the worst element is.
+  assert.match(r.out, new RegExp(`^${victim.replace(/\./g, '\\.')}\\s+\\[17\\]\\s+3\\.\\d+e-6\\s+\\S+\\s+1\\.00e-6\\s+0\\.3x\\s+FAIL  worst at \\[5\\]$`, 'm'));
+  assert.match(r.out, new RegExp(`^first failure \\(execution order\\): ${victim.replace(/\./g, '\\.')} \\[17\\]: max abs 3\\.\\d+e-6 > allowed 1\\.00e-6 at element \\[5\\]$`, 'm'));
   assert.match(r.out, /rng: 65\/66 OK, 1 FAIL/);
+  // --json: exactly kind, pass, tensors[{name, shape, maxAbsErr, maxRelErr, allowed, pass}].
+  const j = JSON.parse(karlo('parity', dir, '--json').out);
+  assert.equal(Object.keys(j), ['kind', 'pass', 'tensors']);
+  assert.is(j.pass, false);
+  const bad = j.tensors.find((t: { name: string }) => t.name === victim);
+  assert.equal(Object.keys(bad), ['name', 'shape', 'maxAbsErr', 'maxRelErr', 'allowed', 'pass']);
+  assert.equal(bad.shape, [17]);
+  assert.is(bad.pass, false);
+  assert.ok(bad.maxAbsErr > bad.allowed);
   // A looser --atol accepts it.
   assert.is(karlo('parity', dir, '--atol', '1e-5').code, 0);
+});
+
+test('parity rows in execution order with labels split off: decoder blocks as the hooks fire, then the output; the pipeline run stage by stage, run labels in "run", step numbers in "step"', () => {
+  const d = JSON.parse(karlo('parity', fixture('decoder'), '--json').out);
+  const names = d.tensors.map((t: { name: string }) => t.name);
+  assert.is(names[0], 'block_out.time_embedding');
+  assert.ok(names.indexOf('block_out.conv_in') < names.indexOf('block_out.down_blocks.0') && names.indexOf('block_out.down_blocks.0') < names.indexOf('block_out.mid_block'), names.join(' '));
+  assert.ok(names.indexOf('block_out.mid_block') < names.indexOf('block_out.up_blocks.0') && names.indexOf('block_out.up_blocks.2') < names.indexOf('block_out.conv_out'), names.join(' '));
+  assert.ok(names.indexOf('block_out.conv_out') < names.indexOf('output'), names.join(' '));
+  const p = JSON.parse(karlo('parity', path.join(ROOT, 'models', 'karlo-tiny'), '--json', '--backend', 'wasm').out); // wasm: seconds, cpu: minutes
+  assert.is(p.pass, true);
+  const run = p.tensors.filter((t: { run?: string }) => t.run === 'run');
+  const order = run.map((t: { name: string }) => t.name);
+  const at = (n: string) => order.indexOf(n);
+  assert.ok(at('cap.prompt_embeds') < at('step.000.prior_scheduler.t999.prev_sample'), order.join(' '));
+  assert.ok(at('cap.image_embeddings') < at('cap.decoder_encoder_hidden_states') && at('cap.image_small') < at('output.images_np_NHWC'), order.join(' '));
+  const step = p.tensors.find((t: { name: string; run?: string }) => t.run === 'run_seed_only' && t.name === 'step.011.super_res_scheduler.t500.prev_sample');
+  assert.ok(step, 'run_seed_only rows keep the fixture key as name');
+  assert.is(step.step, 11);
+  assert.equal(step.shape, [2, 3, 64, 64]);
+  const tok = JSON.parse(karlo('parity', fixture('tokenizer'), '--json').out);
+  const c12 = tok.tensors.find((t: { name: string; case?: number }) => t.case === 12 && t.name === 'input_ids');
+  assert.ok(c12, 'tokenizer rows: case number in "case", key in "name"');
+});
+
+test('inspect reads PyTorch files (.pt TorchScript, Lightning .ckpt) through the safe torch reader; --filter GLOB; bytes per dtype', () => {
+  const orig = fixture('original_ckpt', 'original');
+  const pt = karlo('inspect', path.join(orig, 'ViT-L-14.pt'), '--json');
+  assert.is(pt.code, 0, pt.err);
+  const j = JSON.parse(pt.out);
+  const t = Object.fromEntries(j.components[0].tensors.map((x: { name: string; dtype: string; shape: number[] }) => [x.name, x]));
+  assert.equal(t.positional_embedding, { name: 'positional_embedding', dtype: 'F32', shape: [77, 64] });
+  assert.is(t.text_projection.dtype, 'F16');
+  const f16 = j.components[0].tensors.filter((x: { dtype: string }) => x.dtype === 'F16').reduce((a: number, x: { shape: number[] }) => a + x.shape.reduce((p, q) => p * q, 1), 0);
+  assert.is(j.bytesPerDtype.F16, 2 * f16);
+  const ck = karlo('inspect', path.join(orig, 'prior-ckpt-step=01000000-of-01000000.ckpt'));
+  assert.is(ck.code, 0, ck.err);
+  assert.match(ck.out, /PyTorch file \(read by the safe torch reader: no code runs\)/);
+  const filtered = karlo('inspect', path.join(orig, 'ViT-L-14.pt'), '--filter', '*ln_final*');
+  assert.is(filtered.code, 0, filtered.err);
+  assert.match(filtered.out, /128 parameters in 2 tensors/);
+  assert.match(filtered.out, /^  ln_final\.weight +F32 +\[64\]$/m);
+  assert.match(filtered.out, /^bytes: F32 512 B$/m);
+  const tiny = JSON.parse(karlo('inspect', path.join(ROOT, 'models', 'karlo-tiny'), '--json').out);
+  assert.equal(tiny.bytesPerDtype, { F32: 4 * tiny.parameters });
 });
 
 test('parity on a folder no kind recognises: one line listing the known kinds, exit 2', () => {

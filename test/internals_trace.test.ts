@@ -42,14 +42,14 @@ test('karlo trace of the pipeline fixture run matches its recorded tensors (cap.
   assert.match(t.stderr, /trace estimate: \d+ tensors/);
   const p = karlo(['parity', out, path.join(BUNDLED_MODEL_DIR, 'run_seed_only.safetensors'), '--json', '--atol', '1e-3']);
   assert.is(p.code, 0, p.stdout + p.stderr);
-  const r = JSON.parse(p.stdout) as { ok: boolean; compared: number; comparisons: { name: string; ok: boolean; maxAbs: number }[] };
-  assert.ok(r.ok);
-  const names = r.comparisons.map((c) => c.name);
+  const r = JSON.parse(p.stdout) as { pass: boolean; tensors: { name: string; pass: boolean; maxAbsErr: number }[] };
+  assert.ok(r.pass);
+  const names = r.tensors.map((c) => c.name);
   // 8 cap.* (all but image_upscaled: super-res not traced) + prior 5 prev + 4 sample_in + decoder 5 × 3.
-  assert.is(r.compared, 8 + 9 + 15, names.join(' '));
+  assert.is(r.tensors.length, 8 + 9 + 15, names.join(' '));
   for (const n of ['cap.image_small', 'cap.decoder_encoder_hidden_states', 'step.009.decoder_scheduler.t0.prev_sample', 'step.007.decoder_scheduler.t500.model_output_after_cfg']) assert.ok(names.includes(n), n);
   // The free-running decoder's image (guidance 8) is within the fixtures README's 1e-3 on the image.
-  assert.ok(r.comparisons.find((c) => c.name === 'cap.image_small')!.maxAbs < 1e-3);
+  assert.ok(r.tensors.find((c) => c.name === 'cap.image_small')!.maxAbsErr < 1e-3);
   // The same file against itself: everything compared, exactly equal.
   const self = compareTraceFiles(out, out);
   assert.ok(self.length > 100 && self.every((c) => c.maxAbs === 0));

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SafetensorsFile, numel } from './safetensors.js';
 import { findWeightsFile, readJson, readShardIndex } from './weights.js';
+import { TorchCheckpoint } from './torch/checkpoint.js';
 
 export interface InspectTensor {
   name: string;
@@ -26,7 +27,7 @@ export interface InspectResult {
 
 /** Extra facts for the human-readable listing (not part of the JSON contract). */
 export interface InspectDetails {
-  kind: 'file' | 'sharded' | 'component' | 'pipeline';
+  kind: 'file' | 'torch' | 'sharded' | 'component' | 'pipeline';
   pipelineClass: string | null;
   /** Weight file(s) of each component, by component name. */
   files: Record<string, string[]>;
@@ -54,8 +55,22 @@ function tensorsOfFile(file: string): InspectTensor[] {
   }
 }
 
-/** Tensors of a weights file: a .safetensors file, or a sharded index (all its shards, in index order). */
+/** PyTorch files (torch.save zip or legacy pickle, Lightning .ckpt, TorchScript), read by the safe torch reader. */
+const TORCH_EXT = /\.(pt|pth|ckpt|bin|th|pkl|jit)$/i;
+
+/** Tensors of a PyTorch file (no code runs: the whitelisted unpickler; tensor data is not read). */
+function tensorsOfTorchFile(file: string): InspectTensor[] {
+  const ck = TorchCheckpoint.open(file);
+  try {
+    return [...ck.tensors()].map(([name, t]) => ({ name, dtype: t.dtype, shape: [...t.shape] }));
+  } finally {
+    ck.close();
+  }
+}
+
+/** Tensors of a weights file: a .safetensors file, a PyTorch file, or a sharded index (all its shards, in index order). */
 function tensorsOfWeights(file: string): { tensors: InspectTensor[]; files: string[] } {
+  if (TORCH_EXT.test(file)) return { tensors: tensorsOfTorchFile(file), files: [file] };
   if (!file.endsWith('.json')) return { tensors: tensorsOfFile(file), files: [file] };
   const { shards, weightMap } = readShardIndex(file);
   const byName = new Map<string, InspectTensor>();
@@ -149,7 +164,7 @@ export function inspectPath(p: string): { result: InspectResult; details: Inspec
   const st = fs.statSync(p);
   if (st.isFile()) {
     const { tensors, files } = tensorsOfWeights(p);
-    const kind = p.endsWith('.json') ? 'sharded' : 'file';
+    const kind = p.endsWith('.json') ? 'sharded' : TORCH_EXT.test(p) ? 'torch' : 'file';
     const name = path.basename(p);
     return { result: total([component(name, null, tensors)]), details: { kind, pipelineClass: null, files: { [name]: files }, skipped: [] } };
   }

@@ -10,6 +10,8 @@ export interface Comparison {
   ok: boolean;
   /** Reference tensor shape, when the caller knows it (printed by `karlo parity`). */
   shape?: number[];
+  /** Number of reference elements compared. */
+  size?: number;
 }
 
 export function compareArrays(
@@ -38,5 +40,5 @@ export function compareArrays(
   }
   const allowed = scale ? atol * Math.max(1, maxRef) : atol;
   const ok = rtol ? elementwiseOk : maxAbs <= allowed;
-  return { name, maxAbs, maxRel, maxRef, allowed, argmax, ok };
+  return { name, maxAbs, maxRel, maxRef, allowed, argmax, ok, size: ref.length };
 }

@@ -54,12 +54,15 @@ export function compareUNetCall(
   } finally {
     cap.stop();
   }
-  const res = [compareArrays(`${prefix}output`, out, get('output').data, { atol })];
-  for (const n of blockNames) {
+  // Rows in execution order: block outputs as the hooks fired, blocks never emitted, then the model output.
+  const fired = [...cap.got.keys()].map((k) => `block_out.${k}`).filter((n) => blockNames.includes(n));
+  const res: Comparison[] = [];
+  for (const n of [...fired, ...blockNames.filter((b) => !fired.includes(b))]) {
     const ours = cap.got.get(n.slice('block_out.'.length));
     // A block output we never produced is a failure, not a skip.
     res.push(ours ? compareArrays(n, ours, io.get(n)!.data, { atol }) : { name: `${n} (not emitted)`, maxAbs: Infinity, maxRel: Infinity, maxRef: NaN, allowed: 0, argmax: -1, ok: false });
   }
+  res.push(compareArrays(`${prefix}output`, out, get('output').data, { atol }));
   return res;
 }
 

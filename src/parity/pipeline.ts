@@ -457,7 +457,9 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
       }
     }
 
-    for (const name of [...names].sort()) {
+    // Execution order: what our run produced, in the order it produced it; then anything it never produced.
+    const inOrder = [...[...ours.keys()].filter((n) => names.has(n)), ...[...names].filter((n) => !ours.has(n)).sort()];
+    for (const name of inOrder) {
       if (name.startsWith('input.') || name.startsWith('randn.') || opts.comparedElsewhere?.(name)) continue;
       const st = stepOfName(name);
       if (st && forced[st.stage] && st.step > flagged[st.stage].fromStep && st.part === 'sample_in') {

@@ -5,6 +5,8 @@ import * as path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { inspectPath, type InspectResult, type InspectDetails } from '../../io/inspect.js';
 import { UsageError } from '../errors.js';
+import { DTYPE_SIZE, numel, type SafetensorsDType } from '../../io/safetensors.js';
+import { formatBytes } from '../progress.js';
 import { readPngText } from '../../io/png.js';
 import { PROVENANCE_KEY, formatProvenance, parseProvenance, type Provenance } from '../../pipeline/provenance.js';
 import { jsonText, printable } from '../../io/files.js';
@@ -13,6 +15,35 @@ interface Args {
   path: string;
   json?: boolean;
   tensors?: boolean;
+  filter?: string;
+}
+
+/** A glob over tensor names: `*` any run of characters (dots included), `?` one character; the whole name must match. */
+export function globToRegExp(glob: string): RegExp {
+  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}$`);
+}
+
+/** Keeps the tensors whose name matches; parameter counts are recomputed over what is kept. */
+export function filterResult(r: InspectResult, glob: string): InspectResult {
+  const re = globToRegExp(glob);
+  const components = r.components.map((c) => {
+    const tensors = c.tensors.filter((t) => re.test(t.name));
+    return { ...c, tensors, parameters: tensors.reduce((a, t) => a + numel(t.shape), 0) };
+  });
+  return { components, parameters: components.reduce((a, c) => a + c.parameters, 0) };
+}
+
+/** Bytes on disk per dtype (F32, F16, BF16, ...), over every component. */
+export function bytesPerDtype(r: InspectResult): Record<string, number> {
+  const out: Record<string, number> = Object.create(null);
+  for (const c of r.components) {
+    for (const t of c.tensors) {
+      const size = Object.prototype.hasOwnProperty.call(DTYPE_SIZE, t.dtype) ? DTYPE_SIZE[t.dtype as SafetensorsDType] : 0;
+      out[t.dtype] = (out[t.dtype] ?? 0) + numel(t.shape) * size;
+    }
+  }
+  return out;
 }
 
 const count = (n: number) => n.toLocaleString('en-US');
@@ -20,7 +51,8 @@ const count = (n: number) => n.toLocaleString('en-US');
 export function formatInspect(p: string, r: InspectResult, d: InspectDetails, showTensors = true): string[] {
   const lines: string[] = [];
   const what = d.kind === 'pipeline' ? `pipeline folder${d.pipelineClass ? ` (${d.pipelineClass})` : ''}`
-    : d.kind === 'component' ? 'component folder' : d.kind === 'sharded' ? 'sharded checkpoint' : 'safetensors file';
+    : d.kind === 'component' ? 'component folder' : d.kind === 'sharded' ? 'sharded checkpoint'
+    : d.kind === 'torch' ? 'PyTorch file (read by the safe torch reader: no code runs)' : 'safetensors file';
   // Names come from the files: printed escaped (no terminal escape sequences, no line breaks).
   lines.push(`${printable(p)}: ${what}`);
   for (const c of r.components) {
@@ -37,6 +69,9 @@ export function formatInspect(p: string, r: InspectResult, d: InspectDetails, sh
   const w = Math.max(5, ...r.components.map((c) => printable(c.name).length));
   for (const c of r.components) lines.push(`${printable(c.name).padEnd(w)}  ${count(c.parameters).padStart(15)}`);
   lines.push(`${'total'.padEnd(w)}  ${count(r.parameters).padStart(15)} parameters`);
+  const bytes = bytesPerDtype(r);
+  const kinds = Object.keys(bytes).sort();
+  if (kinds.length) lines.push(`bytes: ${kinds.map((k) => `${k} ${formatBytes(bytes[k])}`).join(', ')}${kinds.length > 1 ? ` (total ${formatBytes(kinds.reduce((a, k) => a + bytes[k], 0))})` : ''}`);
   return lines;
 }
 
@@ -72,9 +107,10 @@ const command: CommandModule<object, Args> = {
   command: 'inspect <path>',
   describe: 'list tensors (name, dtype, shape) and parameter counts of a .safetensors file, component folder or pipeline folder',
   builder: (y) => y
-    .positional('path', { type: 'string', demandOption: true, describe: '.safetensors file, *.safetensors.index.json, component folder or pipeline folder' })
+    .positional('path', { type: 'string', demandOption: true, describe: '.safetensors file, *.safetensors.index.json, PyTorch .pt/.ckpt/.bin/.pth/TorchScript file, component or pipeline folder, or a PNG made by karlo generate' })
     .option('json', { type: 'boolean', default: false, describe: 'print {"components": [{name, class, parameters, tensors: [{name, dtype, shape}]}], "parameters"}' })
-    .option('tensors', { type: 'boolean', default: true, describe: 'list every tensor (--no-tensors: counts only)' }) as never,
+    .option('tensors', { type: 'boolean', default: true, describe: 'list every tensor (--no-tensors: counts only)' })
+    .option('filter', { type: 'string', describe: 'only tensors whose name matches GLOB (* any characters, ? one), e.g. "down_blocks.*.attentions.*"' }) as never,
   handler: (argv) => {
     if (/\.png$/i.test(argv.path)) return inspectPng(argv.path, Boolean(argv.json));
     let out: ReturnType<typeof inspectPath>;
@@ -84,17 +120,19 @@ const command: CommandModule<object, Args> = {
       // Every failure here is about the user's file: one line, no stack trace.
       throw new UsageError((e as Error).message.split('\n').join(' '));
     }
+    const result = argv.filter !== undefined ? filterResult(out.result, String(argv.filter)) : out.result;
     if (argv.json) {
-      const r = out.result;
+      const r = result;
       console.log(jsonText({
         components: r.components.map((c) => ({
           name: c.name, class: c.class, parameters: c.parameters,
           tensors: c.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape })),
         })),
         parameters: r.parameters,
+        bytesPerDtype: bytesPerDtype(r),
       }));
     } else {
-      console.log(formatInspect(argv.path, out.result, out.details, argv.tensors !== false).join('\n'));
+      console.log(formatInspect(argv.path, result, out.details, argv.tensors !== false).join('\n'));
     }
   },
 };
