@@ -28,7 +28,7 @@ if (!wasm) {
   test('wasm backend unavailable', () => { throw new Error('@tensorflow/tfjs-backend-wasm did not initialise'); });
 } else {
   test('Conv2DBackpropFilter on wasm equals the cpu backend (conv gradients w.r.t. input and filter)', async () => {
-    const convs: { x: number[]; f: number[]; s: number; pad: 'same' | 'valid' | number }[] = [
+    const convs: { x: [number, number, number, number]; f: [number, number, number, number]; s: number; pad: 'same' | 'valid' | number }[] = [
       { x: [2, 9, 9, 5], f: [3, 3, 5, 7], s: 1, pad: 'same' },
       { x: [1, 10, 11, 4], f: [3, 3, 4, 6], s: 2, pad: 1 },
       { x: [2, 11, 9, 3], f: [3, 2, 3, 4], s: 2, pad: 'valid' },
