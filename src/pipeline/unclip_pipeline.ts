@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { trimNativeBufferPool } from '../backend/native/index.js';
 import { currentBackend, initBackend } from '../backend/index.js';
 import { checkModelFolder } from './check_folder.js';
+import { resolveModelDir } from '../io/hub.js';
 import { UNCLIP_COMPONENTS, openModelFolder, type ComponentName, type ModelFolder } from '../io/model_folder.js';
 import { Module, type OutputHook } from '../layers/module.js';
 import { readJson } from '../io/weights.js';
@@ -511,7 +512,7 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
    * ModelFolderError naming what is wrong). Weights are read when their stage starts.
    */
   static async load(dir: string, opts: LoadOptions = {}): Promise<UnCLIPPipeline> {
-    const folder = openModelFolder(dir);
+    const folder = openModelFolder(resolveModelDir(dir));
     if (opts.check !== false) checkModelFolder(folder, UNCLIP_COMPONENTS);
     const pipe = new UnCLIPPipeline(folder, opts);
     await ensureBackend(opts);

@@ -5,12 +5,14 @@ import * as path from 'node:path';
 import { BUNDLED_MODEL_DIR } from '../../package_root.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UsageError, isExpectedError } from '../errors.js';
+import { addGenerationOptions, parseSeedArg, readGenerationArgs } from '../generation_options.js';
 import { currentBackend } from '../../backend/index.js';
 import { whyNotReplaceable } from '../../io/files.js';
 import { countNonFinite } from '../../io/weights.js';
 import { defaultMemoryBound, estimateGenerateMemory, memoryRefusal, parseBytes } from '../../pipeline/memory_estimate.js';
 import { ModelFolderError, UNCLIP_COMPONENTS, type ComponentName, type ModelFolder } from '../../io/model_folder.js';
 import { setWeightsReadListener } from '../../io/weights.js';
+import { resolveModelDir } from '../../io/hub.js';
 import { MODEL_BUILDERS } from '../../pipeline/check_folder.js';
 import { Progress } from '../progress.js';
 import { floatToRgb8, readPngText, writePng } from '../../io/png.js';
@@ -60,18 +62,6 @@ export function outputPaths(out: string, count: number): string[] {
 function intermediatesDir(out: string): string {
   const ext = path.extname(out);
   return `${ext ? out.slice(0, -ext.length) : out}.intermediates`;
-}
-
-function parseSeed(s: string | undefined): bigint | undefined {
-  if (s === undefined) return undefined;
-  if (!/^\d+$/.test(String(s).trim())) throw new UsageError(`--seed must be a non-negative integer, got "${s}"`);
-  const v = BigInt(String(s).trim());
-  if (v >= 1n << 64n) throw new UsageError(`--seed must be below 2^64, got ${s}`);
-  return v;
-}
-
-function checkNumber(name: string, v: number | undefined): void {
-  if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) throw new UsageError(`--${name} must be a number, got ${String(v)}`);
 }
 
 const STAGE_LABEL: Record<PipelineStage, string> = { text: 'text encoder', prior: 'prior', decoder: 'decoder', super_res: 'super-res' };
@@ -158,35 +148,17 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
     argv['num-images'] ??= from.numImagesPerPrompt;
     argv.model ??= from.model;
   }
+  // --model owner/name[@revision]: a snapshot in the Hugging Face cache (or how to get it).
+  if (argv.model !== undefined) argv.model = resolveModelDir(String(argv.model));
   const prompts = (argv.prompts ?? []).map(String);
   if (prompts.length === 0) throw new UsageError('give at least one prompt: karlo generate "a red frog" --out frog.png');
   if (prompts.some((p) => p.trim() === '')) throw new UsageError('prompts must not be empty');
-  for (const k of ['prior-steps', 'decoder-steps', 'sr-steps', 'prior-guidance', 'decoder-guidance', 'num-images'] as const) checkNumber(k, argv[k]);
+  // Sampling options (shared with karlo batch: src/cli/generation_options.ts), checked before anything runs.
+  const { opts: sampling, settings } = readGenerationArgs(argv);
   // The seed is fixed here and printed before anything runs, so a crash or Ctrl-C never loses it.
-  const seed = parseSeed(argv.seed) ?? BigInt(Math.floor(Math.random() * 2 ** 32));
+  const seed = parseSeedArg(argv.seed) ?? BigInt(Math.floor(Math.random() * 2 ** 32));
   process.stderr.write(`seed: ${seed}\n`);
-  if (argv.preset !== undefined && !Object.prototype.hasOwnProperty.call(KARLO_PRESETS, argv.preset)) {
-    throw new UsageError(`--preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got "${argv.preset}"`);
-  }
-  const opts: GenerateOptions = {
-    preset: argv.preset as GenerateOptions['preset'],
-    priorSteps: argv['prior-steps'],
-    decoderSteps: argv['decoder-steps'],
-    superResSteps: argv['sr-steps'],
-    priorGuidance: argv['prior-guidance'],
-    decoderGuidance: argv['decoder-guidance'],
-    numImagesPerPrompt: argv['num-images'],
-    seed,
-  };
-  let settings;
-  try {
-    settings = UnCLIPPipeline.resolveSettings(opts);
-  } catch (e) {
-    const msg = (e as Error).message
-      .replace(/^priorSteps/, '--prior-steps').replace(/^decoderSteps/, '--decoder-steps').replace(/^superResSteps/, '--sr-steps')
-      .replace(/^priorGuidance/, '--prior-guidance').replace(/^decoderGuidance/, '--decoder-guidance').replace(/^numImagesPerPrompt/, '--num-images');
-    throw new UsageError(msg);
-  }
+  const opts: GenerateOptions = { ...sampling, seed };
 
   // Memory the call needs, from the configs and arguments, before anything is allocated (--max-memory raises it).
   const maxMemory = argv['max-memory'] === undefined ? defaultMemoryBound() : parseBytes(String(argv['max-memory']));
@@ -332,19 +304,12 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
 const command: CommandModule<object, GenerateArgs> = {
   command: 'generate [prompts..]',
   describe: 'text → image with the whole unCLIP pipeline (prior, decoder, super-res)',
-  builder: (y: Argv) => y
+  builder: (y: Argv) => addGenerationOptions(y
     .positional('prompts', { type: 'string', array: true, describe: 'one or more prompts' })
     .option('from', { type: 'string', describe: 're-run the call recorded in a PNG made by karlo generate (options given here override it)' })
-    .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder (model_index.json); default: the bundled tiny random model' })
+    .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder (model_index.json), or a Hub id owner/name[@revision] found in the Hugging Face cache; default: the bundled tiny random model' })
     .option('out', { type: 'string', default: 'karlo.png', describe: 'output PNG (several images: NAME-0.png, NAME-1.png, …)' })
-    .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default: random, printed)' })
-    .option('prior-steps', { type: 'number', describe: 'prior denoising steps (default 25)' })
-    .option('decoder-steps', { type: 'number', describe: 'decoder denoising steps (default 25; preset default: 50)' })
-    .option('sr-steps', { type: 'number', describe: 'super-res denoising steps (default 7)' })
-    .option('prior-guidance', { type: 'number', describe: 'prior classifier-free guidance scale (default 4)' })
-    .option('decoder-guidance', { type: 'number', describe: 'decoder classifier-free guidance scale (default 8)' })
-    .option('num-images', { type: 'number', describe: 'images per prompt (default 1)' })
-    .option('preset', { type: 'string', describe: "Karlo's sampling preset (fast: decoder 25 steps, default: 50)" })
+    .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default: random, printed)' }))
     .option('save-intermediates', { type: 'boolean', describe: 'also write the decoder (64×64) and super-res latents after every step as PNGs to NAME.intermediates/' })
     .option('force', { type: 'boolean', describe: 'overwrite existing output files (regular files only)' })
     .option('max-memory', { type: 'string', describe: 'refuse calls estimated to need more memory than this (e.g. 64G; default: physical memory)' })
