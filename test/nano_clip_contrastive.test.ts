@@ -42,11 +42,11 @@ function reference(): number {
   const unit = (a: number[], i: number) => { const r = a.slice(i * D, (i + 1) * D); const n = Math.hypot(...r); return r.map((x) => x / n); };
   const tn = captions.map((_, i) => unit(T, i)), vn = captions.map((_, i) => unit(V, i));
   const logits = tn.map((ti) => vn.map((vj) => CLIP_DEFAULT_LOGIT_SCALE * ti.reduce((s, x, k) => s + x * vj[k], 0)));
-  const same = captions.map((a) => captions.map((b) => (a === b ? 1 : 0)));
+  const same: number[][] = captions.map((a) => captions.map((b) => (a === b ? 1 : 0)));
   const ce = (rows: number[][]) => rows.reduce((acc, row, i) => {
     const m = Math.max(...row);
     const lse = m + Math.log(row.reduce((s, x) => s + Math.exp(x - m), 0));
-    const n = same[i].reduce((a, b) => a + b, 0);
+    const n = same[i].reduce((a: number, b: number) => a + b, 0);
     return acc - row.reduce((s, x, j) => s + (same[i][j] / n) * (x - lse), 0);
   }, 0) / rows.length;
   const transposed = logits.map((_, i) => logits.map((r) => r[i]));
