@@ -37,7 +37,7 @@ export function readGenerationArgs(argv: GenerationArgs): { opts: GenerateOption
     const v = argv[k];
     if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) throw new UsageError(`--${k} must be a number, got ${String(v)}`);
   }
-  if (argv.preset !== undefined && !(argv.preset in KARLO_PRESETS)) {
+  if (argv.preset !== undefined && !Object.prototype.hasOwnProperty.call(KARLO_PRESETS, argv.preset)) {
     throw new UsageError(`--preset must be one of ${Object.keys(KARLO_PRESETS).join(', ')}, got "${argv.preset}"`);
   }
   const opts: GenerateOptions = {
