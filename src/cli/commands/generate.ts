@@ -12,6 +12,7 @@ import { countNonFinite } from '../../io/weights.js';
 import { defaultMemoryBound, estimateGenerateMemory, memoryRefusal, parseBytes } from '../../pipeline/memory_estimate.js';
 import { ModelFolderError, UNCLIP_COMPONENTS, type ComponentName, type ModelFolder } from '../../io/model_folder.js';
 import { setWeightsReadListener } from '../../io/weights.js';
+import { resolveModelDir } from '../../io/hub.js';
 import { MODEL_BUILDERS } from '../../pipeline/check_folder.js';
 import { Progress } from '../progress.js';
 import { floatToRgb8, readPngText, writePng } from '../../io/png.js';
@@ -147,6 +148,8 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
     argv['num-images'] ??= from.numImagesPerPrompt;
     argv.model ??= from.model;
   }
+  // --model owner/name[@revision]: a snapshot in the Hugging Face cache (or how to get it).
+  if (argv.model !== undefined) argv.model = resolveModelDir(String(argv.model));
   const prompts = (argv.prompts ?? []).map(String);
   if (prompts.length === 0) throw new UsageError('give at least one prompt: karlo generate "a red frog" --out frog.png');
   if (prompts.some((p) => p.trim() === '')) throw new UsageError('prompts must not be empty');
@@ -304,7 +307,7 @@ const command: CommandModule<object, GenerateArgs> = {
   builder: (y: Argv) => addGenerationOptions(y
     .positional('prompts', { type: 'string', array: true, describe: 'one or more prompts' })
     .option('from', { type: 'string', describe: 're-run the call recorded in a PNG made by karlo generate (options given here override it)' })
-    .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder (model_index.json); default: the bundled tiny random model' })
+    .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder (model_index.json), or a Hub id owner/name[@revision] found in the Hugging Face cache; default: the bundled tiny random model' })
     .option('out', { type: 'string', default: 'karlo.png', describe: 'output PNG (several images: NAME-0.png, NAME-1.png, …)' })
     .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default: random, printed)' }))
     .option('save-intermediates', { type: 'boolean', describe: 'also write the decoder (64×64) and super-res latents after every step as PNGs to NAME.intermediates/' })
