@@ -11,39 +11,17 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { encodePng } from '../src/io/png.js';
-import { createImage, drawLine, fillRect, type RGB } from '../src/io/raster.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
-import { BUNDLED_MODEL_DIR } from '../src/cli/commands/generate.js';
 import { TrainArgumentError, epochOrder, sampleIndices, train, type TrainOptions } from '../src/training/trainer.js';
 import { parseLossCsv } from '../src/training/plot.js';
 import { useBackend } from './helpers.js';
+import { makeDataFolder, tinyModelCopy } from './train_helpers.js';
 
 await useBackend('cpu');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-train-'));
 
 /** The bundled tiny model with an 8×8 decoder (fully convolutional; keeps cpu backprop fast). */
-const MODEL = path.join(tmp, 'tiny8');
-fs.cpSync(BUNDLED_MODEL_DIR, MODEL, { recursive: true, dereference: true });
-for (const f of fs.readdirSync(MODEL)) if (/^run/.test(f)) fs.rmSync(path.join(MODEL, f));
-{
-  const f = path.join(MODEL, 'decoder', 'config.json');
-  fs.writeFileSync(f, JSON.stringify({ ...JSON.parse(fs.readFileSync(f, 'utf8')), sample_size: 8 }));
-}
-
-/** A data folder of n small drawings with captions. */
-export function makeDataFolder(dir: string, n = 3): string {
-  fs.mkdirSync(dir, { recursive: true });
-  const colours: RGB[] = [[255, 255, 255], [20, 40, 200], [0, 150, 0], [90, 0, 0]];
-  for (let i = 0; i < n; i++) {
-    const im = createImage(24 + 4 * i, 20, colours[i % 4]);
-    fillRect(im, 4, 4, 8 + i, 6, [255 - 60 * i, 200, 40 * i]);
-    drawLine(im, 0, 19, 23, 0, [0, 0, 0]);
-    fs.writeFileSync(path.join(dir, `img${i}.png`), encodePng(im));
-    fs.writeFileSync(path.join(dir, `img${i}.txt`), ['a white card with a red box', 'a blue card', 'green field with a square', 'dark red'][i % 4]);
-  }
-  return dir;
-}
+const MODEL = tinyModelCopy(path.join(tmp, 'tiny8'), { decoder: 8 });
 const DATA = makeDataFolder(path.join(tmp, 'data'));
 
 const bytes = (f: string) => fs.readFileSync(f);

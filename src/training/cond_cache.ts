@@ -27,6 +27,9 @@ import { encodePrompt } from '../pipeline/encode_prompt.js';
 import { runPrior } from '../pipeline/prior_stage.js';
 import { CACHE_DIR_NAME, sha256Hex, type DataItem } from './data.js';
 import { createHash } from 'node:crypto';
+import { loadClipVisionModel } from '../models/clip_vision.js';
+import { CLIP_PROCESSOR_DEFAULTS, clipPreprocess, readClipProcessorConfig } from '../io/clip_preprocess.js';
+import { readImage } from '../io/image.js';
 
 export interface TextConditioning {
   /** text_embeds [D] */
@@ -343,9 +346,32 @@ export async function prepareConditioning(model: ModelFolder, dataDir: string, i
   return result;
 }
 
-/** CLIP image embeddings of the items' images through `<root>/image_encoder` (+ `feature_extractor`). */
+/**
+ * CLIP image embeddings of the items' images through `<root>/image_encoder`, preprocessed as the image variation
+ * pipeline does (CLIPImageProcessor of `<root>/feature_extractor`; without one, its defaults at the encoder's
+ * image_size). One image at a time, so memory stays at one image.
+ */
 async function visionEmbeddings(root: string, items: readonly DataItem[]): Promise<Float32Array[]> {
-  void root;
-  void items;
-  throw new Error('image embeddings from image_encoder/: the CLIP vision encoder is not available yet');
+  const model = loadClipVisionModel(path.join(root, 'image_encoder'), { trainable: false });
+  try {
+    const fe = path.join(root, 'feature_extractor');
+    const size = model.config.image_size;
+    const cfg = fs.existsSync(path.join(fe, 'preprocessor_config.json'))
+      ? readClipProcessorConfig(fe)
+      : { ...CLIP_PROCESSOR_DEFAULTS, shortestEdge: size, cropHeight: size, cropWidth: size };
+    const out: Float32Array[] = [];
+    for (const it of items) {
+      const p = clipPreprocess(await readImage(it.imageFile), cfg, 'clip');
+      const emb = tf.tidy(() => {
+        const x = tf.tensor4d(p.pixelValues, p.shape);
+        const r = model.forward(x);
+        return tf.keep(r.imageEmbeds);
+      });
+      out.push((emb.dataSync() as Float32Array).slice());
+      emb.dispose();
+    }
+    return out;
+  } finally {
+    model.dispose();
+  }
 }
