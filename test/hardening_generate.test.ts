@@ -106,6 +106,17 @@ test('memory, library: UnCLIPPipeline.generate refuses before allocating (Memory
   assert.is(tf.memory().numTensors, before, 'nothing allocated');
 });
 
+test('vary: --num-images 1e9 / 1e300 refused with the estimate; a FIFO --out refused even with --force', () => {
+  const png = path.join(ROOT, 'models', 'karlo-tiny', 'run.png');
+  for (const n of ['1e9', '1e300']) {
+    oneLine(karlo(['vary', png, '--num-images', n, '--out', path.join(tmp, 'v.png'), '--backend', BACKEND]), /this call would need about .* of memory/, `vary --num-images ${n}`);
+  }
+  const fifo = path.join(tmp, 'vfifo.png');
+  execFileSync('mkfifo', [fifo]);
+  oneLine(karlo(['vary', png, '--out', fifo, '--force', '--backend', BACKEND]), /is a FIFO \(named pipe\); only regular files are ever replaced/, 'vary FIFO');
+  assert.ok(fs.lstatSync(fifo).isFIFO());
+});
+
 test('memory: a decoder config with sample_size 8192 is refused before loading (it grew to GBs before)', () => {
   const m = path.join(tmp, 'big-decoder');
   fs.cpSync(TINY, m, { recursive: true, dereference: true });

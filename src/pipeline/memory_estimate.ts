@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { openModelFolder } from '../io/model_folder.js';
+import { UNCLIP_PIPELINE, openModelFolder, type PipelineSpec } from '../io/model_folder.js';
 import { readJson } from '../io/weights.js';
 
 /** A call refused because its estimated memory is above the bound (the message gives the estimate). */
@@ -110,13 +110,17 @@ function weightsBytes(file: string | undefined): number | null {
   }
 }
 
-/** Estimates the memory of `generate` with the model folder `modelDir` (configs read, no weights). */
-export function estimateGenerateMemory(modelDir: string, req: GenerateRequest): MemoryEstimate {
+/**
+ * Estimates the memory of `generate` with the model folder `modelDir` (configs read, no weights). `spec`: the
+ * folder's pipeline (default UnCLIPPipeline; VARIATION_PIPELINE for image variations: `prompts` = input images,
+ * no prior, an image encoder).
+ */
+export function estimateGenerateMemory(modelDir: string, req: GenerateRequest, spec?: PipelineSpec<string>): MemoryEstimate {
   const batch = req.prompts * req.numImagesPerPrompt;
   let dirs: Record<string, string> | null = null;
   let weights: Record<string, string | undefined> = {};
   try {
-    const f = openModelFolder(modelDir);
+    const f = spec ? openModelFolder(modelDir, spec) : openModelFolder(modelDir);
     dirs = f.dirs as unknown as Record<string, string>;
     weights = f.weights as Record<string, string | undefined>;
   } catch {
@@ -142,11 +146,13 @@ export function estimateGenerateMemory(modelDir: string, req: GenerateRequest): 
   const decoderBatch = batch * cfgDouble(req.decoderGuidance);
   const stages: StageEstimate[] = [
     { stage: 'text encoder', weightsBytes: w('text_encoder', KARLO_WEIGHTS.text), activationBytes: 4 * 2 * batch * tokens * textWidth * 12 },
-    {
+    // image variations: the CLIP image encoder (224², 257 tokens; ViT-L/14 width 1024)
+    ...(weights.image_encoder !== undefined ? [{ stage: 'image encoder', weightsBytes: w('image_encoder', 0), activationBytes: 4 * req.prompts * 257 * 1024 * 12 }] : []),
+    ...(spec && spec !== UNCLIP_PIPELINE as unknown ? [] : [{
       stage: 'prior',
       weightsBytes: w('prior', KARLO_WEIGHTS.prior),
       activationBytes: 4 * priorBatch * (priorTokens * priorWidth * 12 + num(cfgPrior.num_attention_heads, 32) * priorTokens * priorTokens * 3),
-    },
+    }]),
     {
       stage: 'decoder',
       weightsBytes: w('decoder', KARLO_WEIGHTS.decoder) + w('text_proj', 0),

@@ -21,6 +21,7 @@ import {
   type DecodeDims, type GenerateOptions, type LoadOptions, type PipelineTimings, type RunHooks, type StageTiming,
 } from './unclip_pipeline.js';
 import type { StageName, StageOptions, TextOutputs } from './types.js';
+import { MemoryEstimateError, defaultMemoryBound, estimateGenerateMemory, memoryRefusal } from './memory_estimate.js';
 
 /** The stages of a variation call, in order (diffusers encodes the prompt first): text encoder (""), image encoder, decoder, super-res. */
 export type VariationStage = 'image' | 'text' | 'decoder' | 'super_res';
@@ -32,6 +33,8 @@ export const VARIATION_DEFAULTS = { decoderSteps: 25, superResSteps: 7, decoderG
 export interface VaryOptions extends RunHooks<VariationStage> {
   /** Images per input image (num_images_per_prompt). */
   numImagesPerPrompt?: number;
+  /** Refuse a call whose estimated peak memory (memory_estimate.ts) is above this; default: physical memory. */
+  maxMemoryBytes?: number;
   decoderSteps?: number;
   superResSteps?: number;
   decoderGuidance?: number;
@@ -162,6 +165,10 @@ export class UnCLIPImageVariationPipeline extends StagedPipeline<VariationCompon
     const rgb = opts.imageEmbeddings ? [] : await toRgbImages(images);
     const B = opts.imageEmbeddings ? opts.imageEmbeddings.shape[0] : rgb.length;
     const batch = B * settings.numImagesPerPrompt;
+    // Memory the call needs, before the stages allocate (issue 18 item 7).
+    const refusal = memoryRefusal(estimateGenerateMemory(this.folder.root, { prompts: B, numImagesPerPrompt: settings.numImagesPerPrompt, decoderGuidance: settings.decoderGuidance },
+      VARIATION_PIPELINE as never), opts.maxMemoryBytes ?? defaultMemoryBound(), 'the maxMemoryBytes option');
+    if (refusal) throw new MemoryEstimateError(refusal);
     const d = this.dims;
     checkShape('decoderLatents', opts.decoderLatents, [batch, d.decoderChannels, d.decoderSize, d.decoderSize]);
     checkShape('superResLatents', opts.superResLatents, [batch, d.superResChannels, d.superResSize, d.superResSize]);

@@ -14,6 +14,9 @@ import { floatToRgb8, writePng } from '../../io/png.js';
 import type { StageTiming } from '../../pipeline/unclip_pipeline.js';
 import { UnCLIPImageVariationPipeline, type VaryOptions } from '../../pipeline/variation_pipeline.js';
 import { outputPaths } from './generate.js';
+import { whyNotReplaceable } from '../../io/files.js';
+import { VARIATION_PIPELINE } from '../../io/model_folder.js';
+import { defaultMemoryBound, estimateGenerateMemory, memoryRefusal, parseBytes } from '../../pipeline/memory_estimate.js';
 
 /**
  * The bundled tiny random-weight image-variation folder: the fixtures' tiny CLIP image encoder and image processor,
@@ -120,6 +123,9 @@ export function checkOutputs(files: string[], force: boolean | undefined, what =
     const dir = path.dirname(path.resolve(f));
     if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UsageError(`${what} ${f}: folder ${dir} does not exist`);
     if (path.extname(f).toLowerCase() !== '.png') throw new UsageError(`${what} ${f}: output files are PNG; use a .png name`);
+    // Only regular files are ever replaced (never a device, FIFO, socket or symlink), --force or not.
+    const notOurs = whyNotReplaceable(f);
+    if (notOurs !== null && !(fs.existsSync(f) && fs.statSync(f).isDirectory())) throw new UsageError(`${f}: ${notOurs}; ${what} must name a .png file`);
     if (fs.existsSync(f)) {
       if (fs.statSync(f).isDirectory()) throw new UsageError(`${f} is a folder; ${what} must name a .png file`);
       if (!force) throw new UsageError(`${f} exists; pass --force to overwrite it`);
@@ -165,6 +171,7 @@ interface VaryArgs {
   out: string;
   seed?: string;
   'num-images'?: number;
+  'max-memory'?: string;
   'decoder-steps'?: number;
   'sr-steps'?: number;
   'decoder-guidance'?: number;
@@ -184,6 +191,11 @@ async function run(argv: ArgumentsCamelCase<VaryArgs>): Promise<void> {
     decoderGuidance: argv['decoder-guidance'], preprocess: argv.preprocess as VaryOptions['preprocess'], seed,
   };
   resolveVaryArgs(opts);
+  // Memory the call needs, before anything is allocated (issue 18 item 7).
+  const maxMemory = argv['max-memory'] === undefined ? defaultMemoryBound() : parseBytes(String(argv['max-memory']));
+  if (maxMemory === null) throw new UsageError(`--max-memory must be an amount of bytes such as 64G or 512M, got "${argv['max-memory']}"`);
+  const refusal = memoryRefusal(estimateGenerateMemory(argv.model ?? BUNDLED_VARIATION_DIR, { prompts: inputs.length, numImagesPerPrompt: opts.numImagesPerPrompt ?? 1, decoderGuidance: opts.decoderGuidance }, VARIATION_PIPELINE as never), maxMemory);
+  if (refusal) throw new UsageError(refusal);
   const out = String(argv.out);
   const files = outputPaths(out, inputs.length * (opts.numImagesPerPrompt ?? 1));
   checkOutputs(files, argv.force);
@@ -221,6 +233,7 @@ const command: CommandModule<object, VaryArgs> = {
     .option('out', { type: 'string', default: 'variation.png', describe: 'output PNG (several images: NAME-0.png, NAME-1.png, …; image-major)' })
     .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default: random, printed)' })
     .option('num-images', { type: 'number', describe: 'variations per input image (default 1)' })
+    .option('max-memory', { type: 'string', describe: 'refuse calls estimated to need more memory than this (e.g. 64G; default: physical memory)' })
     .option('decoder-steps', { type: 'number', describe: 'decoder denoising steps (default 25)' })
     .option('sr-steps', { type: 'number', describe: 'super-res denoising steps (default 7)' })
     .option('decoder-guidance', { type: 'number', describe: 'decoder classifier-free guidance scale (default 8)' })
