@@ -55,15 +55,20 @@ function rate(correct: number, n: number): Rate {
   return { correct, n, rate: n ? correct / n : NaN };
 }
 
-/** The verdicts for one scene. */
+/**
+ * The verdicts for one scene. One shape: colour and shape of the largest found shape (specks and extra blobs do
+ * not hide a right main shape; the count verdict sees them). Several shapes: the colours (and the shapes) of the
+ * n largest found shapes, as multisets, equal the caption's (n = the caption's count).
+ */
 export function judge(scene: Pick<Scene, 'shapes'>, a: Analysis): { colour: boolean; shape: boolean; count: boolean; content: boolean } {
-  const top = a.shapes[0];
-  const want = scene.shapes[0];
+  const n = scene.shapes.length;
+  const top = a.shapes.slice(0, n);
+  const ms = (xs: string[]) => [...xs].sort().join('|');
   const got = a.shapes.map((f) => `${f.colour} ${f.shape}`).sort().join('|');
   return {
-    colour: Boolean(top) && top.colour === want.colour,
-    shape: Boolean(top) && top.shape === want.shape,
-    count: a.count === scene.shapes.length,
+    colour: top.length === n && ms(top.map((f) => f.colour)) === ms(scene.shapes.map((x) => x.colour)),
+    shape: top.length === n && ms(top.map((f) => f.shape)) === ms(scene.shapes.map((x) => x.shape)),
+    count: a.count === n,
     content: got === shapesKey({ shapes: scene.shapes }),
   };
 }
