@@ -72,6 +72,19 @@ test('malformed vocab.json / merges.txt / configs are refused, naming the file',
   refused(folder({ 'tokenizer_config.json': {}, 'special_tokens_map.json': 'null' }), /special_tokens_map\.json is not a JSON object/, 'map null');
 });
 
+test('100,000 added tokens and a 20,000-character prompt: bounded time (trie lookup), same ids as a plain scan', () => {
+  const atd: Record<string, { content: string }> = {};
+  for (let i = 0; i < 100_000; i++) atd[String(49408 + i)] = { content: `<t${i}>` };
+  const d = folder({ 'tokenizer_config.json': { added_tokens_decoder: atd } });
+  const t0 = performance.now();
+  const tok = CLIPTokenizer.fromDir(d);
+  const text = 'a <t7> photo<t99999> of <t1234x> '.repeat(600);
+  const ids = tok.encodeText(text);
+  assert.ok(performance.now() - t0 < 4000, `${(performance.now() - t0).toFixed(0)} ms`);
+  assert.equal(ids.slice(0, 6), [320, 49415, 1125, 49408 + 99999, 539, 283]);
+  assert.is(tok.decode([49415, 49408 + 99999]), '<t7><t99999>');
+});
+
 test('error messages never quote the file: a secret in a broken vocab.json is not printed', () => {
   const d = folder({ 'vocab.json': '{"SECRET-1234": 1, }', 'merges.txt': MERGES });
   try {

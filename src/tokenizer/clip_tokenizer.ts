@@ -35,6 +35,11 @@ export interface CLIPTokenizerOptions {
   padToken?: string;
 }
 
+interface TrieNode {
+  next: Map<string, TrieNode>;
+  token?: AddedToken;
+}
+
 interface AddedToken {
   content: string;
   id: number;
@@ -225,6 +230,9 @@ export class CLIPTokenizer {
   /** Tokens matched literally in the raw text before cleaning (transformers' added tokens), longest first. */
   readonly addedTokens: AddedToken[];
   private readonly cache = new Map<string, string>();
+  private readonly addedTrie: TrieNode = { next: new Map() };
+  private readonly addedByContent = new Map<string, AddedToken>();
+  private readonly addedById = new Map<number, AddedToken>();
   private readonly ftfy: boolean;
 
   constructor(
@@ -269,6 +277,18 @@ export class CLIPTokenizer {
       }
     }
     this.addedTokens = [...added.values()].sort((a, b) => b.content.length - a.content.length);
+    // Lookups that stay fast with many added tokens: a trie for the longest match at a position, maps by content/id.
+    for (const t of this.addedTokens) {
+      let node = this.addedTrie;
+      for (const ch of t.content) {
+        let next = node.next.get(ch);
+        if (!next) { next = { next: new Map() }; node.next.set(ch, next); }
+        node = next;
+      }
+      node.token ??= t;
+      this.addedByContent.set(t.content, t);
+      if (!this.addedById.has(t.id)) this.addedById.set(t.id, t);
+    }
     const idOf = (t: string) => added.get(t)!.id;
     this.bosTokenId = idOf(this.bosToken);
     this.eosTokenId = idOf(this.eosToken);
@@ -372,12 +392,27 @@ export class CLIPTokenizer {
     return out;
   }
 
+  /** The longest added token starting at text[i] (code units; added tokens are whole strings), or undefined. */
+  private longestAddedAt(text: string, i: number): AddedToken | undefined {
+    let node: TrieNode | undefined = this.addedTrie;
+    let best: AddedToken | undefined;
+    for (let j = i; j < text.length; ) {
+      const cp = text.codePointAt(j)!;
+      const ch = String.fromCodePoint(cp);
+      node = node.next.get(ch);
+      if (!node) break;
+      j += ch.length;
+      if (node.token) best = node.token;
+    }
+    return best;
+  }
+
   /** Splits the raw text at added tokens (earliest match, longest first), honouring their lstrip/rstrip. */
   private splitAdded(text: string): { text: string; added?: AddedToken }[] {
     const parts: { text: string; added?: AddedToken }[] = [];
     let start = 0;
     for (let i = 0; i < text.length;) {
-      const t = this.addedTokens.find((a) => text.startsWith(a.content, i));
+      const t = this.longestAddedAt(text, i);
       if (t) {
         parts.push({ text: text.slice(start, i) }, { text: t.content, added: t });
         i += t.content.length;
@@ -407,7 +442,7 @@ export class CLIPTokenizer {
   }
 
   private tokenId(token: string): number {
-    const a = this.addedTokens.find((t) => t.content === token);
+    const a = this.addedByContent.get(token);
     if (a) return a.id;
     return this.encoder.get(token) ?? this.unkTokenId;
   }
@@ -462,7 +497,7 @@ export class CLIPTokenizer {
     const parts: string[] = [];
     for (const id of ids) {
       if (opts.skipSpecialTokens && specials.has(id)) continue;
-      const added = this.addedTokens.find((t) => t.id === id);
+      const added = this.addedById.get(id);
       parts.push(added ? added.content : this.decoder.get(id) ?? '');
     }
     const text = parts.join('');
