@@ -65,6 +65,7 @@ export class Progress {
   private started = 0;
   private lastDraw = -Infinity;
   private drawn = false; // a TTY bar is on the current line
+  private detail = ''; // extra text after the rate (e.g. train's loss and learning rate)
   private timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(opts: ProgressOptions = {}) {
@@ -99,6 +100,11 @@ export class Progress {
     return this.label ? this.unit : undefined;
   }
 
+  /** Extra text shown after the rate on the following lines (e.g. "loss 0.12 lr 1e-4"); '' for none. */
+  setDetail(text: string): void {
+    this.detail = text;
+  }
+
   /** Advances by n units. */
   tick(n = 1): void {
     this.update(this.done + n);
@@ -119,7 +125,7 @@ export class Progress {
     this.timer = undefined;
     if (this.total) this.done = this.total;
     const elapsed = this.now() - this.started;
-    const text = `${this.head()}  ${formatRate(this.done, elapsed, this.unit)}  took ${formatSeconds(elapsed)}${summary ? `  ${summary}` : ''}`;
+    const text = `${this.head()}  ${formatRate(this.done, elapsed, this.unit)}${this.extra()}  took ${formatSeconds(elapsed)}${summary ? `  ${summary}` : ''}`;
     if (this.tty) {
       this.stream.write(`\r\x1b[K${text}\n`);
       this.drawn = false;
@@ -127,6 +133,7 @@ export class Progress {
       this.line(text);
     }
     this.label = '';
+    this.detail = '';
   }
 
   /** A line of its own (the bar, if any, is redrawn after it). */
@@ -161,7 +168,7 @@ export class Progress {
     const elapsed = t - this.started;
     const rate = this.done > 0 && elapsed > 0 ? this.done / elapsed : 0;
     const eta = this.total && this.done < this.total && rate > 0 ? `  ETA ${formatSeconds((this.total - this.done) / rate)}` : '';
-    return `${this.head()}  ${formatRate(this.done, elapsed, this.unit)}${eta}`;
+    return `${this.head()}  ${formatRate(this.done, elapsed, this.unit)}${this.extra()}${eta}`;
   }
 
   private draw(force: boolean): void {
@@ -175,8 +182,12 @@ export class Progress {
     const elapsed = t - this.started;
     const rate = this.done > 0 && elapsed > 0 ? this.done / elapsed : 0;
     const eta = this.total && this.done < this.total ? `  ETA ${rate > 0 ? formatSeconds((this.total - this.done) / rate) : '?'}` : '';
-    this.stream.write(`\r\x1b[K${this.label.padEnd(12)} ${bar} ${this.count(this.done)}  ${formatRate(this.done, elapsed, this.unit)}${eta}`);
+    this.stream.write(`\r\x1b[K${this.label.padEnd(12)} ${bar} ${this.count(this.done)}  ${formatRate(this.done, elapsed, this.unit)}${this.extra()}${eta}`);
     this.drawn = true;
+  }
+
+  private extra(): string {
+    return this.detail ? `  ${this.detail}` : '';
   }
 
   private line(text: string): void {

@@ -77,6 +77,8 @@ export interface TrainOptions {
   adamEps?: number;
   /** Where the conditioning cache goes (default `<data>/.karlo_cache`). */
   cacheDir?: string;
+  /** Called once before the first step (also when a resumed run has nothing left to do). */
+  onStart?: (info: { startStep: number; totalSteps: number }) => void;
   /** Called after every optimizer step. */
   onStep?: (p: StepReport) => void;
   /** Log lines (data summary, skipped files, cache, checkpoints). */
@@ -468,6 +470,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     let interrupted = false;
     let lastSaved = -1;
     const plotEvery = (o.plotEverySeconds ?? 30) * 1000;
+    o.onStart?.({ startStep, totalSteps: o.steps });
     while (step < o.steps) {
       if (o.shouldStop?.()) { interrupted = true; break; }
       const lr = schedule(step);

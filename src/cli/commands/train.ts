@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
+import { Progress } from '../progress.js';
 import { ModelFolderError } from '../../io/model_folder.js';
 import { DataError } from '../../training/data.js';
 import { LR_SCHEDULES, type LrScheduleKind } from '../../training/lr_schedule.js';
@@ -38,57 +39,36 @@ interface TrainArgs {
   json?: boolean;
 }
 
-function fmtSeconds(s: number): string {
-  if (!Number.isFinite(s)) return '?';
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)}s`;
-  const m = Math.floor(s / 60);
-  return m < 60 ? `${m}m${String(Math.round(s - 60 * m)).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
-}
-
 function fmtNum(v: number, digits = 4): string {
   if (!Number.isFinite(v)) return String(v);
   const a = Math.abs(v);
   return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(digits - 2) : v.toPrecision(digits);
 }
 
-/**
- * The training progress line on stderr: on a terminal redrawn in place (at most 10 times a second); otherwise one
- * line every `everySeconds` and at the last step, so logs stay readable.
- */
+/** The train stage on the CLI's one progress reporter: steps, steps/s, the loss (and its running mean) and lr. */
 export class TrainProgress {
-  private readonly tty: boolean;
-  private lastDraw = -Infinity;
   private ema: number | null = null;
-  private drawn = false;
-  constructor(private readonly stream: NodeJS.WriteStream = process.stderr, private readonly everySeconds = 5, tty?: boolean) {
-    this.tty = tty ?? Boolean(stream.isTTY);
+  private start = 0;
+  constructor(readonly progress = new Progress({ everySeconds: 5 })) {}
+
+  /** Before the first step: a resumed run counts the steps of this run only (the rate stays true). */
+  begin(startStep: number, totalSteps: number): void {
+    this.start = startStep;
+    this.progress.begin(startStep ? `train (from step ${startStep})` : 'train', totalSteps - startStep);
   }
 
   update(p: StepReport): void {
     this.ema = this.ema === null ? p.loss : 0.9 * this.ema + 0.1 * p.loss;
-    const now = performance.now();
-    const last = p.step === p.totalSteps;
-    if (!last && now - this.lastDraw < (this.tty ? 100 : this.everySeconds * 1000)) return;
-    this.lastDraw = now;
-    const width = 20;
-    const filled = Math.round((width * p.step) / p.totalSteps);
-    const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
-    const eta = p.stepsPerSecond > 0 ? (p.totalSteps - p.step) / p.stepsPerSecond : NaN;
-    const line = `step ${String(p.step).padStart(String(p.totalSteps).length)}/${p.totalSteps} [${bar}] loss ${fmtNum(p.loss)} (avg ${fmtNum(this.ema)}) lr ${fmtNum(p.lr, 3)} ${p.stepsPerSecond.toFixed(2)} steps/s ${last ? `took ${fmtSeconds(p.elapsedSeconds)}` : `ETA ${fmtSeconds(eta)}`}`;
-    if (this.tty) {
-      this.stream.write(`\r\x1b[K${line}`);
-      this.drawn = true;
-    } else {
-      this.stream.write(`${line}\n`);
-    }
+    this.progress.setDetail(`${this.start ? `step ${p.step}/${p.totalSteps}  ` : ''}loss ${fmtNum(p.loss)} (avg ${fmtNum(this.ema)})  lr ${fmtNum(p.lr, 3)}`);
+    this.progress.update(p.step - this.start);
   }
 
-  /** Ends an in-place line before other output. */
-  break(): void {
-    if (this.tty && this.drawn) {
-      this.stream.write('\n');
-      this.drawn = false;
-    }
+  end(): void {
+    this.progress.end();
+  }
+
+  log(line: string): void {
+    this.progress.log(line);
   }
 }
 
@@ -129,16 +109,13 @@ async function run(argv: ArgumentsCamelCase<TrainArgs>): Promise<void> {
   let stopRequested = false;
   const onSigint = () => {
     if (stopRequested) {
-      progress.break();
-      process.stderr.write('karlo: interrupted again; exiting without a checkpoint\n');
+      progress.log('karlo: interrupted again; exiting without a checkpoint');
       process.exit(130);
     }
     stopRequested = true;
-    progress.break();
-    process.stderr.write('karlo: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)\n');
+    progress.log('karlo: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)');
   };
   process.on('SIGINT', onSigint);
-  const log = (line: string) => { progress.break(); process.stderr.write(`${line}\n`); };
   let result;
   try {
     result = await train({
@@ -149,16 +126,18 @@ async function run(argv: ArgumentsCamelCase<TrainArgs>): Promise<void> {
       gradAccum: argv['grad-accum'], saveEvery: argv['save-every'], resume: argv.resume, seed: argv.seed,
       lrScheduler: argv['lr-scheduler'] as LrScheduleKind, warmupSteps: argv['warmup-steps'],
       maxGradNorm: argv['max-grad-norm'], weightDecay: argv['weight-decay'], cacheDir: argv['cache-dir'],
-      log, onStep: (p) => progress.update(p), shouldStop: () => stopRequested,
+      log: (line) => progress.log(line),
+      onStart: (i) => progress.begin(i.startStep, i.totalSteps),
+      onStep: (p) => progress.update(p),
+      shouldStop: () => stopRequested,
     });
   } catch (e) {
-    progress.break();
     if (e instanceof TrainArgumentError || e instanceof DataError || e instanceof ModelFolderError) throw new UsageError(e.message);
     throw e;
   } finally {
     process.removeListener('SIGINT', onSigint);
   }
-  progress.break();
+  if (!result.interrupted) progress.end();
   const summary = {
     steps: result.stepsDone, interrupted: result.interrupted, checkpoint: result.lastCheckpoint,
     checkpoints: result.checkpoints, lossCsv: result.lossCsv, lossPng: result.lossPng,
@@ -177,7 +156,7 @@ async function run(argv: ArgumentsCamelCase<TrainArgs>): Promise<void> {
     }
   }
   if (result.interrupted) {
-    process.stderr.write(`karlo: interrupted at step ${result.stepsDone}; continue with --resume ${result.lastCheckpoint ?? out}\n`);
+    progress.log(`karlo: interrupted at step ${result.stepsDone}; continue with --resume ${result.lastCheckpoint ?? out}`);
     process.exit(130);
   }
 }
