@@ -9,6 +9,10 @@ import { evalScenes, evaluateNano, judge, reportTable } from '../src/nano/eval.j
 import { renderScene } from '../src/nano/render.js';
 import { heldOutTriples, tripleKey } from '../src/nano/world.js';
 import { BUNDLED_MODEL_DIR } from '../src/package_root.js';
+import { writeNanoInitFolder } from '../src/nano/init.js';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { useBackend } from './helpers.js';
 
 await useBackend('native').catch(() => useBackend('cpu'));
@@ -49,6 +53,20 @@ test('end to end on the random-weight tiny model (the floor): rates in range, a 
   const table = reportTable(r, r, ['nano', 'floor']);
   assert.match(table, /\| one shape: colour accuracy \(bar >= 90%\) \| .* \| .* \|/);
   assert.match(table, /CLIP-score matched vs shuffled \| n\/a \| n\/a/);
+});
+
+test('ground-truth mode scores the renderings: every verdict right; CLIP-score from the folder\'s own towers', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-nano-eval-'));
+  try {
+    writeNanoInitFolder(dir, { seed: 0 });
+    const r = await evaluateNano({ model: dir, single: 6, double: 4, source: 'render' });
+    assert.is(r.source, 'render');
+    assert.is(r.imageSize, 128);
+    for (const x of [r.single.colour, r.single.shape, r.single.count, r.double.count, r.double.content]) assert.is(x.rate, 1);
+    assert.ok(r.clipScore && r.clipScore.n === 10 && Math.abs(r.clipScore.matched) <= 1 && Math.abs(r.clipScore.shuffled) <= 1, JSON.stringify(r.clipScore));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();

@@ -12,7 +12,7 @@ import { floatToRgb8 } from '../io/png.js';
 import { UnCLIPPipeline } from '../pipeline/unclip_pipeline.js';
 import { analyseImage, type Analysis } from './analyse.js';
 import { heldOutTriples, makeScene, shapesKey, type Scene } from './world.js';
-import type { RgbU8 } from './render.js';
+import { renderScene, type RgbU8 } from './render.js';
 
 export interface NanoEvalOptions {
   model: string;
@@ -29,6 +29,11 @@ export interface NanoEvalOptions {
   superResSteps?: number;
   priorGuidance?: number;
   decoderGuidance?: number;
+  /**
+   * 'render': score the world's own renderings of the captions instead of generated images (the ceiling: the
+   * analyser's verdicts are all right; the CLIP-score is that of real images). Default 'generate'.
+   */
+  source?: 'generate' | 'render';
   /** Called with every generated image and its verdict (e.g. to write a contact sheet). */
   onImage?: (i: number, scene: Scene, img: RgbU8, a: Analysis) => void;
   log?: (line: string) => void;
@@ -38,6 +43,7 @@ export interface Rate { correct: number; n: number; rate: number }
 
 export interface NanoEvalReport {
   model: string;
+  source: 'generate' | 'render';
   settings: { seed: number; genSeed: number; priorSteps: number; decoderSteps: number; superResSteps: number; priorGuidance: number; decoderGuidance: number };
   single: { colour: Rate; shape: Rate; count: Rate; both: Rate };
   double: { count: Rate; content: Rate };
@@ -94,34 +100,41 @@ export async function evaluateNano(o: NanoEvalOptions): Promise<NanoEvalReport> 
   const nSingle = o.single ?? d.single, nDouble = o.double ?? d.double;
   const batch = o.batch ?? d.batch;
   const scenes = evalScenes(s.seed, nSingle, nDouble);
-  const pipe = await UnCLIPPipeline.load(o.model, { keepLoaded: true });
   const images: RgbU8[] = [];
   const verdicts: ReturnType<typeof judge>[] = [];
-  try {
-    for (let b = 0; b < scenes.length; b += batch) {
-      const part = scenes.slice(b, b + batch);
-      const r = await pipe.generate(part.map((sc) => sc.caption), {
-        seed: s.genSeed + b / batch, priorSteps: s.priorSteps, decoderSteps: s.decoderSteps, superResSteps: s.superResSteps,
-        priorGuidance: s.priorGuidance, decoderGuidance: s.decoderGuidance,
-      });
-      part.forEach((sc, k) => {
-        const raw = floatToRgb8(r.images, r.shape, k);
-        const img: RgbU8 = { width: raw.width, height: raw.height, data: raw.data };
-        const a = analyseImage(img);
-        images.push(img);
-        verdicts.push(judge(sc, a));
-        o.onImage?.(b + k, sc, img, a);
-      });
-      o.log?.(`eval-nano: ${Math.min(b + batch, scenes.length)}/${scenes.length} images`);
+  const take = (i: number, sc: Scene, img: RgbU8) => {
+    const a = analyseImage(img);
+    images.push(img);
+    verdicts.push(judge(sc, a));
+    o.onImage?.(i, sc, img, a);
+  };
+  if (o.source === 'render') {
+    const size = superResSize(o.model);
+    scenes.forEach((sc, i) => take(i, sc, renderScene(sc, size)));
+  } else {
+    const pipe = await UnCLIPPipeline.load(o.model, { keepLoaded: true });
+    try {
+      for (let b = 0; b < scenes.length; b += batch) {
+        const part = scenes.slice(b, b + batch);
+        const r = await pipe.generate(part.map((sc) => sc.caption), {
+          seed: s.genSeed + b / batch, priorSteps: s.priorSteps, decoderSteps: s.decoderSteps, superResSteps: s.superResSteps,
+          priorGuidance: s.priorGuidance, decoderGuidance: s.decoderGuidance,
+        });
+        part.forEach((sc, k) => {
+          const raw = floatToRgb8(r.images, r.shape, k);
+          take(b + k, sc, { width: raw.width, height: raw.height, data: raw.data });
+        });
+        o.log?.(`eval-nano: ${Math.min(b + batch, scenes.length)}/${scenes.length} images`);
+      }
+    } finally {
+      pipe.dispose();
     }
-  } finally {
-    pipe.dispose();
   }
   const sv = verdicts.slice(0, nSingle), dv = verdicts.slice(nSingle);
   const count = (vs: typeof verdicts, k: keyof ReturnType<typeof judge>) => vs.filter((v) => v[k]).length;
   const clipScore = await clipScores(o.model, scenes.map((sc) => sc.caption), images);
   return {
-    model: path.resolve(o.model), settings: s,
+    model: path.resolve(o.model), source: o.source ?? 'generate', settings: s,
     single: {
       colour: rate(count(sv, 'colour'), nSingle), shape: rate(count(sv, 'shape'), nSingle), count: rate(count(sv, 'count'), nSingle),
       both: rate(sv.filter((v) => v.colour && v.shape).length, nSingle),
@@ -129,6 +142,14 @@ export async function evaluateNano(o: NanoEvalOptions): Promise<NanoEvalReport> 
     double: { count: rate(count(dv, 'count'), nDouble), content: rate(count(dv, 'content'), nDouble) },
     clipScore, imageSize: images[0]?.width ?? 0, seconds: (performance.now() - t0) / 1000,
   };
+}
+
+/** The super-res output size of a model folder (the size generated images have). */
+function superResSize(model: string): number {
+  const cfg = JSON.parse(fs.readFileSync(path.join(model, 'super_res_first', 'config.json'), 'utf8')) as { sample_size?: number | number[] };
+  const v = Array.isArray(cfg.sample_size) ? cfg.sample_size[0] : cfg.sample_size;
+  if (!Number.isInteger(v)) throw new Error(`${model}/super_res_first/config.json: no integer sample_size`);
+  return v as number;
 }
 
 /**

@@ -23,6 +23,7 @@ const argv = yargs(hideBin(process.argv))
   .option('super-res-steps', { type: 'number', default: d.superResSteps })
   .option('prior-guidance', { type: 'number', default: d.priorGuidance })
   .option('decoder-guidance', { type: 'number', default: d.decoderGuidance })
+  .option('ground-truth', { type: 'boolean', describe: "score the world's own renderings instead of generated images (the ceiling; CLIP-score of real images)" })
   .option('backend', { type: 'string' })
   .option('json', { type: 'boolean' })
   .option('out', { type: 'string', describe: 'write the report(s) as JSON here' })
@@ -45,7 +46,7 @@ try {
   const run = async (model: string, keep: boolean): Promise<NanoEvalReport> => {
     const kept: RgbU8[] = [];
     const r = await evaluateNano({
-      model, seed: argv.seed, single: argv.single, double: argv.double, batch: argv.batch,
+      model, seed: argv.seed, source: argv['ground-truth'] ? 'render' : 'generate', single: argv.single, double: argv.double, batch: argv.batch,
       priorSteps: argv['prior-steps'], decoderSteps: argv['decoder-steps'], superResSteps: argv['super-res-steps'],
       priorGuidance: argv['prior-guidance'], decoderGuidance: argv['decoder-guidance'],
       onImage: (i, _sc, img) => { if (keep && kept.length < 32) kept.push(img); },
