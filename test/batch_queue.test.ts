@@ -246,7 +246,9 @@ test('batch status: counts, the live workers with their throughput, ETA; workers
   assert.is(r.status, 0, r.stderr);
   const s = JSON.parse(r.stdout);
   assert.equal(s.counts.waiting + s.counts.active + s.counts.completed, 0);
-  assert.ok(s.collected >= 60, `collected ${s.collected}`);
+  // 3 × 20 written; the counter is statistics, bumped after the files: the collector SIGKILLed above may have died
+  // between writing one result and counting it.
+  assert.ok(s.collected >= 59 && s.collected <= 60, `collected ${s.collected}`);
   const live = s.workers.filter((w: { live: boolean }) => w.live).map((w: { name: string }) => w.name).sort();
   const alive = [...allWorkers].filter((w) => w.child.exitCode === null && w.child.signalCode === null).map((w) => w.name).sort();
   assert.equal(live, alive);

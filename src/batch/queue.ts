@@ -242,8 +242,9 @@ export async function collectJobs(queue: Queue, jobs: BatchJob[], out: OutputDir
     const w = out.write(bj, pngs, { worker: r.worker, backend: r.backend, seconds: r.seconds });
     const fileAt = Date.now();
     byHash.delete(id);
-    await job.remove().catch((e: Error) => log(`could not remove job ${id.slice(0, 8)} from the queue: ${e.message}`));
+    // Statistics only (not exact: a collector killed right after writing does not count that result).
     if (w.written) await client.hincrby(keys.stats, 'collected', 1);
+    await job.remove().catch((e: Error) => log(`could not remove job ${id.slice(0, 8)} from the queue: ${e.message}`));
     opts.onCollected?.({
       job: bj, files: w.files, written: w.written, worker: r.worker, seconds: r.seconds,
       enqueueToStartMs: (job.processedOn ?? r.startedAt) - job.timestamp,
