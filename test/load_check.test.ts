@@ -156,4 +156,12 @@ test('load without a backend chosen initialises the best available (not the pure
   assert.match(warn[0], /cpu backend .*300x slower.*npm rebuild karlo-tfjs/);
 });
 
+test('karlo convert warns when the folder it wrote would not pass the load check (the toy original release: a 320-token text encoder with the full CLIP tokenizer)', () => {
+  const orig = path.join(ROOT, 'test', 'fixtures', 'original_ckpt', 'original');
+  const out = path.join(tmp, 'converted');
+  const r = karlo(['convert', '--from-original', orig, '--configs', path.join(orig, 'configs'), '--out', out]);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^warning: .*converted will not load: .*tokenizer[\\/]vocab\.json: token id 49407 does not fit the text encoder's vocab_size 320/m);
+});
+
 test.run();

@@ -1,8 +1,12 @@
 // `karlo convert --from-original DIR --out DIR [--configs DIR] [--force]`: Kakao Brain's original Karlo release
 // (.ckpt / .pt / .th, read without Python) → a diffusers-layout folder. Progress per component on stderr.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
 import { Progress } from '../progress.js';
+import { UNCLIP_COMPONENTS, openModelFolder } from '../../io/model_folder.js';
+import { checkModelFolder } from '../../pipeline/check_folder.js';
 import { COMPONENTS, convertOriginalAsync, formatBytes, type Component, type ProgressEvent } from '../../../tools/convert/convert.js';
 
 interface Args {
@@ -63,6 +67,14 @@ const command: CommandModule<object, Args> = {
       const msg = (e as Error).message.split('\n').join(' ');
       throw new UsageError(/not on this reader's whitelist/.test(msg) && !argv['allow-unknown-calls']
         ? `${msg} (if the file is trusted, --allow-unknown-calls records such calls as inert placeholders)` : msg);
+    }
+    // The folder written must pass the check UnCLIPPipeline.load runs; say so now when it would not.
+    if (fs.existsSync(path.join(report.out, 'model_index.json'))) {
+      try {
+        checkModelFolder(openModelFolder(report.out), UNCLIP_COMPONENTS);
+      } catch (e) {
+        process.stderr.write(`warning: ${report.out} will not load: ${(e as Error).message}\n`);
+      }
     }
     if (argv.json) {
       console.log(JSON.stringify(report));
