@@ -117,6 +117,23 @@ test('vary: --num-images 1e9 / 1e300 refused with the estimate; a FIFO --out ref
   assert.ok(fs.lstatSync(fifo).isFIFO());
 });
 
+test('memory: configs asking for 10^9 layers (prior, text encoder, UNet) are refused before any model is built', () => {
+  for (const [comp, field] of [['prior', 'num_layers'], ['text_encoder', 'num_hidden_layers'], ['decoder', 'layers_per_block'], ['super_res_last', 'layers_per_block']] as const) {
+    const m = path.join(tmp, `layers-${comp}`);
+    fs.cpSync(TINY, m, { recursive: true, dereference: true });
+    const f = path.join(m, comp, 'config.json');
+    fs.writeFileSync(f, JSON.stringify({ ...JSON.parse(fs.readFileSync(f, 'utf8')), [field]: 1e9 }));
+    const why = memoryRefusal(estimateGenerateMemory(m, { prompts: 1, numImagesPerPrompt: 1 }));
+    assert.ok(why, `${comp}.${field} = 1e9 refused`);
+    assert.match(why!, /check the model's configs/);
+    if (comp === 'prior') {
+      const r = karlo(['generate', 'a frog', '--model', m, '--out', path.join(tmp, 'l.png'), ...FAST]);
+      oneLine(r, /largest stage prior: .* weights/, 'prior num_layers 1e9 (the build looped before)');
+      assert.ok(r.ms < 15_000, `${r.ms.toFixed(0)} ms`);
+    }
+  }
+});
+
 test('memory: a decoder config with sample_size 8192 is refused before loading (it grew to GBs before)', () => {
   const m = path.join(tmp, 'big-decoder');
   fs.cpSync(TINY, m, { recursive: true, dereference: true });

@@ -95,6 +95,26 @@ export function unetActivationBytes(cfg: Cfg, batch: number, contextTokens: numb
   return 4 * (skips + 8 * widest + 3 * attention);
 }
 
+/**
+ * Weight bytes a config implies (float32), roughly: the layer count and widths the model would be built with. A
+ * config asking for 10^9 layers is refused here, before the model's construction would loop over them.
+ */
+export function configWeightBytes(kind: 'prior' | 'text' | 'unet', cfg: Cfg): number {
+  if (kind === 'prior') {
+    const w = num(cfg.num_attention_heads, 32) * num(cfg.attention_head_dim, 64);
+    return 4 * (num(cfg.num_layers, 20) * 12 * w * w + 4 * w * num(cfg.embedding_dim, 768) + w * (num(cfg.num_embeddings, 77) + 4));
+  }
+  if (kind === 'text') {
+    const h = num(cfg.hidden_size, 768);
+    return 4 * (num(cfg.num_hidden_layers, 12) * (4 * h * h + 2 * h * num(cfg.intermediate_size, 4 * h)) + h * (num(cfg.vocab_size, 49408) + num(cfg.max_position_embeddings, 77)));
+  }
+  const ch = Array.isArray(cfg.block_out_channels) ? cfg.block_out_channels.map((c) => num(c, 320)) : [320];
+  const layers = num(cfg.layers_per_block, 2);
+  let n = 0;
+  for (const c of ch) n += 36 * (layers + 1) * c * c;
+  return 4 * n;
+}
+
 /** Bytes of a component's weights as loaded (float32: fp16/bf16 files count twice), or null when not found. */
 function weightsBytes(file: string | undefined): number | null {
   if (!file) return null;
@@ -131,6 +151,8 @@ export function estimateGenerateMemory(modelDir: string, req: GenerateRequest, s
     try { return readJson<Cfg>(path.join(dirs[name], 'config.json')); } catch { return dflt; }
   };
   const w = (name: string, dflt: number) => weightsBytes(weights[name]) ?? (dirs ? 0 : dflt);
+  // what the configs imply, when more than the files hold (a model is built from its config before loading)
+  const wc = (name: string, dflt: number, kind: 'prior' | 'text' | 'unet', c: Cfg) => Math.max(w(name, dflt), dirs?.[name] ? configWeightBytes(kind, c) : 0);
   const cfgDecoder = cfg('decoder', KARLO_DECODER);
   const cfgSr = cfg('super_res_first', KARLO_SUPER_RES);
   const cfgText = cfg('text_encoder', {});
@@ -145,22 +167,22 @@ export function estimateGenerateMemory(modelDir: string, req: GenerateRequest, s
   const priorBatch = batch * cfgDouble(req.priorGuidance);
   const decoderBatch = batch * cfgDouble(req.decoderGuidance);
   const stages: StageEstimate[] = [
-    { stage: 'text encoder', weightsBytes: w('text_encoder', KARLO_WEIGHTS.text), activationBytes: 4 * 2 * batch * tokens * textWidth * 12 },
+    { stage: 'text encoder', weightsBytes: wc('text_encoder', KARLO_WEIGHTS.text, 'text', cfgText), activationBytes: 4 * 2 * batch * tokens * textWidth * 12 },
     // image variations: the CLIP image encoder (224², 257 tokens; ViT-L/14 width 1024)
     ...(weights.image_encoder !== undefined ? [{ stage: 'image encoder', weightsBytes: w('image_encoder', 0), activationBytes: 4 * req.prompts * 257 * 1024 * 12 }] : []),
     ...(spec && spec !== UNCLIP_PIPELINE as unknown ? [] : [{
       stage: 'prior',
-      weightsBytes: w('prior', KARLO_WEIGHTS.prior),
+      weightsBytes: wc('prior', KARLO_WEIGHTS.prior, 'prior', cfgPrior),
       activationBytes: 4 * priorBatch * (priorTokens * priorWidth * 12 + num(cfgPrior.num_attention_heads, 32) * priorTokens * priorTokens * 3),
     }]),
     {
       stage: 'decoder',
-      weightsBytes: w('decoder', KARLO_WEIGHTS.decoder) + w('text_proj', 0),
+      weightsBytes: wc('decoder', KARLO_WEIGHTS.decoder, 'unet', cfgDecoder) + w('text_proj', 0),
       activationBytes: unetActivationBytes(cfgDecoder, decoderBatch, context),
     },
     {
       stage: 'super-res',
-      weightsBytes: Math.max(w('super_res_first', KARLO_WEIGHTS.super_res), w('super_res_last', KARLO_WEIGHTS.super_res)),
+      weightsBytes: Math.max(wc('super_res_first', KARLO_WEIGHTS.super_res, 'unet', cfgSr), wc('super_res_last', KARLO_WEIGHTS.super_res, 'unet', cfg('super_res_last', KARLO_SUPER_RES))),
       activationBytes: unetActivationBytes(cfgSr, batch, 0),
     },
   ];
@@ -203,5 +225,5 @@ export function memoryRefusal(est: MemoryEstimate, bound = defaultMemoryBound(),
   const top = [...est.stages].sort((a, b) => (b.weightsBytes + b.activationBytes) - (a.weightsBytes + a.activationBytes))[0];
   return `this call would need about ${formatBytesShort(est.bytes)} of memory (${est.batch} image${est.batch === 1 ? '' : 's'}; largest stage ${top.stage}: ` +
     `${formatBytesShort(top.weightsBytes)} weights + ${formatBytesShort(top.activationBytes)} activations), more than the ${formatBytesShort(bound)} allowed; ` +
-    `make fewer images at once, or raise the bound with ${option} if this machine has the memory`;
+    `${est.batch > 1 ? 'make fewer images at once, check' : 'check'} the model's configs (layer counts, widths, sample_size), or raise the bound with ${option} if this machine has the memory`;
 }
