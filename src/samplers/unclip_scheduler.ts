@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { readJson } from '../io/weights.js';
 import { randnTensor, type TorchGenerator } from '../random/generator.js';
 import { squaredcosCapV2Betas, cumprodCpu, unclipTimesteps } from './betas.js';
+import { brief } from '../io/files.js';
 
 export type UnCLIPVarianceType = 'fixed_small_log' | 'learned_range';
 export type UnCLIPPredictionType = 'epsilon' | 'sample';
@@ -197,11 +198,12 @@ function validateConfig(raw: Partial<UnCLIPSchedulerConfig> & Record<string, unk
     if (raw[k] !== undefined && raw[k] !== null) (cfg as unknown as Record<string, unknown>)[k] = raw[k];
   }
   const bad = (field: string, v: unknown, want: string) =>
-    new Error(`${source}: ${field} = ${JSON.stringify(v)} is not supported by UnCLIPScheduler (${want})`);
+    new Error(`${source}: ${field} = ${brief(v)} is not supported by UnCLIPScheduler (${want})`);
   if (cfg.beta_schedule !== 'squaredcos_cap_v2') throw bad('beta_schedule', cfg.beta_schedule, "only 'squaredcos_cap_v2'");
   if (cfg.variance_type !== 'fixed_small_log' && cfg.variance_type !== 'learned_range') throw bad('variance_type', cfg.variance_type, "'fixed_small_log' or 'learned_range'");
   if (cfg.prediction_type !== 'epsilon' && cfg.prediction_type !== 'sample') throw bad('prediction_type', cfg.prediction_type, "'epsilon' or 'sample'");
-  if (!Number.isInteger(cfg.num_train_timesteps) || cfg.num_train_timesteps < 2) throw bad('num_train_timesteps', cfg.num_train_timesteps, 'an integer ≥ 2');
+  // (bounded: the schedule tables hold one float64 per training step)
+  if (!Number.isInteger(cfg.num_train_timesteps) || cfg.num_train_timesteps < 2 || cfg.num_train_timesteps > 1_000_000) throw bad('num_train_timesteps', cfg.num_train_timesteps, 'an integer in [2, 1000000]');
   if (typeof cfg.clip_sample !== 'boolean') throw bad('clip_sample', cfg.clip_sample, 'true or false');
   if (typeof cfg.clip_sample_range !== 'number' || !(cfg.clip_sample_range > 0)) throw bad('clip_sample_range', cfg.clip_sample_range, 'a positive number');
   return cfg;
