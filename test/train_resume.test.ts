@@ -76,10 +76,10 @@ test('decoder: 6 steps straight == 3 + resume + 3, bit for bit; numTensors flat;
   assert.ok(fs.readdirSync(path.join(DATA, '.karlo_cache')).some((n) => n.startsWith('text-')));
 });
 
-test('prior with LoRA, grad accumulation 2 and a cosine schedule: 2 + resume + 2 == 4 straight', async () => {
+test('prior with LoRA, grad accumulation 2, a cosine schedule and CFG dropout: 2 + resume + 2 == 4 straight', async () => {
   const base: Omit<TrainOptions, 'out'> = {
     model: MODEL, component: 'prior', data: DATA, steps: 4, batch: 2, lr: 1e-2, seed: 1,
-    loraRank: 2, loraAlpha: 4, gradAccum: 2, lrScheduler: 'cosine', warmupSteps: 1,
+    loraRank: 2, loraAlpha: 4, gradAccum: 2, lrScheduler: 'cosine', warmupSteps: 1, condDrop: 0.5,
   };
   const straight = await train({ ...base, out: path.join(tmp, 'p-straight'), saveEvery: 2 });
   const resumed = await train({ ...base, out: path.join(tmp, 'p-resumed'), resume: path.join(tmp, 'p-straight') + '/checkpoint-2' });
@@ -119,6 +119,8 @@ test('mistakes: TrainArgumentError naming the argument', async () => {
     [{ freeze: ['**'] }, /no parameter to train/],
     [{ component: 'super_res', loraRank: 2 }, /--lora-rank 2 on super_res: .*no Linear/],
     [{ resume: path.join(tmp, 'p-straight') }, /different run \(component prior vs decoder\)/],
+    [{ component: 'super_res', condDrop: 0.1 }, /--cond-drop applies to the decoder and the prior/],
+    [{ condDrop: 1 }, /--cond-drop must be in \[0, 1\)/],
   ];
   for (const [patch, re] of cases) {
     let err: unknown;

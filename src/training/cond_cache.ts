@@ -45,6 +45,8 @@ export interface TextConditioning {
 export interface Conditioning {
   /** Per data item (same order), when asked for. */
   text?: TextConditioning[];
+  /** The empty caption's text outputs (classifier-free-guidance dropout), when asked for. */
+  uncondText?: TextConditioning;
   imageEmbeds?: Float32Array[];
   /** Where the image embeddings come from. */
   imageSource?: 'image_encoder' | 'prior';
@@ -60,6 +62,8 @@ export interface Conditioning {
 export interface ConditioningOptions {
   text: boolean;
   imageEmbeds: boolean;
+  /** Also the text outputs of the empty caption "" (what the pipeline's unconditional rows use). */
+  unconditional?: boolean;
   /** Default `<data>/.karlo_cache`. */
   cacheDir?: string;
   /** Used when cacheDir cannot be written. */
@@ -239,11 +243,13 @@ export async function prepareConditioning(model: ModelFolder, dataDir: string, i
   try {
     if (opts.text) {
       const cache = readCache(path.join(cacheDir, `text-${textKey.slice(0, 16)}.safetensors`), textKey, log);
-      const missing = [...new Set(items.filter((it) => !cache.entries.has(`${it.captionHash}.text_embeds`)).map((it) => it.captionHash))];
+      const uncondHash = sha256Hex('');
+      const textItems = opts.unconditional ? [...items, { caption: '', captionHash: uncondHash } as DataItem] : items;
+      const missing = [...new Set(textItems.filter((it) => !cache.entries.has(`${it.captionHash}.text_embeds`)).map((it) => it.captionHash))];
       if (missing.length) {
         log(`conditioning: encoding ${missing.length} caption(s) with the CLIP text encoder`);
         const { tokenizer: tok, textEncoder: te } = textModel();
-        const byHash = new Map(items.map((it) => [it.captionHash, it.caption]));
+        const byHash = new Map(textItems.map((it) => [it.captionHash, it.caption]));
         const bs = opts.batch ?? 8;
         for (let i = 0; i < missing.length; i += bs) {
           const hashes = missing.slice(i, i + bs);
@@ -269,17 +275,19 @@ export async function prepareConditioning(model: ModelFolder, dataDir: string, i
         writeCache(cache, { format: 'karlo-conditioning', kind: 'text', key: textKey, parts: JSON.stringify(textKeyParts) });
       }
       result.computed += missing.length;
-      result.reused += new Set(items.map((it) => it.captionHash)).size - missing.length;
+      result.reused += new Set(textItems.map((it) => it.captionHash)).size - missing.length;
       result.files.push(cache.file);
-      result.text = items.map((it) => {
-        const g = (n: string) => cache.entries.get(`${it.captionHash}.${n}`)!;
+      const entry = (hash: string): TextConditioning => {
+        const g = (n: string) => cache.entries.get(`${hash}.${n}`)!;
         return {
           textEmbeds: g('text_embeds').data as Float32Array,
           lastHiddenState: g('last_hidden_state').data as Float32Array,
           attentionMask: g('attention_mask').data as Int32Array,
           inputIds: g('input_ids').data as Int32Array,
         };
-      });
+      };
+      result.text = items.map((it) => entry(it.captionHash));
+      if (opts.unconditional) result.uncondText = entry(uncondHash);
       const hs = cache.entries.get(`${items[0].captionHash}.last_hidden_state`)!;
       result.seqLen = hs.shape[0];
       result.dim = hs.shape[1];

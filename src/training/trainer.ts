@@ -36,18 +36,21 @@ import { clipTextLoss, decoderLoss, priorLoss, superResLoss, valueAndGrads } fro
 import { lrSchedule, type LrScheduleKind } from './lr_schedule.js';
 import { selectTrainable } from './trainable.js';
 import { applyLora, type Lora } from './lora.js';
+import { ClipPair, clipContrastiveLoss, clipImageDir, clipImageSize, clipNormalise, loadClipPair } from './clip_contrastive.js';
 import { loadSafetensors } from '../io/safetensors.js';
 import { describeSkipped, loadImageFolder, scanDataFolder, type DataItem } from './data.js';
 import { prepareConditioning, type Conditioning } from './cond_cache.js';
 import { loadCheckpoint, resolveCheckpoint, saveCheckpoint, type CheckpointWeights, type RunIdentity } from './checkpoint.js';
 import { writeLossFiles, type LossPoint } from './plot.js';
 
-export type TrainComponent = 'prior' | 'decoder' | 'super_res' | 'super_res_last' | 'text_encoder';
-export const TRAIN_COMPONENTS: TrainComponent[] = ['prior', 'decoder', 'super_res', 'super_res_last', 'text_encoder'];
+export type TrainComponent = 'prior' | 'decoder' | 'super_res' | 'super_res_last' | 'text_encoder' | 'clip';
+export const TRAIN_COMPONENTS: TrainComponent[] = ['prior', 'decoder', 'super_res', 'super_res_last', 'text_encoder', 'clip'];
 
 /** The model-folder component each --component trains. */
 export const COMPONENT_DIR: Record<TrainComponent, ComponentName> = {
   prior: 'prior', decoder: 'decoder', super_res: 'super_res_first', super_res_last: 'super_res_last', text_encoder: 'text_encoder',
+  // clip: both CLIP towers (text_encoder/ and image_encoder/), contrastively (clip_contrastive.ts)
+  clip: 'text_encoder',
 };
 
 export interface TrainOptions {
@@ -70,6 +73,12 @@ export interface TrainOptions {
   seed?: number;
   lrScheduler?: LrScheduleKind;
   warmupSteps?: number;
+  /**
+   * Classifier-free guidance dropout (decoder, prior): each sample is trained unconditionally with this
+   * probability (the "" caption; for the decoder also text_proj's learned null image embedding), as the pipeline's
+   * unconditional rows are. Default 0.
+   */
+  condDrop?: number;
   /** Global gradient-norm clip (torch clip_grad_norm_); 0 = off. Default 1. */
   maxGradNorm?: number;
   weightDecay?: number;
@@ -208,6 +217,8 @@ function checkOptions(o: TrainOptions): void {
   if (o.loraAlpha !== undefined && o.loraRank === undefined) throw new TrainArgumentError('--lora-alpha needs --lora-rank');
   if (o.seed !== undefined) posInt('seed', o.seed, 0);
   if (o.warmupSteps !== undefined) posInt('warmup-steps', o.warmupSteps, 0);
+  if (o.condDrop !== undefined && !(o.condDrop >= 0 && o.condDrop < 1)) throw new TrainArgumentError(`--cond-drop must be in [0, 1), got ${String(o.condDrop)}`);
+  if (o.condDrop && o.component !== 'decoder' && o.component !== 'prior') throw new TrainArgumentError(`--cond-drop applies to the decoder and the prior (conditioned on captions), not ${o.component}`);
   if (o.maxGradNorm !== undefined && !(Number.isFinite(o.maxGradNorm) && o.maxGradNorm >= 0)) throw new TrainArgumentError(`--max-grad-norm must be ≥ 0, got ${String(o.maxGradNorm)}`);
   if (o.weightDecay !== undefined && !(Number.isFinite(o.weightDecay) && o.weightDecay >= 0)) throw new TrainArgumentError(`--weight-decay must be ≥ 0, got ${String(o.weightDecay)}`);
 }
@@ -232,10 +243,18 @@ interface BatchData {
   indices: number[];
   timesteps: number[];
   noise: tf.Tensor;
+  /** Rows trained unconditionally (classifier-free guidance dropout): "" caption, learned null image embedding. */
+  drop: boolean[];
 }
 
-function loadComponent(component: TrainComponent, dir: string): Module {
+/** The text outputs of the batch rows: each item's caption, or the empty caption for dropped rows. */
+function textRows(c: Conditioning, b: BatchData) {
+  return b.indices.map((i, r) => (b.drop[r] ? c.uncondText! : c.text![i]));
+}
+
+function loadComponent(component: TrainComponent, dir: string, imageDir?: string): Module {
   switch (component) {
+    case 'clip': return loadClipPair(dir, imageDir!);
     case 'decoder': return loadUNet2DCondition(dir);
     case 'super_res': case 'super_res_last': return loadUNet2D(dir);
     case 'prior': return loadPrior(dir);
@@ -274,12 +293,18 @@ function makeSetup(
         loss: (b) => {
           const c = cond();
           const L = c.seqLen, D = c.dim;
+          const rows = textRows(c, b);
           const text = {
-            promptEmbeds: stack(b.indices.map((i) => c.text![i].textEmbeds), [D]) as tf.Tensor2D,
-            textEncHiddenStates: stack(b.indices.map((i) => c.text![i].lastHiddenState), [L, D]) as tf.Tensor3D,
-            textMask: stackInt(b.indices.map((i) => c.text![i].attentionMask), [L]) as tf.Tensor2D,
+            promptEmbeds: stack(rows.map((t) => t.textEmbeds), [D]) as tf.Tensor2D,
+            textEncHiddenStates: stack(rows.map((t) => t.lastHiddenState), [L, D]) as tf.Tensor3D,
+            textMask: stackInt(rows.map((t) => t.attentionMask), [L]) as tf.Tensor2D,
           };
-          const image = stack(b.indices.map((i) => c.imageEmbeds![i]), [c.imageEmbeds![0].length]) as tf.Tensor2D;
+          let image = stack(b.indices.map((i) => c.imageEmbeds![i]), [c.imageEmbeds![0].length]) as tf.Tensor2D;
+          if (b.drop.some((d) => d)) {
+            // The pipeline's unconditional rows: text_proj's learned null image embedding (a constant here).
+            const nul = tf.reshape(textProj.learned_classifier_free_guidance_embeddings.value, [1, -1]);
+            image = tf.where(tf.tensor2d(b.drop.map((d) => [d]), [b.drop.length, 1], 'bool'), tf.broadcastTo(nul, image.shape), image) as tf.Tensor2D;
+          }
           const cc = decoderConditioning(textProj, image, text, false);
           const x0 = stack(b.indices.map((i) => pixels()[i]), [3, size, size]) as tf.Tensor4D;
           return decoderLoss(decoder, scheduler, {
@@ -313,13 +338,27 @@ function makeSetup(
         loss: (b) => {
           const c = cond();
           const L = c.seqLen;
+          const rows = textRows(c, b);
           return priorLoss(prior, scheduler, {
             imageEmbeds: stack(b.indices.map((i) => c.imageEmbeds![i]), [D]) as tf.Tensor2D,
             noise: b.noise as tf.Tensor2D, timesteps: b.timesteps,
-            projEmbedding: stack(b.indices.map((i) => c.text![i].textEmbeds), [c.dim]) as tf.Tensor2D,
-            encoderHiddenStates: stack(b.indices.map((i) => c.text![i].lastHiddenState), [L, c.dim]) as tf.Tensor3D,
-            attentionMask: stackInt(b.indices.map((i) => c.text![i].attentionMask), [L]) as tf.Tensor2D,
+            projEmbedding: stack(rows.map((t) => t.textEmbeds), [c.dim]) as tf.Tensor2D,
+            encoderHiddenStates: stack(rows.map((t) => t.lastHiddenState), [L, c.dim]) as tf.Tensor3D,
+            attentionMask: stackInt(rows.map((t) => t.attentionMask), [L]) as tf.Tensor2D,
           });
+        },
+      };
+    }
+    case 'clip': {
+      const pair = module as ClipPair;
+      const size = pair.image_encoder.config.image_size;
+      return {
+        module, extra: [], needsText: true, needsImageEmbeds: false, resolution: size, noiseShape: [], scheduler: UnCLIPScheduler.fromDir(dirs.decoder_scheduler),
+        loss: (b) => {
+          const c = cond();
+          const x = stack(b.indices.map((i) => pixels()[i]), [3, size, size]) as tf.Tensor4D;
+          const inputIds = stackInt(b.indices.map((i) => c.text![i].inputIds), [c.seqLen]) as tf.Tensor2D;
+          return clipContrastiveLoss(pair.text_encoder, pair.image_encoder, { inputIds, pixelValues: clipNormalise(x) });
         },
       };
     }
@@ -348,6 +387,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const gradAccum = o.gradAccum ?? 1;
   const seed = o.seed ?? 0;
   const maxGradNorm = o.maxGradNorm ?? 1;
+  const condDrop = o.condDrop ?? 0;
   const folder = openModelFolder(o.model);
   const compDir = COMPONENT_DIR[o.component];
   const lora = o.loraRank !== undefined ? { rank: o.loraRank, alpha: o.loraAlpha ?? o.loraRank } : null;
@@ -374,6 +414,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       decoder: sampleSize(folder.dirs.decoder, 'decoder'),
       super_res: sampleSize(folder.dirs.super_res_first, 'super_res_first'),
       super_res_last: sampleSize(folder.dirs.super_res_last, 'super_res_last'),
+      ...(o.component === 'clip' ? { clip: clipImageSize(folder.root) } : {}),
     };
     const res = resolutionOf[o.component] ?? 0;
     const data = res ? await loadImageFolder(o.data, res) : { ...(await scanDataFolder(o.data)), pixels: [] as Float32Array[] };
@@ -382,7 +423,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     if (o.batch > data.items.length) log(`note: --batch ${o.batch} is more than the ${data.items.length} pair(s): samples repeat within a batch`);
 
     // ---- model and trainable parameters ----
-    module = loadComponent(o.component, ckpt && !lora ? ckpt.componentDir! : folder.dirs[compDir]);
+    if (o.component === 'clip' && lora) throw new TrainArgumentError('--component clip trains both CLIP towers fully; --lora-rank is not supported for it');
+    module = loadComponent(o.component, ckpt && !lora ? ckpt.componentDir! : folder.dirs[compDir],
+      o.component === 'clip' ? (ckpt ? path.join(ckpt.dir, 'image_encoder') : clipImageDir(folder.root)) : undefined);
     let cond: Conditioning | undefined;
     setup = makeSetup(o.component, module, folder, () => data.pixels, () => cond!);
     let vars: Map<string, tf.Variable>;
@@ -404,7 +447,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     }
     if (setup.needsText || setup.needsImageEmbeds) {
       cond = await prepareConditioning(folder, o.data, data.items, {
-        text: setup.needsText, imageEmbeds: setup.needsImageEmbeds, cacheDir: o.cacheDir,
+        text: setup.needsText, imageEmbeds: setup.needsImageEmbeds, unconditional: (o.condDrop ?? 0) > 0, cacheDir: o.cacheDir,
         fallbackCacheDir: path.join(out, '.karlo_cache'), log,
       });
       log(`conditioning: ${cond.reused} cached, ${cond.computed} computed (${cond.files.map((f) => path.relative(process.cwd(), f) || f).join(', ')})${cond.imageSource ? `; image embeddings from the ${cond.imageSource === 'prior' ? "prior's output for each caption" : 'CLIP image encoder'}` : ''}`);
@@ -444,14 +487,17 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     const save = (): string => {
       const weights: CheckpointWeights = lora
         ? { lora: (f) => loraHandle!.save(f) }
-        : { full: { module: module!, baseComponentDir: folder.dirs[compDir], weightsName: o.component === 'text_encoder' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors' } };
+        : o.component === 'clip'
+          ? { full: { module: (module as ClipPair).text_encoder, baseComponentDir: folder.dirs[compDir], weightsName: 'model.safetensors',
+            extra: [{ module: (module as ClipPair).image_encoder, componentDir: 'image_encoder', baseComponentDir: clipImageDir(folder.root), weightsName: 'model.safetensors' }] } }
+          : { full: { module: module!, baseComponentDir: folder.dirs[compDir], weightsName: o.component === 'text_encoder' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors' } };
       const opt = optimizer!.state();
       try {
         const dir = saveCheckpoint(out, {
           step, samplesSeen, rng: Buffer.from(gen.toTorchState()).toString('base64'),
           optimizer: { step: opt.step, paramSteps: opt.paramSteps, options: opt.options },
           identity, losses, baseModel: folder.root,
-          settings: { component: o.component, batch: o.batch, gradAccum, lr: o.lr, lrScheduler: o.lrScheduler ?? 'constant', warmupSteps: o.warmupSteps ?? 0, maxGradNorm, seed, steps: o.steps, data: path.resolve(o.data), backend: tf.getBackend() },
+          settings: { component: o.component, condDrop, batch: o.batch, gradAccum, lr: o.lr, lrScheduler: o.lrScheduler ?? 'constant', warmupSteps: o.warmupSteps ?? 0, maxGradNorm, seed, steps: o.steps, data: path.resolve(o.data), backend: tf.getBackend() },
         }, weights, opt.tensors, folder);
         checkpoints.push(dir);
         writeLossFiles(lossStem, losses, { title });
@@ -482,7 +528,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         const timesteps = indices.map(() => gen.nextU32() % setup!.scheduler.config.num_train_timesteps);
         const noiseShape = [o.batch, ...setup.noiseShape];
         const noise = setup.noiseShape.length ? tf.tensor(gen.randn(noiseShape), noiseShape, 'float32') : tf.zeros([0]);
-        const batch: BatchData = { indices, timesteps, noise };
+        // Drawn only when asked for, so runs without --cond-drop keep their random stream.
+        const drop = condDrop > 0 ? Array.from(gen.rand([o.batch]), (u) => u < condDrop) : indices.map(() => false);
+        const batch: BatchData = { indices, timesteps, noise, drop };
         const { value, grads } = valueAndGrads(() => setup!.loss(batch), vars);
         noise.dispose();
         lossSum += (await value.data())[0];

@@ -34,6 +34,7 @@ interface TrainArgs {
   'warmup-steps': number;
   'max-grad-norm': number;
   'weight-decay': number;
+  'cond-drop': number;
   'cache-dir'?: string;
   backend?: string;
   json?: boolean;
@@ -87,7 +88,7 @@ async function run(argv: ArgumentsCamelCase<TrainArgs>): Promise<void> {
   if (!TRAIN_COMPONENTS.includes(component)) throw new UsageError(`--component must be one of ${TRAIN_COMPONENTS.join(', ')}, got "${component}"`);
   const data = need(argv.data, 'data', 'my_images/');
   const out = need(argv.out, 'out', 'runs/decoder-ft');
-  for (const k of ['steps', 'batch', 'lr', 'lora-rank', 'lora-alpha', 'grad-accum', 'save-every', 'seed', 'warmup-steps', 'max-grad-norm', 'weight-decay'] as const) checkNumber(k, argv[k]);
+  for (const k of ['steps', 'batch', 'lr', 'lora-rank', 'lora-alpha', 'grad-accum', 'save-every', 'seed', 'warmup-steps', 'max-grad-norm', 'weight-decay', 'cond-drop'] as const) checkNumber(k, argv[k]);
   const steps = need(argv.steps, 'steps', '1000');
   if (!LR_SCHEDULES.includes(argv['lr-scheduler'] as LrScheduleKind)) throw new UsageError(`--lr-scheduler must be one of ${LR_SCHEDULES.join(', ')}, got "${argv['lr-scheduler']}"`);
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new UsageError(`--out ${out}: exists and is not a folder`);
@@ -125,7 +126,7 @@ async function run(argv: ArgumentsCamelCase<TrainArgs>): Promise<void> {
       train: globs(argv.train), freeze: globs(argv.freeze),
       gradAccum: argv['grad-accum'], saveEvery: argv['save-every'], resume: argv.resume, seed: argv.seed,
       lrScheduler: argv['lr-scheduler'] as LrScheduleKind, warmupSteps: argv['warmup-steps'],
-      maxGradNorm: argv['max-grad-norm'], weightDecay: argv['weight-decay'], cacheDir: argv['cache-dir'],
+      maxGradNorm: argv['max-grad-norm'], condDrop: argv['cond-drop'], weightDecay: argv['weight-decay'], cacheDir: argv['cache-dir'],
       log: (line) => progress.log(line),
       onStart: (i) => progress.begin(i.startStep, i.totalSteps),
       onStep: (p) => progress.update(p),
@@ -184,6 +185,7 @@ const command: CommandModule<object, TrainArgs> = {
     .option('warmup-steps', { type: 'number', default: 0, describe: 'linear learning-rate warm-up steps' })
     .option('max-grad-norm', { type: 'number', default: 1, describe: 'clip the global gradient norm to this (0: no clipping)' })
     .option('weight-decay', { type: 'number', default: 1e-2, describe: 'AdamW decoupled weight decay' })
+    .option('cond-drop', { type: 'number', default: 0, describe: 'decoder/prior: train this fraction of samples unconditionally ("" caption, null image embedding) so classifier-free guidance keeps working (unCLIP used 0.1)' })
     .option('cache-dir', { type: 'string', describe: 'where to cache the conditioning (default DATA/.karlo_cache)' })
     .option('json', { type: 'boolean', describe: 'print a JSON summary on stdout' }) as unknown as Argv<TrainArgs>,
   handler: run,
