@@ -12,7 +12,8 @@ import { countNonFinite } from '../../io/weights.js';
 import { defaultMemoryBound, estimateGenerateMemory, memoryRefusal, parseBytes } from '../../pipeline/memory_estimate.js';
 import { ModelFolderError, UNCLIP_COMPONENTS, type ComponentName, type ModelFolder } from '../../io/model_folder.js';
 import { setWeightsReadListener } from '../../io/weights.js';
-import { resolveModelDir } from '../../io/hub.js';
+import { HubError, parseHubId, resolveModelDir } from '../../io/hub.js';
+import { downloadHubSnapshot } from '../../io/hub_download.js';
 import { MODEL_BUILDERS } from '../../pipeline/check_folder.js';
 import { Progress } from '../progress.js';
 import { floatToRgb8, readPngText, writePng } from '../../io/png.js';
@@ -49,6 +50,7 @@ interface GenerateArgs {
   'max-memory'?: string;
   lora?: string[];
   from?: string;
+  download?: boolean;
 }
 
 /** Output file(s): exactly PATH for one image, PATH with -0, -1, … before the extension for several. */
@@ -149,7 +151,21 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
     argv.model ??= from.model;
   }
   // --model owner/name[@revision]: a snapshot in the Hugging Face cache (or how to get it).
-  if (argv.model !== undefined) argv.model = resolveModelDir(String(argv.model));
+  if (argv.model !== undefined) {
+    try {
+      argv.model = resolveModelDir(String(argv.model));
+    } catch (e) {
+      const id = parseHubId(String(argv.model));
+      if (!(e instanceof HubError) || !id || !argv.download) throw e instanceof HubError && id ? new HubError(`${e.message}; or pass --download`) : e;
+      // --download: fetch the snapshot into the cache (byte progress), then use it.
+      const progress = new Progress();
+      argv.model = await downloadHubSnapshot(id, {
+        onStart: (n, bytes) => { progress.log(`download: ${n} files of ${id.owner}/${id.name}@${id.revision}`); progress.begin('download', bytes, 'byte'); },
+        onBytes: (b) => progress.tick(b),
+      });
+      progress.end();
+    }
+  }
   const prompts = (argv.prompts ?? []).map(String);
   if (prompts.length === 0) throw new UsageError('give at least one prompt: karlo generate "a red frog" --out frog.png');
   if (prompts.some((p) => p.trim() === '')) throw new UsageError('prompts must not be empty');
@@ -306,6 +322,7 @@ const command: CommandModule<object, GenerateArgs> = {
   describe: 'text → image with the whole unCLIP pipeline (prior, decoder, super-res)',
   builder: (y: Argv) => addGenerationOptions(y
     .positional('prompts', { type: 'string', array: true, describe: 'one or more prompts' })
+    .option('download', { type: 'boolean', describe: 'with --model owner/name[@revision] not in the cache: download its configs, tokenizer and safetensors into the Hugging Face cache first ($HF_ENDPOINT or huggingface.co)' })
     .option('from', { type: 'string', describe: 're-run the call recorded in a PNG made by karlo generate (options given here override it)' })
     .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder (model_index.json), or a Hub id owner/name[@revision] found in the Hugging Face cache; default: the bundled tiny random model' })
     .option('out', { type: 'string', default: 'karlo.png', describe: 'output PNG (several images: NAME-0.png, NAME-1.png, …)' })
