@@ -12,7 +12,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { SafetensorsFile } from '../src/io/safetensors.js';
-import { TrainArgumentError, epochOrder, sampleIndices, train, type TrainOptions } from '../src/training/trainer.js';
+import { TrainArgumentError, clipGradNormInPlace, epochOrder, sampleIndices, train, type TrainOptions } from '../src/training/trainer.js';
+import { clipGradNorm } from '../src/training/clip_grad.js';
 import { parseLossCsv } from '../src/training/plot.js';
 import { useBackend } from './helpers.js';
 import { makeDataFolder, tinyModelCopy } from './train_helpers.js';
@@ -33,6 +34,21 @@ test('data order: each epoch a permutation, reproducible, continuing across epoc
   assert.equal(epochOrder(3, 0, 5), a);
   assert.not.equal(epochOrder(3, 1, 5), a);
   assert.equal(sampleIndices(3, 5, 3, 4), [...a.slice(3), ...epochOrder(3, 1, 5).slice(0, 2)]);
+});
+
+test('clipGradNormInPlace = clipGradNorm (torch clip_grad_norm_) bit for bit, without a second copy of the gradients', () => {
+  for (const scale of [0.01, 10]) {
+    const make = () => new Map([['a', tf.mul(tf.randomNormal([5, 7], 0, 1, 'float32', 3), scale)], ['b', tf.mul(tf.randomNormal([11], 0, 1, 'float32', 4), scale)]]);
+    const ref = make();
+    const want = clipGradNorm(ref, 1);
+    const mine = make();
+    const before = tf.memory().numTensors;
+    const norm = clipGradNormInPlace(mine, 1);
+    assert.is(tf.memory().numTensors, before);
+    assert.is(norm, want.totalNorm);
+    for (const k of ['a', 'b']) assert.equal(Array.from(mine.get(k)!.dataSync()), Array.from(want.grads.get(k)!.dataSync()));
+    tf.dispose([...ref.values(), ...want.grads.values(), ...mine.values()]);
+  }
 });
 
 test('decoder: 6 steps straight == 3 + resume + 3, bit for bit; numTensors flat; checkpoint layout', async () => {
