@@ -55,7 +55,11 @@ export interface TrainingState {
 
 export interface CheckpointWeights {
   /** Full fine-tuning: the trained module and the base component folder (its config.json is copied). */
-  full?: { module: Module; baseComponentDir: string; weightsName: string };
+  full?: {
+    module: Module; baseComponentDir: string; weightsName: string;
+    /** More trained component folders of the same run (e.g. image_encoder/ beside text_encoder/ for --component clip). */
+    extra?: { module: Module; componentDir: string; baseComponentDir: string; weightsName: string }[];
+  };
   /** LoRA: writes the adapters file (peft names) to the path given. */
   lora?: (file: string) => void;
 }
@@ -135,15 +139,22 @@ export function saveCheckpoint(
       fs.mkdirSync(dir);
       fs.copyFileSync(path.join(weights.full.baseComponentDir, 'config.json'), path.join(dir, 'config.json'));
       saveSafetensors(path.join(dir, weights.full.weightsName), stateDictTensors(weights.full.module));
+      const extraDirs = new Set((weights.full.extra ?? []).map((e) => e.componentDir));
+      for (const e of weights.full.extra ?? []) {
+        const ed = path.join(tmp, e.componentDir);
+        fs.mkdirSync(ed);
+        fs.copyFileSync(path.join(e.baseComponentDir, 'config.json'), path.join(ed, 'config.json'));
+        saveSafetensors(path.join(ed, e.weightsName), stateDictTensors(e.module));
+      }
       // The rest of the pipeline: links to the base model's component folders.
       fs.writeFileSync(path.join(tmp, 'model_index.json'), `${JSON.stringify(baseModel.modelIndex, null, 2)}\n`);
       for (const [name, d] of Object.entries(baseModel.dirs)) {
-        if (name === compDir) continue;
+        if (name === compDir || extraDirs.has(name)) continue;
         fs.symlinkSync(fs.realpathSync(d), path.join(tmp, name), 'dir');
       }
       for (const extra of ['image_encoder', 'feature_extractor']) {
         const d = path.join(baseModel.root, extra);
-        if (fs.existsSync(d) && extra !== compDir) fs.symlinkSync(fs.realpathSync(d), path.join(tmp, extra), 'dir');
+        if (fs.existsSync(d) && extra !== compDir && !extraDirs.has(extra)) fs.symlinkSync(fs.realpathSync(d), path.join(tmp, extra), 'dir');
       }
     }
     if (weights.lora) weights.lora(path.join(tmp, LORA_FILE));
