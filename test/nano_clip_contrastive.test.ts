@@ -16,6 +16,9 @@ import { CLIPTokenizer } from '../src/tokenizer/clip_tokenizer.js';
 import { CLIP_DEFAULT_LOGIT_SCALE, clipContrastiveLoss, clipNormalise, contrastiveTargets } from '../src/training/clip_contrastive.js';
 import { valueAndGrads } from '../src/training/losses.js';
 import { Rng } from '../src/nano/world.js';
+import { writeNanoDataset } from '../src/nano/dataset.js';
+import { UnCLIPPipeline } from '../src/pipeline/unclip_pipeline.js';
+import { TrainArgumentError, train, type TrainOptions } from '../src/training/trainer.js';
 import { useBackend } from './helpers.js';
 
 await useBackend('native').catch(() => useBackend('cpu'));
@@ -117,6 +120,37 @@ test('gradients of both towers match central finite differences along a random d
 test('bad batches are refused with a clear message', () => {
   assert.throws(() => clipContrastiveLoss(text, vision, { inputIds: tf.slice(ids, [0, 0], [1, 77]) as tf.Tensor2D, pixelValues: tf.slice(pixels, [0, 0, 0, 0], [1, 3, S, S]) as tf.Tensor4D }), /at least 2 pairs/);
   assert.throws(() => clipContrastiveLoss(text, vision, { inputIds: ids, pixelValues: tf.slice(pixels, [0, 0, 0, 0], [2, 3, S, S]) as tf.Tensor4D }), /5 captions but 2 images/);
+});
+
+test('karlo train --component clip: both towers saved as their own folders, 4 steps = 2 + resume + 2 bit for bit, no leaks', async () => {
+  const data = path.join(tmp, 'data');
+  writeNanoDataset({ out: data, seed: 1, train: 8, heldoutSingle: 0, heldoutDouble: 0, size: 32, decoderSize: 32 });
+  const base: Omit<TrainOptions, 'out'> = { model: tmp, component: 'clip', data: path.join(data, 'train'), steps: 4, batch: 4, lr: 1e-3, seed: 5, cacheDir: path.join(tmp, 'cache') };
+  const before = tf.memory().numTensors;
+  const straight = await train({ ...base, out: path.join(tmp, 'straight'), saveEvery: 2 });
+  assert.is(tf.memory().numTensors, before);
+  const resumed = await train({ ...base, out: path.join(tmp, 'resumed'), resume: path.join(tmp, 'straight', 'checkpoint-2') });
+  const a = straight.lastCheckpoint!, b = resumed.lastCheckpoint!;
+  for (const f of ['text_encoder/model.safetensors', 'image_encoder/model.safetensors', 'optimizer.safetensors']) {
+    const fa = fs.readFileSync(path.join(a, f));
+    assert.ok(fa.equals(fs.readFileSync(path.join(b, f))), `${f} differs after resume`);
+    if (f !== 'optimizer.safetensors') {
+      assert.ok(fs.lstatSync(path.join(a, path.dirname(f))).isDirectory(), `${path.dirname(f)} is a real folder`);
+      assert.not.ok(fa.equals(fs.readFileSync(path.join(tmp, f))), `${f} did not change`);
+    }
+  }
+  assert.ok(fs.lstatSync(path.join(a, 'decoder')).isSymbolicLink());
+  assert.equal(resumed.losses, straight.losses);
+  // The checkpoint is a pipeline folder whose CLIP towers load where the pipeline and the evaluation look for them.
+  const pipe = await UnCLIPPipeline.load(a);
+  pipe.dispose();
+  try {
+    await train({ ...base, out: path.join(tmp, 'lora'), loraRank: 2 });
+    assert.unreachable('LoRA on clip should be refused');
+  } catch (e) {
+    assert.instance(e, TrainArgumentError);
+    assert.match((e as Error).message, /--component clip trains both CLIP towers fully/);
+  }
 });
 
 test.after(() => {

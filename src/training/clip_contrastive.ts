@@ -7,9 +7,13 @@
 // no such parameter, so the scale here is a fixed hyper-parameter (default 1/0.07).
 // Targets: the identity, except that rows whose captions are identical token for token share their probability
 // (a caption that occurs twice in a batch is not a negative of its twin): targets[i][j] = same(i, j) / Σ_j same(i, j).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { CLIPTextModelWithProjection } from '../models/clip_text.js';
-import type { CLIPVisionModelWithProjection } from '../models/clip_vision.js';
+import { componentDir } from '../io/model_folder.js';
+import { Module } from '../layers/module.js';
+import { loadClipTextModel, type CLIPTextModelWithProjection } from '../models/clip_text.js';
+import { loadClipVisionModel, type CLIPVisionModelWithProjection } from '../models/clip_vision.js';
 import { CLIP_MEAN, CLIP_STD } from '../io/clip_preprocess.js';
 
 export const CLIP_DEFAULT_LOGIT_SCALE = 1 / 0.07;
@@ -71,4 +75,53 @@ export function clipContrastiveLoss(text: CLIPTextModelWithProjection, vision: C
     const imageLoss = softCrossEntropy(tf.transpose(logitsPerText) as tf.Tensor2D, tf.transpose(tgt) as tf.Tensor2D);
     return tf.div(tf.add(captionLoss, imageLoss), 2) as tf.Scalar;
   });
+}
+
+/**
+ * The two CLIP towers as one trainable module (`karlo train --component clip`): parameters are named
+ * `text_encoder.<transformers key>` and `image_encoder.<transformers key>`; each tower is saved to its own folder.
+ */
+export class ClipPair extends Module {
+  readonly text_encoder: CLIPTextModelWithProjection;
+  readonly image_encoder: CLIPVisionModelWithProjection;
+  constructor(text: CLIPTextModelWithProjection, vision: CLIPVisionModelWithProjection) {
+    super();
+    this.text_encoder = this.module('text_encoder', text);
+    this.image_encoder = this.module('image_encoder', vision);
+  }
+}
+
+/** Loads both towers (trainable) from their component folders; refuses towers of different projection widths. */
+export function loadClipPair(textDir: string, imageDir: string): ClipPair {
+  const text = loadClipTextModel(textDir, { trainable: true });
+  let vision: CLIPVisionModelWithProjection;
+  try {
+    vision = loadClipVisionModel(imageDir, { trainable: true });
+  } catch (e) {
+    text.dispose();
+    throw e;
+  }
+  if (text.config.projection_dim !== vision.config.projection_dim) {
+    text.dispose();
+    vision.dispose();
+    throw new Error(`clip: ${textDir} projects to ${text.config.projection_dim} but ${imageDir} to ${vision.config.projection_dim}; contrastive training needs one width`);
+  }
+  return new ClipPair(text, vision);
+}
+
+/** The image_encoder/ folder of a model folder (`karlo train --component clip` needs one). */
+export function clipImageDir(root: string): string {
+  const d = componentDir(root, 'image_encoder');
+  if (!d || !fs.existsSync(path.join(d, 'config.json'))) {
+    throw new Error(`${root}: --component clip trains the text and image towers together and needs image_encoder/ (CLIPVisionModelWithProjection) in the model folder`);
+  }
+  return d;
+}
+
+/** The vision tower's input size (its config's image_size): the resolution clip training prepares images at. */
+export function clipImageSize(root: string): number {
+  const dir = clipImageDir(root);
+  const v = (JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as { image_size?: unknown }).image_size;
+  if (!Number.isInteger(v) || (v as number) < 1) throw new Error(`${path.join(dir, 'config.json')}: image_size ${JSON.stringify(v)} is not a positive integer`);
+  return v as number;
 }
