@@ -30,7 +30,8 @@ import { SimpleCrossAttnDownBlock2D, SimpleCrossAttnUpBlock2D } from '../src/lay
 import { UnCLIPTextProjModel, loadTextProj, textProjConfig } from '../src/models/text_proj.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
-import { decoderConditioning, guidedModelOutput } from '../src/pipeline/decoder_stage.js';
+import { decoderConditioning, decoderPredict } from '../src/pipeline/decoder_stage.js';
+import { denoiseStep } from '../src/samplers/denoise.js';
 import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -115,14 +116,13 @@ async function child(backend: string, dir: string, size: number, warmSteps: numb
   (globalThis as { gc?: () => void }).gc?.();
   const rssBeforeMB = statusMB('VmRSS');
   const peakResettable = resetPeakRss();
-  // The body of one runDecoder iteration (decoder_stage.ts), timed with the result read back.
-  const t0s = sched.timesteps[0];
+  // One step of runDecoder's loop (the sampler's denoiseStep with the stage's predict), timed with the result read back.
+  const predict = decoderPredict(decoder, cond, 8, true);
+  const stepAt = (i: number, x: tf.Tensor4D) =>
+    denoiseStep(sched, predict, x, { step: i, timestep: sched.timesteps[i], prevTimestep: sched.timesteps[i + 1], generator: gen }).prevSample;
   t = performance.now();
   const cpu0 = process.cpuUsage();
-  const next = tf.tidy(() => {
-    const mo = guidedModelOutput(decoder, latents, t0s, cond, 8, true);
-    return sched.step(mo, t0s, latents, { prevTimestep: sched.timesteps[1], generator: gen }).prevSample;
-  });
+  const next = tf.tidy(() => stepAt(0, latents));
   const out = next.dataSync();
   const stepS = (performance.now() - t) / 1000;
   const cpu1 = process.cpuUsage(cpu0);
@@ -133,10 +133,7 @@ async function child(backend: string, dir: string, size: number, warmSteps: numb
   latents.dispose();
   latents = next as tf.Tensor4D;
   if (tf.memory().numTensors !== base) throw new Error(`tensor leak: ${tf.memory().numTensors - base} tensors after the step`);
-  const later = timeLaterSteps(warmSteps, latents, (i, x) => {
-    const mo = guidedModelOutput(decoder, x, sched.timesteps[i], cond, 8, true);
-    return sched.step(mo, sched.timesteps[i], x, { prevTimestep: sched.timesteps[i + 1], generator: gen }).prevSample as tf.Tensor4D;
-  });
+  const later = timeLaterSteps(warmSteps, latents, stepAt);
   latents = later.latents;
   const warmStepS = later.meanS;
   const gf = unet2dConditionGflop(decoder, size, size, 2, cond.encoderHiddenStates.shape[1]);

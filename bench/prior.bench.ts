@@ -20,6 +20,8 @@ import { PriorTransformer, loadPrior, type PriorTransformerConfig } from '../src
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { checkBenchArgs } from './args.js';
+import { priorPredict } from '../src/pipeline/prior_stage.js';
+import { denoiseStep } from '../src/samplers/denoise.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -59,15 +61,11 @@ async function child(backend: string, dir: string): Promise<void> {
   sched.setTimesteps(25);
   const latents = randnTensor([1, D], gen) as tf.Tensor2D;
   const base = tf.memory().numTensors;
-  // The body of one runPrior iteration (prior_stage.ts), timed with the result read back.
+  // One step of runPrior's loop (the sampler's denoiseStep with the stage's predict), timed with the result read back.
+  const predict = priorPredict(prior, text, 4.0, true);
   const step = (t: number, prev: number) => {
     const t0 = performance.now();
-    const out = tf.tidy(() => {
-      const pred = prior.forward(tf.concat([latents, latents], 0), t, text.promptEmbeds, text.textEncHiddenStates, text.textMask);
-      const [u, c] = tf.split(pred, 2, 0);
-      const guided = tf.add(u, tf.mul(4.0, tf.sub(c, u)));
-      return sched.step(guided, t, latents, { prevTimestep: prev, generator: gen }).prevSample;
-    });
+    const out = tf.tidy(() => denoiseStep(sched, predict, latents, { step: 0, timestep: t, prevTimestep: prev, generator: gen }).prevSample);
     out.dataSync();
     out.dispose();
     return (performance.now() - t0) / 1000;

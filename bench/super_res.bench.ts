@@ -24,6 +24,8 @@ import { UNet2DModel, loadUNet2D, type UNet2DConfig } from '../src/models/unet2d
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { bicubicResize } from '../src/layers/interpolate.js';
+import { superResPredict } from '../src/pipeline/super_res_stage.js';
+import { denoiseStep } from '../src/samplers/denoise.js';
 import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -105,12 +107,12 @@ async function child(backend: string, dir: string, size: number, warmSteps: numb
   (globalThis as { gc?: () => void }).gc?.();
   const rssBeforeMB = statusMB('VmRSS');
   const peakResettable = resetPeakRss();
-  // The body of one runSuperRes iteration (super_res_stage.ts), timed with the result read back.
+  // One step of runSuperRes's loop (the sampler's denoiseStep with the stage's predict), timed with the result read back.
+  const predict = superResPredict(() => unet, upscaled);
+  const stepAt = (i: number, x: tf.Tensor4D) =>
+    denoiseStep(sched, predict, x, { step: i, timestep: sched.timesteps[i], prevTimestep: sched.timesteps[i + 1], generator: gen }).prevSample;
   const t1 = performance.now();
-  const next = tf.tidy(() => {
-    const eps = unet.forward(tf.concat([latents, upscaled], 1) as tf.Tensor4D, sched.timesteps[0]);
-    return sched.step(eps, sched.timesteps[0], latents, { prevTimestep: sched.timesteps[1], generator: gen }).prevSample;
-  });
+  const next = tf.tidy(() => stepAt(0, latents));
   const out = next.dataSync();
   const stepS = (performance.now() - t1) / 1000;
   const stepPeakMB = peakResettable ? statusMB('VmHWM') : NaN;
@@ -118,10 +120,7 @@ async function child(backend: string, dir: string, size: number, warmSteps: numb
   latents.dispose();
   latents = next as tf.Tensor4D;
   if (tf.memory().numTensors !== base) throw new Error(`tensor leak: ${tf.memory().numTensors - base} tensors after the step`);
-  const later = timeLaterSteps(warmSteps, latents, (i, x) => {
-    const eps = unet.forward(tf.concat([x, upscaled], 1) as tf.Tensor4D, sched.timesteps[i]);
-    return sched.step(eps, sched.timesteps[i], x, { prevTimestep: sched.timesteps[i + 1], generator: gen }).prevSample as tf.Tensor4D;
-  });
+  const later = timeLaterSteps(warmSteps, latents, stepAt);
   latents = later.latents;
   const warmStepS = later.meanS;
   const gf = unet2dGflop(cfg, size, size);

@@ -14,7 +14,8 @@ import { loadTextProj, type UnCLIPTextProjModel } from '../models/text_proj.js';
 import { loadUNet2DCondition, type UNet2DConditionModel } from '../models/unet2d_condition.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { TorchGenerator } from '../random/generator.js';
-import { decoderConditioning, guidedModelOutput, runDecoder } from '../pipeline/decoder_stage.js';
+import { decoderConditioning, decoderPredict, runDecoder } from '../pipeline/decoder_stage.js';
+import { denoiseStep } from '../samplers/denoise.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityOptions } from './registry.js';
 
@@ -99,9 +100,10 @@ export async function runDecoderStageParity(pipelineDir: string, runFile: string
         const t = Number(/\.t(\d+)$/.exec(s)![1]);
         if (ts[i] !== t) throw new Error(`${file}: step ${s} is not timestep ${ts[i]} of ${steps.length} steps`);
         const x = toTensor(need(`${s}.sample_in`)) as tf.Tensor4D;
-        const mo = guidedModelOutput(decoder, x, t, cond, guidance, true);
-        cmp(`${s}.model_output_after_cfg`, mo.dataSync(), need(`${s}.model_output_after_cfg`));
-        const prev = scheduler.step(mo, t, x, { prevTimestep: ts[i + 1], noise: t > 0 ? noiseAt(i) : undefined }).prevSample;
+        const { prevSample: prev } = denoiseStep(scheduler, decoderPredict(decoder, cond, guidance, true), x, {
+          step: i, timestep: t, prevTimestep: ts[i + 1], noise: t > 0 ? noiseAt(i) : undefined,
+          onModelOutput: ({ modelOutput }) => cmp(`${s}.model_output_after_cfg`, modelOutput.dataSync(), need(`${s}.model_output_after_cfg`)),
+        });
         cmp(`${s}.prev_sample`, prev.dataSync(), need(`${s}.prev_sample`));
       }));
     } finally {

@@ -15,6 +15,9 @@ import { loadUNet2DCondition } from '../models/unet2d_condition.js';
 import { UnCLIPPipeline, type GenerateOptions } from '../pipeline/unclip_pipeline.js';
 import { componentDir } from '../io/model_folder.js';
 import type { StageName } from '../pipeline/types.js';
+import { decoderPredict, padDecoderMask } from '../pipeline/decoder_stage.js';
+import { superResPredict } from '../pipeline/super_res_stage.js';
+import { denoiseStep, type Predict } from '../samplers/denoise.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
 
@@ -377,7 +380,7 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
      * model output from `predict` (the stage's model on recorded conditioning), one scheduler step with the
      * recorded noise; `finish` turns the last step's result into the stage's output tensor (image_small / image).
      */
-    const forceStage = (stage: StageName, scheduler: string, predict: (x: tf.Tensor4D, t: number, last: boolean) => tf.Tensor4D,
+    const forceStage = (stage: StageName, scheduler: string, predict: Predict<tf.Tensor4D>,
       finish: (prev: tf.Tensor) => [string, tf.Tensor]) => {
       const f = flagged[stage];
       const stSteps = steps.filter((x) => x.stage === stage);
@@ -394,12 +397,11 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
           const xr = refData(`${base}.sample_in`);
           const x = tf.tensor4d(xr.data as Float32Array, xr.shape as [number, number, number, number]);
           const last = i === stSteps.length - 1;
-          const eps = predict(x, st.t, last);
           const nr = noiseName ? refData(noiseName) : undefined;
-          const prev = sch.step(eps, st.t, x, {
-            prevTimestep: last ? undefined : stSteps[i + 1].t,
+          const { modelOutput: eps, prevSample: prev } = denoiseStep(sch, predict, x, {
+            step: i, timestep: st.t, prevTimestep: last ? undefined : stSteps[i + 1].t,
             noise: nr ? tf.tensor(nr.data as Float32Array, nr.shape, 'float32') : undefined,
-          }).prevSample;
+          });
           const results: [string, tf.Tensor][] = [[`${base}.model_output_after_cfg`, eps], [`${base}.prev_sample`, prev]];
           if (last) results.push(finish(prev));
           for (const [name, t] of results) {
@@ -420,24 +422,13 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
       const decoder = loadUNet2DCondition(comp('decoder'));
       const ehs = tensorOf('cap.decoder_encoder_hidden_states') as tf.Tensor3D;
       const emb = tensorOf('cap.additive_clip_time_embeddings') as tf.Tensor2D;
-      const tm = refData('cap.text_mask');
-      // F.pad(text_mask, (extra, 0), True): the extra context tokens are never masked
-      const extra = ehs.shape[1] - tm.shape[1];
-      const maskData = new Int32Array(tm.shape[0] * ehs.shape[1]);
-      for (let r = 0; r < tm.shape[0]; r++) for (let j = 0; j < ehs.shape[1]; j++) maskData[r * ehs.shape[1] + j] = j < extra ? 1 : Number(tm.data[r * tm.shape[1] + j - extra]);
-      const mask = tf.tensor2d(maskData, [tm.shape[0], ehs.shape[1]], 'int32');
-      const s = genOpts.decoderGuidance!;
-      const cfg = genOpts.priorGuidance! > 1 || s > 1;
+      const tm = tensorOf('cap.text_mask') as tf.Tensor2D;
+      const mask = padDecoderMask(tm, ehs.shape[1] - tm.shape[1]);
+      tm.dispose();
+      const cfg = genOpts.priorGuidance! > 1 || genOpts.decoderGuidance! > 1;
       try {
-        forceStage('decoder', 'decoder_scheduler', (x, t) => {
-          const out = decoder.forward(cfg ? tf.concat([x, x], 0) as tf.Tensor4D : x, t, ehs, { classLabels: emb, attentionMask: mask });
-          if (!cfg) return out;
-          const C = x.shape[1];
-          const [u, c] = tf.split(out, 2, 0);
-          const [eu] = tf.split(u, [C, out.shape[1] - C], 1);
-          const [ec, v] = tf.split(c, [C, out.shape[1] - C], 1);
-          return tf.concat([tf.add(eu, tf.mul(s, tf.sub(ec, eu))), v], 1) as tf.Tensor4D;
-        }, (prev) => ['cap.image_small', tf.clipByValue(prev, -1, 1)]);
+        forceStage('decoder', 'decoder_scheduler', decoderPredict(decoder, { encoderHiddenStates: ehs, additiveClipTimeEmbeddings: emb, attentionMask: mask }, genOpts.decoderGuidance!, cfg),
+          (prev) => ['cap.image_small', tf.clipByValue(prev, -1, 1)]);
       } finally {
         tf.dispose([ehs, emb, mask]);
         decoder.dispose();
@@ -448,7 +439,7 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
       const last = loadUNet2D(comp('super_res_last'));
       const up = tensorOf('cap.image_upscaled');
       try {
-        forceStage('super_res', 'super_res_scheduler', (x, t, isLast) => (isLast ? last : first).forward(tf.concat([x, up], 1) as tf.Tensor4D, t),
+        forceStage('super_res', 'super_res_scheduler', superResPredict((step) => (step === steps.filter((x) => x.stage === 'super_res').length - 1 ? last : first), up as tf.Tensor4D),
           (prev) => ['output.images_np_NHWC', tf.transpose(tf.clipByValue(tf.add(tf.mul(prev, 0.5), 0.5), 0, 1), [0, 2, 3, 1])]);
       } finally {
         up.dispose();

@@ -8,6 +8,7 @@ import { loadSafetensors, type TensorData } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { TorchGenerator } from '../random/generator.js';
 import { UnCLIPScheduler, type UnCLIPSchedulerConfig } from '../samplers/unclip_scheduler.js';
+import { denoise } from '../samplers/denoise.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
 
@@ -94,27 +95,18 @@ export async function runSchedulerParity(dir: string, name: string, opts: Parity
   for (const n of loops) {
     const p = `loop.N${n}`;
     sched.setTimesteps(n);
-    const ts = sched.timesteps;
     for (const mode of st.has(`${p}.generator_seed`) ? ['noise', 'generator'] as const : ['noise'] as const) {
       const gen = mode === 'generator' ? new TorchGenerator(BigInt(need(st, file, `${p}.generator_seed`).data[0])) : undefined;
-      let x = toTensor(need(st, file, `${p}.init_sample`));
-      for (let i = 0; i < ts.length; i++) {
-        const q = `${p}.step${i}`;
-        const next = tf.tidy(() => {
-          const mo = toTensor(need(st, file, `${q}.model_output`));
-          const noiseKey = `${q}.variance_noise`;
-          const r = sched.step(mo, ts[i], x, {
-            prevTimestep: i + 1 < ts.length ? ts[i + 1] : undefined,
-            ...(gen ? { generator: gen } : { noise: st.has(noiseKey) ? toTensor(st.get(noiseKey)!) : undefined }),
-          });
-          cmp(`${q}.prev_sample (${mode})`, r.prevSample, `${q}.prev_sample`);
-          cmp(`${q}.pred_original_sample (${mode})`, r.predOriginalSample, `${q}.pred_original_sample`);
-          return r.prevSample;
-        });
-        x.dispose();
-        x = next;
-      }
-      x.dispose();
+      // The sampler's loop with the recorded model outputs as the network.
+      const last = await denoise(sched, toTensor(need(st, file, `${p}.init_sample`)), (_x, _t, i) => toTensor(need(st, file, `${p}.step${i}.model_output`)), {
+        generator: gen,
+        noise: gen ? undefined : (i) => { const k = `${p}.step${i}.variance_noise`; return st.has(k) ? toTensor(st.get(k)!) : undefined; },
+        onSchedulerOutput: ({ step: i, prevSample, predOriginalSample }) => {
+          cmp(`${p}.step${i}.prev_sample (${mode})`, prevSample, `${p}.step${i}.prev_sample`);
+          cmp(`${p}.step${i}.pred_original_sample (${mode})`, predOriginalSample, `${p}.step${i}.pred_original_sample`);
+        },
+      });
+      last.dispose();
     }
   }
   return out;

@@ -11,6 +11,7 @@ import type { UnCLIPTextProjModel } from '../models/text_proj.js';
 import type { UNet2DConditionModel } from '../models/unet2d_condition.js';
 import type { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { randnTensor } from '../random/generator.js';
+import { denoise, type Predict } from '../samplers/denoise.js';
 import type { StageOptions, TextOutputs } from './types.js';
 
 export const DECODER_DEFAULTS = { steps: 25, guidanceScale: 8.0 } as const;
@@ -52,12 +53,14 @@ export function decoderConditioning(textProj: UnCLIPTextProjModel, imageEmbeddin
       textEncoderHiddenStates: text.textEncHiddenStates,
       doClassifierFreeGuidance: cfg,
     });
-    const extra = textProj.config.clip_extra_context_tokens;
-    const rows = text.textMask.shape[0];
-    // The extra context tokens are never masked: F.pad(text_mask, (extra, 0), value=True).
-    const mask = tf.concat([tf.ones([rows, extra], 'int32'), tf.cast(text.textMask, 'int32')], 1) as tf.Tensor2D;
+    const mask = padDecoderMask(text.textMask, textProj.config.clip_extra_context_tokens);
     return { encoderHiddenStates: tp.textEncoderHiddenStates, additiveClipTimeEmbeddings: tp.additiveClipTimeEmbeddings, attentionMask: mask };
   });
+}
+
+/** The decoder's attention mask: the extra context tokens are never masked, F.pad(text_mask, (extra, 0), value=True), as int32 0/1. */
+export function padDecoderMask(textMask: tf.Tensor2D, extra: number): tf.Tensor2D {
+  return tf.tidy(() => tf.concat([tf.ones([textMask.shape[0], extra], 'int32'), tf.cast(textMask, 'int32')], 1) as tf.Tensor2D);
 }
 
 /**
@@ -81,6 +84,11 @@ export function guidedModelOutput(decoder: UNet2DConditionModel, x: tf.Tensor4D,
     const guided = tf.add(epsUncond, tf.mul(guidance, tf.sub(epsText, epsUncond)));
     return tf.concat([guided, predictedVariance], 1) as tf.Tensor4D;
   });
+}
+
+/** The decoder's guided predict step for the sampler: guidedModelOutput at each timestep. */
+export function decoderPredict(decoder: UNet2DConditionModel, cond: DecoderConditioning, guidance: number, cfg: boolean): Predict<tf.Tensor4D> {
+  return (x, t) => guidedModelOutput(decoder, x, t, cond, guidance, cfg);
 }
 
 /** Runs the decoder sampling loop; returns image_small NCHW [B, 3, S, S] clamped to [-1, 1] (caller owns it). */
@@ -119,37 +127,24 @@ export async function runDecoder(
   if (!opts.latents && !opts.generator) throw new Error('runDecoder: pass latents or a generator (torch-compatible TorchGenerator)');
 
   const cond = decoderConditioning(textProj, imageEmbeddings, text, cfg);
-  let latents: tf.Tensor4D | null = null;
   try {
     opts.onConditioning?.(cond);
     scheduler.setTimesteps(steps);
-    const timesteps = scheduler.timesteps;
     // prepare_latents: drawn before any step noise (the pipeline's draw order).
-    latents = tf.tidy(() => tf.mul(opts.latents ?? randnTensor(shape, opts.generator!), scheduler.initNoiseSigma)) as tf.Tensor4D;
-    for (let i = 0; i < timesteps.length; i++) {
-      const t = timesteps[i];
-      const x: tf.Tensor4D = latents;
-      const next = tf.tidy(() => {
-        const modelOutput = guidedModelOutput(decoder, x, t, cond, guidance, cfg);
-        opts.onModelOutput?.({ step: i, timestep: t, modelOutput, sampleIn: x });
-        // Recorded noise (parity) is asked for only where the reference draws some (t > 0).
-        const noise = t > 0 ? opts.noiseForStep?.(i, x.shape) : undefined;
-        return scheduler.step(modelOutput, t, x, {
-          prevTimestep: i + 1 < timesteps.length ? timesteps[i + 1] : undefined,
-          noise,
-          generator: noise ? undefined : opts.generator,
-        }).prevSample as tf.Tensor4D;
-      });
-      latents.dispose();
-      latents = next;
-      opts.onStep?.({ stage: 'decoder', step: i, numSteps: timesteps.length, timestep: t, latents });
-      // Let progress output and timers run between steps.
-      await new Promise((r) => setImmediate(r));
+    const initial = tf.tidy(() => tf.mul(opts.latents ?? randnTensor(shape, opts.generator!), scheduler.initNoiseSigma)) as tf.Tensor4D;
+    const onModelOutput = opts.onModelOutput;
+    const final = await denoise(scheduler, initial, decoderPredict(decoder, cond, guidance, cfg), {
+      generator: opts.generator,
+      noise: opts.noiseForStep,
+      onModelOutput: onModelOutput && ((m) => onModelOutput({ step: m.step, timestep: m.timestep, modelOutput: m.modelOutput as tf.Tensor4D, sampleIn: m.sampleIn as tf.Tensor4D })),
+      onStep: (s) => opts.onStep?.({ stage: 'decoder', ...s }),
+    });
+    try {
+      return tf.tidy(() => tf.clipByValue(final, -1, 1));
+    } finally {
+      final.dispose();
     }
-    const final: tf.Tensor4D = latents;
-    return tf.tidy(() => tf.clipByValue(final, -1, 1));
   } finally {
-    latents?.dispose();
     tf.dispose([cond.encoderHiddenStates, cond.additiveClipTimeEmbeddings, cond.attentionMask]);
   }
 }

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { PriorTransformer } from '../models/prior_transformer.js';
 import type { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { randnTensor } from '../random/generator.js';
+import { denoise, type Predict } from '../samplers/denoise.js';
 import type { StageOptions, TextOutputs } from './types.js';
 
 export const PRIOR_DEFAULTS = { steps: 25, guidanceScale: 4.0 } as const;
@@ -20,6 +21,20 @@ export interface PriorStageOptions extends StageOptions {
   classifierFreeGuidance?: boolean;
   /** Called with the latents before post_process_latents (cap.prior_latents_final); owned by the stage. */
   onFinalLatents?: (latents: tf.Tensor2D) => void;
+}
+
+/**
+ * The prior's guided predict step at timestep t: prior(cat([x, x]), t, text) split into unconditional and text
+ * halves, uncond + s·(text − uncond); without CFG the raw prediction. Call inside tf.tidy.
+ */
+export function priorPredict(prior: PriorTransformer, text: TextOutputs, guidance: number, cfg: boolean): Predict<tf.Tensor2D> {
+  return (x, t) => {
+    const input = cfg ? tf.concat([x, x], 0) : x;
+    const pred = prior.forward(input, t, text.promptEmbeds, text.textEncHiddenStates, text.textMask);
+    if (!cfg) return pred;
+    const [uncond, cond] = tf.split(pred, 2, 0);
+    return tf.add(uncond, tf.mul(guidance, tf.sub(cond, uncond)));
+  };
 }
 
 /** Runs the prior sampling loop; returns image embeddings [B, clip_embed_dim] (caller owns them). */
@@ -41,35 +56,14 @@ export async function runPrior(prior: PriorTransformer, scheduler: UnCLIPSchedul
   if (!opts.latents && !opts.generator) throw new Error('runPrior: pass latents or a generator (torch-compatible TorchGenerator)');
 
   scheduler.setTimesteps(steps);
-  const timesteps = scheduler.timesteps;
   // prepare_latents: drawn before any step noise (the pipeline's draw order).
-  let latents = tf.tidy(() => tf.mul(opts.latents ?? randnTensor([batch, dim], opts.generator!), scheduler.initNoiseSigma)) as tf.Tensor2D;
+  const initial = tf.tidy(() => tf.mul(opts.latents ?? randnTensor([batch, dim], opts.generator!), scheduler.initNoiseSigma)) as tf.Tensor2D;
+  const latents = await denoise(scheduler, initial, priorPredict(prior, text, guidance, cfg), {
+    generator: opts.generator,
+    noise: opts.noiseForStep,
+    onStep: (s) => opts.onStep?.({ stage: 'prior', ...s }),
+  });
   try {
-    for (let i = 0; i < timesteps.length; i++) {
-      const t = timesteps[i];
-      const prev = tf.tidy(() => {
-        const input = cfg ? tf.concat([latents, latents], 0) : latents;
-        const pred = prior.forward(input, t, text.promptEmbeds, text.textEncHiddenStates, text.textMask);
-        let guided: tf.Tensor = pred;
-        if (cfg) {
-          const [uncond, cond] = tf.split(pred, 2, 0);
-          guided = tf.add(uncond, tf.mul(guidance, tf.sub(cond, uncond)));
-        }
-        // Recorded noise (parity) is asked for only where the reference draws some (t > 0); tensors the hook
-        // creates here are freed with this step.
-        const noise = t > 0 ? opts.noiseForStep?.(i, latents.shape) : undefined;
-        return scheduler.step(guided, t, latents, {
-          prevTimestep: i + 1 < timesteps.length ? timesteps[i + 1] : undefined,
-          noise,
-          generator: noise ? undefined : opts.generator,
-        }).prevSample as tf.Tensor2D;
-      });
-      latents.dispose();
-      latents = prev;
-      opts.onStep?.({ stage: 'prior', step: i, numSteps: timesteps.length, timestep: t, latents });
-      // Let progress output and timers run between steps.
-      await new Promise((r) => setImmediate(r));
-    }
     opts.onFinalLatents?.(latents);
     return prior.postProcessLatents(latents);
   } finally {

@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { UNet2DModel } from '../models/unet2d.js';
 import type { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { randnTensor } from '../random/generator.js';
+import { denoise, type Predict } from '../samplers/denoise.js';
 import { bicubicResize } from '../layers/interpolate.js';
 import type { StageOptions } from './types.js';
 
@@ -46,6 +47,14 @@ function sampleSize(model: UNet2DModel): [number, number] {
 }
 
 /**
+ * The super-res predict step: unet(cat([x, upscaled], 1), t), no guidance; `unetAt(step)` picks the network
+ * of the step (super_res_first, then super_res_last on the last).
+ */
+export function superResPredict(unetAt: (step: number) => UNet2DModel, upscaled: tf.Tensor4D): Predict<tf.Tensor4D> {
+  return (x, t, step) => unetAt(step).forward(tf.concat([x, upscaled], 1) as tf.Tensor4D, t);
+}
+
+/**
  * Runs the super-res sampling loop on imageSmall (NCHW in [-1, 1], the decoder's clamped output). Returns the
  * images NCHW in [0, 1] (caller owns them). imageSmall and explicit latents are not disposed. srLast may be a
  * loader (see SuperResLastSource); a model it returns is the caller's to dispose.
@@ -75,43 +84,40 @@ export async function runSuperRes(
   if (!opts.latents && !opts.generator) throw new Error('runSuperRes: pass latents or a generator (torch-compatible TorchGenerator)');
 
   scheduler.setTimesteps(steps);
-  const timesteps = [...scheduler.timesteps];
+  const numSteps = scheduler.timesteps.length;
   // prepare_latents draws before anything else of this stage (the pipeline's draw order), then the upscale.
-  let latents = tf.tidy(() => tf.mul(opts.latents ?? randnTensor(latentShape, opts.generator!), scheduler.initNoiseSigma)) as tf.Tensor4D;
-  const upscaled = bicubicResize(imageSmall, [height, width], { antialias: true });
+  const initial = tf.tidy(() => tf.mul(opts.latents ?? randnTensor(latentShape, opts.generator!), scheduler.initNoiseSigma)) as tf.Tensor4D;
+  let upscaled: tf.Tensor4D;
+  try {
+    upscaled = bicubicResize(imageSmall, [height, width], { antialias: true });
+  } catch (e) {
+    initial.dispose();
+    throw e;
+  }
   try {
     opts.onUpscaled?.(upscaled);
-    for (let i = 0; i < timesteps.length; i++) {
-      const t = timesteps[i];
-      const last = i === timesteps.length - 1;
-      if (last) {
+    const onModelOutput = opts.onModelOutput;
+    const final = await denoise(scheduler, initial, superResPredict((step) => (step === numSteps - 1 ? srLast! : srFirst), upscaled), {
+      generator: opts.generator,
+      noise: opts.noiseForStep,
+      // super_res_last from the last step on: super_res_first is released first, then a loader runs.
+      beforeStep: async (step) => {
+        if (step !== numSteps - 1) return;
         opts.releaseFirst?.();
         if (!srLast) {
           srLast = await (srLastSource as () => UNet2DModel | Promise<UNet2DModel>)();
           checkPair(srFirst, srLast);
         }
-      }
-      const unet = last ? srLast! : srFirst;
-      const prev = tf.tidy(() => {
-        const noisePred = unet.forward(tf.concat([latents, upscaled], 1) as tf.Tensor4D, t);
-        opts.onModelOutput?.({ step: i, timestep: t, output: noisePred, sampleIn: latents });
-        // Recorded noise (parity) is asked for only where the reference draws some (t > 0).
-        const noise = t > 0 ? opts.noiseForStep?.(i, latents.shape) : undefined;
-        return scheduler.step(noisePred, t, latents, {
-          prevTimestep: last ? undefined : timesteps[i + 1],
-          noise,
-          generator: noise ? undefined : opts.generator,
-        }).prevSample as tf.Tensor4D;
-      });
-      latents.dispose();
-      latents = prev;
-      opts.onStep?.({ stage: 'super_res', step: i, numSteps: timesteps.length, timestep: t, latents });
-      // Let progress output and timers run between steps.
-      await new Promise((r) => setImmediate(r));
+      },
+      onModelOutput: onModelOutput && ((m) => onModelOutput({ step: m.step, timestep: m.timestep, output: m.modelOutput as tf.Tensor4D, sampleIn: m.sampleIn as tf.Tensor4D })),
+      onStep: (s) => opts.onStep?.({ stage: 'super_res', ...s }),
+    });
+    try {
+      return tf.tidy(() => tf.clipByValue(tf.add(tf.mul(final, 0.5), 0.5), 0, 1) as tf.Tensor4D);
+    } finally {
+      final.dispose();
     }
-    return tf.tidy(() => tf.clipByValue(tf.add(tf.mul(latents, 0.5), 0.5), 0, 1) as tf.Tensor4D);
   } finally {
-    latents.dispose();
     upscaled.dispose();
   }
 }
