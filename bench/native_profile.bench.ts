@@ -13,7 +13,7 @@ import { readJson } from '../src/io/weights.js';
 import type { TensorSource } from '../src/layers/module.js';
 import { UNet2DModel } from '../src/models/unet2d.js';
 import { GroupNorm } from '../src/layers/basic.js';
-import { groupNorm } from '../src/backend/native/ops.js';
+import { groupNorm } from '../src/ops/group_norm.js';
 import { UNet2DConditionModel, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
 import { checkBenchArgs } from './args.js';
 

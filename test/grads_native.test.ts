@@ -9,7 +9,8 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { registerGradients } from '../src/backend/gradients.js';
-import { enableNativeStats, nativeStats, groupNorm } from '../src/backend/native/index.js';
+import { enableNativeStats, nativeStats } from '../src/backend/native/index.js';
+import { groupNorm } from '../src/ops/group_norm.js';
 import { nearestUpsample2x } from '../src/layers/resnet.js';
 import { registerNativeOrWhy } from './helpers.js';
 

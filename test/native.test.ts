@@ -7,7 +7,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { compareArrays } from '../src/parity/compare.js';
 import { registerGradients } from '../src/backend/gradients.js';
-import { enableNativeStats, nativeStats, groupNorm, groupNormComposite, loadAddon } from '../src/backend/native/index.js';
+import { enableNativeStats, nativeStats, loadAddon } from '../src/backend/native/index.js';
+import { groupNorm, groupNormComposite } from '../src/ops/group_norm.js';
 import { weightCacheMB } from '../src/backend/native/addon.js';
 import { registerNativeOrWhy } from './helpers.js';
 

@@ -2,6 +2,7 @@
 // Order for 'auto': tensorflow (tfjs-node-gpu, then tfjs-node), native, wasm, cpu.
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
+import { BackendChoiceError, BackendUnavailableError } from './errors.js';
 
 export type BackendName = 'auto' | 'tensorflow' | 'native' | 'wasm' | 'cpu';
 export const BACKEND_NAMES: BackendName[] = ['auto', 'tensorflow', 'native', 'wasm', 'cpu'];
@@ -21,13 +22,7 @@ export interface BackendChoice {
   warning?: string;
 }
 
-/** A bad backend name (argument or KARLO_BACKEND): the user's to fix. */
-export class BackendChoiceError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'BackendChoiceError';
-  }
-}
+export { BackendChoiceError, BackendUnavailableError } from './errors.js';
 
 let current: BackendChoice | undefined;
 
@@ -63,12 +58,6 @@ const SLOW_WARNING: Partial<Record<Exclude<BackendName, 'auto'>, string>> = {
 const FASTER = 'for the native backend install g++ make python3 libdnnl-dev libopenblas-dev (apt-get), then run `npm rebuild karlo-tfjs`' +
   ' (in a clone: `npm run build:native`); or `npm install @tensorflow/tfjs-node`';
 
-export class BackendUnavailableError extends Error {
-  constructor(readonly backend: string, reason: string) {
-    super(`backend "${backend}" is unavailable: ${reason}`);
-    this.name = 'BackendUnavailableError';
-  }
-}
 
 /** How optional packages are imported (replaceable in tests to simulate absent or broken installs). */
 export type PackageImporter = (pkg: string) => Promise<unknown>;

@@ -24,12 +24,9 @@ export function isFloatDType(d: SafetensorsDType): boolean {
   return d === 'F64' || d === 'F32' || d === 'F16' || d === 'BF16';
 }
 
-/** A tensor as plain data: float dtypes widened to float32, integer/bool dtypes to int32. */
-export interface TensorData {
-  dtype: 'float32' | 'int32';
-  shape: number[];
-  data: Float32Array | Int32Array;
-}
+import type { TensorData } from '../layers/module.js';
+
+export type { TensorData };
 
 export interface TensorInfo {
   name: string;

@@ -2,7 +2,8 @@
 // Embedding, and the activations Karlo uses.
 import * as tf from '@tensorflow/tfjs-core';
 import { Module, Parameter } from './module.js';
-import { groupNorm } from '../backend/native/ops.js';
+import { groupNorm } from '../ops/group_norm.js';
+import { linear } from '../ops/linear.js';
 
 export class Linear extends Module {
   readonly weight: Parameter;
@@ -27,11 +28,7 @@ export class Linear extends Module {
       const last = x.shape[x.shape.length - 1];
       if (last !== this.inFeatures) throw new Error(`${this.path || 'Linear'}: input has ${last} features, ${this.inFeatures} expected`);
       const x2 = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
-      // tfjs-backend-wasm 4.22: a transposeB matMul runs ~10x slower than a plain one, and a transposeB fused matMul
-      // adds its bias to the wrong elements. There, transpose the weight (cheap next to the product) instead.
-      const y = tf.getBackend() === 'wasm'
-        ? tf.fused.matMul({ a: x2, b: tf.transpose(this.weight.value) as tf.Tensor2D, bias: this.bias?.value })
-        : tf.fused.matMul({ a: x2, b: this.weight.value as tf.Tensor2D, transposeB: true, bias: this.bias?.value });
+      const y = linear(x2, this.weight.value as tf.Tensor2D, this.bias?.value);
       return tf.reshape(this.delta ? tf.add(y, this.delta(x2)) : y, [...lead, this.outFeatures]);
     }));
   }

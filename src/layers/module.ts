@@ -2,7 +2,6 @@
 // attribute names PyTorch uses, so namedParameters() yields exactly the reference state-dict keys and loading
 // is one loop over those names (no translation tables).
 import * as tf from '@tensorflow/tfjs-core';
-import type { TensorData } from '../io/safetensors.js';
 import type { TorchGenerator } from '../random/generator.js';
 
 /**
@@ -145,6 +144,13 @@ export interface LoadReport {
   missing: string[];
   unexpected: string[];
   misshaped: { key: string; expected: number[]; got: number[] }[];
+}
+
+/** A tensor as plain data: float dtypes widened to float32, integer/bool dtypes to int32. */
+export interface TensorData {
+  dtype: 'float32' | 'int32';
+  shape: number[];
+  data: Float32Array | Int32Array;
 }
 
 /** Anything that hands out state-dict tensors by name (a safetensors file, a Map, a torch checkpoint). */

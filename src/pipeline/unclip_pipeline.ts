@@ -5,7 +5,7 @@
 // reports per-step progress, previews and timings, and leaves tf.memory() as it found it, also on errors.
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { trimNativeBufferPool } from '../backend/native/index.js';
+import { trimBackendMemory } from '../backend/memory.js';
 import { currentBackend, initBackend } from '../backend/index.js';
 import { checkModelFolder } from './check_folder.js';
 import { resolveModelDir } from '../io/hub.js';
@@ -321,7 +321,7 @@ export class PipelineRun<S extends string = PipelineStage> {
       this.owner.release(parts);
       this.owner.release(laterParts);
       // The next stage's activations have other sizes: hand the recycled ones to the garbage collector.
-      trimNativeBufferPool();
+      trimBackendMemory();
     }
   }
 

@@ -4,15 +4,15 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { getKernelsForBackend, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { BackendUnavailableError } from '../index.js';
+import { BackendUnavailableError } from '../errors.js';
+import { registerMemoryTrimmer } from '../memory.js';
 import { loadAddon, poolBudgetMB, type NativeAddon } from './addon.js';
 import { BufferPool, PooledCPUBackend } from './buffer_pool.js';
 import { nativeKernelConfigs } from './kernels.js';
-import { GROUP_NORM_KERNEL } from './ops.js';
+import { GROUP_NORM_KERNEL } from '../../ops/group_norm.js';
 
 export { loadAddon, threadCount, poolBudgetMB, type NativeAddon } from './addon.js';
 export { BufferPool, PooledCPUBackend } from './buffer_pool.js';
-export { groupNorm, groupNormComposite } from './ops.js';
 
 export const NATIVE_BACKEND = 'native';
 
@@ -89,6 +89,7 @@ export async function registerNativeBackend(): Promise<void> {
   }
   const cpuKernels = new Map<string, KernelFunc>(getKernelsForBackend('cpu').map((k) => [k.kernelName, k.kernelFunc]));
   const bufferPool = (pool ??= new BufferPool(poolBudgetMB() * 2 ** 20));
+  registerMemoryTrimmer(trimNativeBufferPool);
   if (!tf.findBackendFactory(NATIVE_BACKEND)) tf.registerBackend(NATIVE_BACKEND, () => new PooledCPUBackend(bufferPool), 1);
   if (getKernelsForBackend(NATIVE_BACKEND).length === 0) {
     for (const k of getKernelsForBackend('cpu')) {
@@ -102,7 +103,7 @@ export async function registerNativeBackend(): Promise<void> {
   });
   const copied = new Set(getKernelsForBackend(NATIVE_BACKEND).map((k) => k.kernelName));
   for (const config of configs) {
-    // A kernel tfjs-cpu lacks is left to tfjs, except our own fused ones (reached only through ./ops.ts).
+    // A kernel tfjs-cpu lacks is left to tfjs, except our own fused ones (reached only through src/ops).
     if (!cpuKernels.has(config.kernelName) && config.kernelName !== GROUP_NORM_KERNEL) continue;
     if (copied.has(config.kernelName)) unregisterKernel(config.kernelName, NATIVE_BACKEND);
     registerKernel({ ...config, kernelFunc: profiled(config.kernelName, config.kernelFunc) });

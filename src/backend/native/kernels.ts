@@ -11,7 +11,7 @@ import {
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { BufferPool } from './buffer_pool.js';
 import { ACT, BIN_OP, OP_COPY, RED_OP, UN_OP, type NativeAddon } from './addon.js';
-import { GROUP_NORM_KERNEL } from './ops.js';
+import { GROUP_NORM_KERNEL } from '../../ops/group_norm.js';
 
 type Backend = MathBackendCPU;
 type Args = { inputs: Record<string, TensorInfo>; backend: Backend; attrs?: NamedAttrMap };

@@ -1,5 +1,6 @@
-// Fused ops the layers can call: one native pass where tfjs would chain many JS kernels. On every other backend
-// (and for what the addon does not take) they compute the same thing from tfjs ops; gradients are analytic.
+// GroupNorm (+ SiLU), a backend-agnostic composite op with a native fast path: one native pass (the
+// KarloGroupNorm kernel, registered by the native backend) where tfjs would chain many JS kernels. On every other
+// backend (and for what the addon does not take) the same thing from tfjs ops; gradients are analytic.
 import * as tf from '@tensorflow/tfjs-core';
 
 export const GROUP_NORM_KERNEL = 'KarloGroupNorm';
