@@ -6,6 +6,7 @@ import * as assert from 'uvu/assert';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, availableBackends, requestedBackend, setPackageImporter, BackendUnavailableError, TENSORFLOW_PACKAGES } from '../src/backend/index.js';
+import { enableNativeStats, loadAddon, nativeStats } from '../src/backend/native/index.js';
 
 const require = createRequire(import.meta.url);
 const installed = (pkg: string) => { try { require.resolve(pkg); return true; } catch { return false; } };
@@ -84,12 +85,25 @@ test('a package that loads but registers no tensorflow backend is reported, not 
   }
 });
 
-test('named backends: cpu and wasm work; native is either available or says why not', async () => {
+test('named backends: cpu and wasm work; native initialises exactly when its addon loads, and runs the addon', async () => {
   assert.is((await initBackend('cpu')).tfBackend, 'cpu');
   assert.is((await initBackend('wasm')).tfBackend, 'wasm');
-  const nativeOk = (await availableBackends(['native'])).length === 1;
-  if (nativeOk) {
+  // Decided independently of initBackend/availableBackends: does the addon itself load?
+  let addonWhy: string | undefined;
+  try { loadAddon(); } catch (e) { addonWhy = (e as Error).message; }
+  assert.is((await availableBackends(['native'])).length, addonWhy ? 0 : 1, `availableBackends vs the addon (${addonWhy ?? 'loads'})`);
+  if (!addonWhy) {
     assert.is((await initBackend('native')).name, 'native');
+    assert.is(tf.getBackend(), 'native');
+    // Kernels really go to the addon (not a cpu backend under another name).
+    enableNativeStats(true);
+    nativeStats.clear();
+    try {
+      tf.tidy(() => tf.matMul(tf.ones([64, 64]), tf.ones([64, 64])).dataSync());
+      assert.ok((nativeStats.get('MatMul')?.native ?? 0) + (nativeStats.get('BatchMatMul')?.native ?? 0) > 0, `the addon ran no matmul: ${JSON.stringify([...nativeStats])}`);
+    } finally {
+      enableNativeStats(!!process.env.KARLO_NATIVE_STATS);
+    }
   } else {
     try {
       await initBackend('native');
@@ -97,6 +111,7 @@ test('named backends: cpu and wasm work; native is either available or says why 
     } catch (e) {
       assert.instance(e, BackendUnavailableError);
       assert.match((e as Error).message, /^backend "native" is unavailable: \S/);
+      assert.ok((e as Error).message.includes(addonWhy), 'the error carries the addon\'s reason');
     }
   }
   await initBackend('cpu');

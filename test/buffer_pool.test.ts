@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { BufferPool, nativeBufferPool } from '../src/backend/native/index.js';
-import { registerNativeOrWhy } from './helpers.js';
+import { nativeUnavailableTest, registerNativeOrWhy } from './helpers.js';
 
 const unavailable = await registerNativeOrWhy();
 
@@ -19,10 +19,22 @@ function sameArray(got: ArrayLike<number>, want: ArrayLike<number>, what: string
   }
 }
 
+/**
+ * The control for the "never recycled" tests: the same sequence without the reference to the memory does reuse
+ * the disposed output's buffer, so the tests below fail when recycling is switched off, not only when it is wrong.
+ */
+function assertRecyclesWithoutReference(make: () => tf.Tensor, others: () => tf.Tensor[]): void {
+  const pool = nativeBufferPool()!;
+  const x = make();
+  x.dispose();
+  const hits = pool.hits;
+  const outs = others();
+  assert.ok(pool.hits > hits, 'control: with nothing referencing the disposed output, a later output reuses its buffer');
+  tf.dispose(outs);
+}
+
 if (unavailable) {
-  test('native backend unavailable: the pool is not exercised', () => {
-    throw new Error(`native backend unavailable: ${unavailable}`);
-  });
+  nativeUnavailableTest(test, unavailable, 'the buffer pool tests');
 } else {
   test('a disposed kernel output is handed to the next output of the same size, with correct values', async () => {
     await tf.setBackend('native');
@@ -42,6 +54,7 @@ if (unavailable) {
     await tf.setBackend('native');
     const a = tf.tensor1d(ramp(N, 1));
     const b = tf.tensor1d(ramp(N, 1));
+    assertRecyclesWithoutReference(() => tf.add(a, b), () => [tf.mul(a, b), tf.sub(a, b), tf.add(b, b)]);
     const x = tf.add(a, b);
     const s = tf.slice(x, [0], [N / 2]);
     x.dispose();
@@ -55,6 +68,7 @@ if (unavailable) {
   test('an array handed out by dataSync() is never recycled', async () => {
     await tf.setBackend('native');
     const a = tf.tensor1d(ramp(N, 1));
+    assertRecyclesWithoutReference(() => tf.add(a, a), () => [tf.mul(a, a), tf.sub(a, a), tf.neg(a)]);
     const x = tf.add(a, a);
     const v = x.dataSync();
     const copy = v.slice();

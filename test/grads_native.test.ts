@@ -12,7 +12,7 @@ import { registerGradients } from '../src/backend/gradients.js';
 import { enableNativeStats, nativeStats } from '../src/backend/native/index.js';
 import { groupNorm } from '../src/ops/group_norm.js';
 import { nearestUpsample2x } from '../src/layers/resnet.js';
-import { registerNativeOrWhy } from './helpers.js';
+import { nativeUnavailableTest, registerNativeOrWhy } from './helpers.js';
 
 await registerGradients();
 const unavailable = await registerNativeOrWhy();
@@ -76,9 +76,7 @@ const worst: Record<string, number> = {};
 const record = async (name: string, p: Promise<number>) => { worst[name] = await p; };
 
 if (unavailable) {
-  test('native backend unavailable: its gradient tests cannot run', () => {
-    throw new Error(`native backend unavailable: ${unavailable}`);
-  });
+  nativeUnavailableTest(test, unavailable, 'its gradient tests');
 } else {
   test.before(() => enableNativeStats(true));
   test.after(() => {

@@ -15,7 +15,7 @@ export const fixture = (...p: string[]) => path.join(FIXTURES, ...p);
  */
 export async function backendsUnderTest(): Promise<Exclude<BackendName, 'auto'>[]> {
   const env = process.env.KARLO_TEST_BACKENDS;
-  const wanted = (env ? env.split(',').map((s) => s.trim()) : ['native', 'cpu']) as Exclude<BackendName, 'auto'>[];
+  const wanted = (env ? env.split(',').map((s) => s.trim()) : [...DEFAULT_TEST_BACKENDS]) as Exclude<BackendName, 'auto'>[];
   const ok = await availableBackends(wanted);
   if (env && ok.length !== wanted.length) {
     throw new Error(`KARLO_TEST_BACKENDS=${env}: unavailable here: ${wanted.filter((b) => !ok.includes(b)).join(', ')}`);
@@ -23,7 +23,10 @@ export async function backendsUnderTest(): Promise<Exclude<BackendName, 'auto'>[
   return ok;
 }
 
-/** Registers the native backend; returns why it is unavailable (its tests then fail with that), or undefined. */
+/**
+ * Registers the native backend; returns why it is unavailable, or undefined. The one policy for tests that need
+ * the native backend: without it they fail with this reason (nativeUnavailableTest), never pass or skip silently.
+ */
 export async function registerNativeOrWhy(): Promise<string | undefined> {
   try {
     await registerNativeBackend();
@@ -33,6 +36,16 @@ export async function registerNativeOrWhy(): Promise<string | undefined> {
     return e.message;
   }
 }
+
+/** The failing test a file that needs the native backend registers instead of its tests when it is unavailable. */
+export function nativeUnavailableTest(test: (name: string, fn: () => void) => void, why: string, what: string): void {
+  test(`native backend unavailable: ${what} cannot run`, () => {
+    throw new Error(`native backend unavailable: ${why}`);
+  });
+}
+
+/** The backends the tests run on by default: native (failing with its reason when unavailable) and cpu. */
+export const DEFAULT_TEST_BACKENDS = ['native', 'cpu'] as const;
 
 export async function useBackend(b: string): Promise<void> {
   await initBackend(b);

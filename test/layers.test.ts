@@ -8,7 +8,7 @@ import { Linear, Conv2d, LayerNorm, GroupNorm, Embedding, silu, gelu, quickGelu 
 import { mapSource, type Module } from '../src/layers/module.js';
 import type { TensorData } from '../src/io/safetensors.js';
 import { TorchGenerator } from '../src/random/generator.js';
-import { backendsUnderTest, useBackend, assertClose } from './helpers.js';
+import { backendsUnderTest, useBackend, assertClose, registerNativeOrWhy, DEFAULT_TEST_BACKENDS } from './helpers.js';
 
 const backends = await backendsUnderTest();
 const g = new TorchGenerator(1234);
@@ -31,8 +31,12 @@ async function onEachBackend(fn: (b: string) => void): Promise<void> {
   }
 }
 
-test(`backends under test: ${backends.join(', ')}`, () => {
-  assert.ok(backends.includes('cpu'));
+test(`backends under test: ${backends.join(', ')} (every requested one available)`, async () => {
+  // By default native and cpu: a missing native backend fails here with its reason instead of silently
+  // narrowing every parity test of this file to cpu.
+  const wanted = process.env.KARLO_TEST_BACKENDS?.split(',').map((s) => s.trim()) ?? [...DEFAULT_TEST_BACKENDS];
+  const why = wanted.includes('native') ? await registerNativeOrWhy() : undefined;
+  assert.equal(backends, wanted, why ? `native backend unavailable: ${why}` : 'backends under test');
 });
 
 test('Linear = x·Wᵀ + b (naive loop), with and without bias, leading dims kept', async () => {
