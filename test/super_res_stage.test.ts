@@ -2,7 +2,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { fixture, backendsUnderTest, useBackend, assertClose } from './helpers.js';
-import { loadSafetensors, type TensorData } from '../src/io/safetensors.js';
+import type { TensorData } from '../src/io/safetensors.js';
+import { RecordedRun } from '../src/parity/fixture.js';
 import { loadUNet2D, type UNet2DModel } from '../src/models/unet2d.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator } from '../src/random/generator.js';
@@ -11,8 +12,9 @@ import { runSuperRes } from '../src/pipeline/super_res_stage.js';
 const dir = fixture('pipeline_tiny');
 const T = (d: TensorData) => tf.tensor(d.data, d.shape, d.dtype);
 // SR scheduler steps in run*.safetensors: step.010 (t=999), step.011 (t=500), step.012 (t=0).
-const SR_STEPS = [[10, 999], [11, 500], [12, 0]] as const;
-const stepName = (i: number, s: string) => `step.0${SR_STEPS[i][0]}.super_res_scheduler.t${SR_STEPS[i][1]}.${s}`;
+const SR_STEPS = RecordedRun.open(`${dir}/run.safetensors`).stepsOf('super_res_scheduler');
+const stepName = (i: number, s: string) => `${SR_STEPS[i]}.${s}`;
+const timestepOf = (i: number) => RecordedRun.timestepOf(SR_STEPS[i]);
 
 /**
  * Stage-by-stage check (the fixtures README's advice): our UNets run on every step's input and must match the
@@ -22,25 +24,25 @@ const stepName = (i: number, s: string) => `step.0${SR_STEPS[i][0]}.super_res_sc
  * here): ±1e-7 on the recorded ε moves that element of prev_sample by 8e-4, ±3e-6 by 1.7e-2.
  * So: input of each step (latents and upscaled image) 1e-5, model output 1e-4, every prev_sample 1e-5, image 1e-5.
  */
-async function runAndCheck(run: Map<string, TensorData>, opts: { latents?: tf.Tensor; generator?: TorchGenerator; recordedNoise?: string[] }) {
+async function runAndCheck(run: RecordedRun, opts: { latents?: tf.Tensor; generator?: TorchGenerator; recordedNoise?: string[] }) {
   const first = loadUNet2D(`${dir}/super_res_first`);
   const last = loadUNet2D(`${dir}/super_res_last`);
   const sched = UnCLIPScheduler.fromDir(`${dir}/super_res_scheduler`);
-  const small = T(run.get('cap.image_small')!) as tf.Tensor4D;
+  const small = T(run.need('cap.image_small')) as tf.Tensor4D;
   const seen: string[] = [];
   let step = 0;
   const forced = (real: UNet2DModel, which: string) => ({
     config: real.config,
     forward: (sample: tf.Tensor4D, t: number) => {
-      assert.is(t, SR_STEPS[step][1], `step ${step} timestep`);
+      assert.is(t, timestepOf(step), `step ${step} timestep`);
       assert.is(which, step === SR_STEPS.length - 1 ? 'last' : 'first', `step ${step} uses super_res_${which}`);
       const [lat, up] = tf.split(sample, 2, 1);
-      assertClose(stepName(step, 'sample_in'), lat, run.get(stepName(step, 'sample_in'))!, { atol: 1e-5, scaleByMax: false });
-      assertClose('cap.image_upscaled', up, run.get('cap.image_upscaled')!, { atol: 1e-5, scaleByMax: false });
+      assertClose(stepName(step, 'sample_in'), lat, run.need(stepName(step, 'sample_in')), { atol: 1e-5, scaleByMax: false });
+      assertClose('cap.image_upscaled', up, run.need('cap.image_upscaled'), { atol: 1e-5, scaleByMax: false });
       const ours = real.forward(sample, t);
-      assertClose(stepName(step, 'model_output_after_cfg'), ours, run.get(stepName(step, 'model_output_after_cfg'))!);
+      assertClose(stepName(step, 'model_output_after_cfg'), ours, run.need(stepName(step, 'model_output_after_cfg')));
       seen.push(`${which}${step}`);
-      return T(run.get(stepName(step, 'model_output_after_cfg'))!) as tf.Tensor4D;
+      return T(run.need(stepName(step, 'model_output_after_cfg'))) as tf.Tensor4D;
     },
   }) as unknown as UNet2DModel;
   try {
@@ -50,21 +52,21 @@ async function runAndCheck(run: Map<string, TensorData>, opts: { latents?: tf.Te
       latents: opts.latents,
       generator: opts.generator,
       noiseForStep: opts.recordedNoise ? (i, shape) => {
-        const d = run.get(opts.recordedNoise![i])!;
+        const d = run.need(opts.recordedNoise![i]);
         assert.equal(shape, d.shape);
         return T(d);
       } : undefined,
-      onUpscaled: (u) => { assertClose('cap.image_upscaled', u, run.get('cap.image_upscaled')!, { atol: 1e-5, scaleByMax: false }); seen.push('up'); },
+      onUpscaled: (u) => { assertClose('cap.image_upscaled', u, run.need('cap.image_upscaled'), { atol: 1e-5, scaleByMax: false }); seen.push('up'); },
       onStep: ({ stage, step: i, numSteps, timestep, latents }) => {
-        assert.is(stage, 'super_res'); assert.is(numSteps, 3); assert.is(i, step); assert.is(timestep, SR_STEPS[i][1]);
-        assertClose(stepName(i, 'prev_sample'), latents, run.get(stepName(i, 'prev_sample'))!, { atol: 1e-5 });
+        assert.is(stage, 'super_res'); assert.is(numSteps, 3); assert.is(i, step); assert.is(timestep, timestepOf(i));
+        assertClose(stepName(i, 'prev_sample'), latents, run.need(stepName(i, 'prev_sample')), { atol: 1e-5 });
         seen.push(`s${i}`);
         step++;
       },
     });
     assert.equal(seen, ['up', 'first0', 's0', 'first1', 's1', 'last2', 's2']);
     const nhwc = tf.transpose(out, [0, 2, 3, 1]);
-    const c = assertClose('output.images_np_NHWC', nhwc, run.get('output.images_np_NHWC')!, { atol: 1e-5, scaleByMax: false });
+    const c = assertClose('output.images_np_NHWC', nhwc, run.need('output.images_np_NHWC'), { atol: 1e-5, scaleByMax: false });
     tf.dispose([nhwc, out]);
     assert.is(tf.memory().numTensors, before, 'every step tidied: no tensor left behind');
     return c;
@@ -78,10 +80,10 @@ async function runAndCheck(run: Map<string, TensorData>, opts: { latents?: tf.Te
 for (const backend of await backendsUnderTest()) {
   test(`[${backend}] super-res stage equals UnCLIPPipeline step by step on pipeline_tiny/run (explicit latents, recorded noise): upscale, model choice, model outputs, every step, image`, async () => {
     await useBackend(backend);
-    const run = loadSafetensors(`${dir}/run.safetensors`);
-    const latents = T(run.get('input.super_res_latents')!);
+    const run = RecordedRun.open(`${dir}/run.safetensors`);
+    const latents = T(run.need('input.super_res_latents'));
     // sample_in of the first step = the explicit latents
-    assertClose('sample_in step 0', latents, run.get(stepName(0, 'sample_in'))!, { atol: 0, scaleByMax: false });
+    assertClose('sample_in step 0', latents, run.need(stepName(0, 'sample_in')), { atol: 0, scaleByMax: false });
     await runAndCheck(run, { latents, recordedNoise: ['randn.008.scheduling_unclip', 'randn.009.scheduling_unclip'] });
     latents.dispose();
   });
@@ -89,11 +91,11 @@ for (const backend of await backendsUnderTest()) {
 
 test('super-res stage draws latents and noise from the generator in diffusers order (pipeline_tiny/run_seed_only, step by step)', async () => {
   await useBackend('cpu');
-  const run = loadSafetensors(`${dir}/run_seed_only.safetensors`);
+  const run = RecordedRun.open(`${dir}/run_seed_only.safetensors`);
   const gen = new TorchGenerator(0);
   // Replay the prior and decoder draws (randn.000 … randn.009) so the generator is where the pipeline left it.
   for (let i = 0; i < 10; i++) {
-    const d = run.get(`randn.00${i}.${i === 0 || i === 5 ? 'pipeline_unclip' : 'scheduling_unclip'}`)!;
+    const d = run.need(`randn.00${i}.${i === 0 || i === 5 ? 'pipeline_unclip' : 'scheduling_unclip'}`);
     const x = gen.randn(d.shape);
     assert.ok(Math.abs(x[0] - (d.data[0] as number)) < 1e-6, `replayed draw ${i}`);
   }
@@ -102,10 +104,10 @@ test('super-res stage draws latents and noise from the generator in diffusers or
 
 test('super_res_last as a loader: called once, at the last step, after releaseFirst freed super_res_first; same image; numTensors back to baseline', async () => {
   await useBackend('cpu');
-  const run = loadSafetensors(`${dir}/run.safetensors`);
+  const run = RecordedRun.open(`${dir}/run.safetensors`);
   const sched = UnCLIPScheduler.fromDir(`${dir}/super_res_scheduler`);
-  const small = T(run.get('cap.image_small')!) as tf.Tensor4D;
-  const latents = T(run.get('input.super_res_latents')!);
+  const small = T(run.need('cap.image_small')) as tf.Tensor4D;
+  const latents = T(run.need('input.super_res_latents'));
   // Reference: both models given up front.
   const first0 = loadUNet2D(`${dir}/super_res_first`);
   const last0 = loadUNet2D(`${dir}/super_res_last`);

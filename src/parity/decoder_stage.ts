@@ -8,8 +8,8 @@
 // Used by the tests and available to a pipeline parity kind.
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadSafetensors, type TensorData } from '../io/safetensors.js';
-import { readJson } from '../io/weights.js';
+import type { TensorData } from '../io/safetensors.js';
+import { RecordedRun } from './fixture.js';
 import { loadTextProj, type UnCLIPTextProjModel } from '../models/text_proj.js';
 import { loadUNet2DCondition, type UNet2DConditionModel } from '../models/unet2d_condition.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
@@ -38,26 +38,19 @@ export interface DecoderStageParityOptions extends ParityOptions {
 
 export async function runDecoderStageParity(pipelineDir: string, runFile: string, opts: DecoderStageParityOptions = {}): Promise<Comparison[]> {
   const file = path.isAbsolute(runFile) ? runFile : path.join(pipelineDir, runFile);
-  const st = loadSafetensors(file);
-  const need = (k: string): TensorData => {
-    const t = st.get(k);
-    if (!t) throw new Error(`${file}: tensor "${k}" is missing`);
-    return t;
-  };
+  const run = RecordedRun.open(file);
+  const st = run.tensors;
+  const need = (k: string) => run.need(k);
   const toTensor = (t: TensorData) => tf.tensor(t.data, t.shape, t.dtype);
-  const meta = (() => { try { return readJson<Record<string, unknown>>(file.replace(/\.safetensors$/, '.json')); } catch { return {}; } })();
-  const guidance = typeof meta.decoder_guidance_scale === 'number' ? meta.decoder_guidance_scale : 8.0;
+  const guidance = run.setting('decoder_guidance_scale', 8.0);
   const atol = opts.atol ?? 1e-4;
   const mode = opts.noise ?? 'recorded';
 
-  const stepsOf = (sched: string) => [...st.keys()]
-    .filter((k) => new RegExp(`^step\\.\\d+\\.${sched}\\.t\\d+\\.prev_sample$`).test(k)).sort()
-    .map((k) => k.replace(/\.prev_sample$/, ''));
-  const steps = stepsOf('decoder_scheduler');
+  const steps = run.stepsOf('decoder_scheduler');
   if (!steps.length) throw new Error(`${file}: no step.*.decoder_scheduler.* tensors`);
   // Every randn draw in order: [prior latents], prior noises (t > 0), [decoder latents], decoder noises, ...
-  const draws = [...st.keys()].filter((k) => /^randn\.\d+\./.test(k)).sort();
-  const priorDraws = (st.has('input.prior_latents') ? 0 : 1) + stepsOf('prior_scheduler').filter((s) => !s.endsWith('.t0')).length;
+  const draws = run.draws();
+  const priorDraws = (st.has('input.prior_latents') ? 0 : 1) + run.stepsOf('prior_scheduler').filter((s) => !s.endsWith('.t0')).length;
   const hasLatents = st.has('input.decoder_latents');
   const firstNoise = priorDraws + (hasLatents ? 0 : 1);
 
@@ -97,7 +90,7 @@ export async function runDecoderStageParity(pipelineDir: string, runFile: string
       scheduler.setTimesteps(steps.length);
       const ts = scheduler.timesteps;
       if (opts.stepByStep ?? true) steps.forEach((s, i) => tf.tidy(() => {
-        const t = Number(/\.t(\d+)$/.exec(s)![1]);
+        const t = RecordedRun.timestepOf(s);
         if (ts[i] !== t) throw new Error(`${file}: step ${s} is not timestep ${ts[i]} of ${steps.length} steps`);
         const x = toTensor(need(`${s}.sample_in`)) as tf.Tensor4D;
         const { prevSample: prev } = denoiseStep(scheduler, decoderPredict(decoder, cond, guidance, true), x, {

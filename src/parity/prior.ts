@@ -4,7 +4,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import type { TensorData } from '../io/safetensors.js';
+import { FixtureTensors } from './fixture.js';
 import { loadPrior } from '../models/prior_transformer.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
@@ -21,12 +22,9 @@ function isPriorDir(dir: string): boolean {
 /** Runs the prior on the recorded inputs (both timesteps), with per-block hooks; one Comparison per tensor. */
 export async function runPriorParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
   const ioFile = path.join(dir, 'io.safetensors');
-  const io = loadSafetensors(ioFile);
-  const need = (k: string): TensorData => {
-    const t = io.get(k);
-    if (!t) throw new Error(`${ioFile}: tensor "${k}" is missing`);
-    return t;
-  };
+  const fx = FixtureTensors.open(ioFile);
+  const io = fx.tensors;
+  const need = (k: string) => fx.need(k);
   const atol = opts.atol ?? 1e-4;
   const out: Comparison[] = [];
   const cmp = (name: string, ours: tf.Tensor, ref: TensorData) => {

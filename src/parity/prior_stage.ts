@@ -4,8 +4,8 @@
 // cap.image_embeddings are compared. Used by the tests and available to a pipeline parity kind.
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadSafetensors, type TensorData } from '../io/safetensors.js';
-import { readJson } from '../io/weights.js';
+import type { TensorData } from '../io/safetensors.js';
+import { RecordedRun } from './fixture.js';
 import { loadPrior, type PriorTransformer } from '../models/prior_transformer.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { TorchGenerator } from '../random/generator.js';
@@ -28,24 +28,19 @@ export interface PriorStageParityOptions extends ParityOptions {
  */
 export async function runPriorStageParity(pipelineDir: string, runFile: string, opts: PriorStageParityOptions = {}): Promise<Comparison[]> {
   const file = path.isAbsolute(runFile) ? runFile : path.join(pipelineDir, runFile);
-  const st = loadSafetensors(file);
-  const need = (k: string): TensorData => {
-    const t = st.get(k);
-    if (!t) throw new Error(`${file}: tensor "${k}" is missing`);
-    return t;
-  };
-  const meta = (() => { try { return readJson<Record<string, unknown>>(file.replace(/\.safetensors$/, '.json')); } catch { return {}; } })();
-  const guidance = typeof meta.prior_guidance_scale === 'number' ? meta.prior_guidance_scale : 4.0;
+  const run = RecordedRun.open(file);
+  const st = run.tensors;
+  const need = (k: string) => run.need(k);
+  const guidance = run.setting('prior_guidance_scale', 4.0);
   const atol = opts.atol ?? 1e-4;
   const mode = opts.noise ?? 'recorded';
 
   // The prior scheduler's steps in order, and the recorded randn draws of the scheduler (prior ones come first).
-  const stepKeys = [...st.keys()].filter((k) => /^step\.\d+\.prior_scheduler\.t\d+\.prev_sample$/.test(k)).sort();
-  const steps = stepKeys.map((k) => k.replace(/\.prev_sample$/, ''));
+  const steps = run.stepsOf('prior_scheduler');
   if (!steps.length) throw new Error(`${file}: no step.*.prior_scheduler.* tensors`);
   const hasLatents = st.has('input.prior_latents');
   // Draws in order: [prior latents when not given], then one per prior step with t > 0.
-  const draws = [...st.keys()].filter((k) => /^randn\.\d+\./.test(k)).sort();
+  const draws = run.draws();
   const firstNoise = hasLatents ? 0 : 1;
 
   const out: Comparison[] = [];

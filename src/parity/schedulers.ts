@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import { FixtureTensors } from './fixture.js';
 import { readJson } from '../io/weights.js';
 import { TorchGenerator } from '../random/generator.js';
 import { UnCLIPScheduler, type UnCLIPSchedulerConfig } from '../samplers/unclip_scheduler.js';
@@ -37,9 +38,7 @@ function loadScheduler(dir: string, name: string): UnCLIPScheduler {
 }
 
 function need(st: Map<string, TensorData>, file: string, key: string): TensorData {
-  const t = st.get(key);
-  if (!t) throw new Error(`${file}: tensor "${key}" is missing`);
-  return t;
+  return new FixtureTensors(file, st).need(key);
 }
 
 const toTensor = (d: TensorData) => tf.tensor(d.data, d.shape, 'float32');

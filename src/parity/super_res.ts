@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import { FixtureTensors } from './fixture.js';
 import { readJson } from '../io/weights.js';
 import { loadUNet2D } from '../models/unet2d.js';
 import { compareArrays, type Comparison } from './compare.js';
@@ -25,12 +25,9 @@ function isUNet2DFolder(dir: string): boolean {
 /** One UNet2DModel fixture folder: output and every block_out.* (names prefixed with `prefix`). */
 export async function runUNet2DParity(dir: string, opts: ParityOptions = {}, prefix = ''): Promise<Comparison[]> {
   const file = path.join(dir, 'io.safetensors');
-  const io = loadSafetensors(file);
-  const need = (n: string): TensorData => {
-    const t = io.get(n);
-    if (!t) throw new Error(`${file}: tensor "${n}" is missing`);
-    return t;
-  };
+  const fx = FixtureTensors.open(file);
+  const io = fx.tensors;
+  const need = (n: string) => fx.need(n);
   const sampleData = need('sample');
   const tsData = need('timestep');
   if (sampleData.shape.length !== 4) throw new Error(`${file}: "sample" must be NCHW, got shape [${sampleData.shape}]`);

@@ -4,9 +4,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadSafetensors } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { loadTextProj } from '../models/text_proj.js';
+import { FixtureTensors } from './fixture.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
 
@@ -22,12 +22,8 @@ export function isComponentFolder(dir: string, className: string): boolean {
 
 export async function runTextProjParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
   const file = path.join(dir, 'io.safetensors');
-  const io = loadSafetensors(file);
-  const get = (n: string) => {
-    const t = io.get(n);
-    if (!t) throw new Error(`${file}: tensor "${n}" is missing`);
-    return tf.tensor(t.data, t.shape, t.dtype);
-  };
+  const fx = FixtureTensors.open(file);
+  const get = (n: string) => fx.tensor(n);
   const model = loadTextProj(dir);
   try {
     const out = tf.tidy(() => {
@@ -44,8 +40,8 @@ export async function runTextProjParity(dir: string, opts: ParityOptions = {}): 
     });
     const atol = opts.atol ?? 1e-4;
     const res = [
-      compareArrays('out_text_encoder_hidden_states', out[0].dataSync(), io.get('out_text_encoder_hidden_states')!.data, { atol }),
-      compareArrays('out_additive_clip_time_embeddings', out[1].dataSync(), io.get('out_additive_clip_time_embeddings')!.data, { atol }),
+      compareArrays('out_text_encoder_hidden_states', out[0].dataSync(), fx.need('out_text_encoder_hidden_states').data, { atol }),
+      compareArrays('out_additive_clip_time_embeddings', out[1].dataSync(), fx.need('out_additive_clip_time_embeddings').data, { atol }),
     ];
     tf.dispose(out);
     return res;
