@@ -152,6 +152,11 @@ if (unavailable) {
     await record('Transpose', gradSame('Transpose', (x) => tf.transpose(x, [0, 2, 1, 3]), [{ shape: [4, 24, 16, 20] }], ['Transpose']));
   });
 
+  test('Concat on channels and on a middle axis (the UNet skip connections): gradients (SplitV) equal cpu', async () => {
+    await record('SplitV', gradSame('concat channels', (a, b) => tf.concat([a, b], 3), [{ shape: [2, 16, 16, 32] }, { shape: [2, 16, 16, 48] }], ['SplitV']));
+    await record('SplitV axis 1', gradSame('concat axis 1', (a, b, c) => tf.concat([a, b, c], 1), [{ shape: [4, 20, 64] }, { shape: [4, 5, 64] }, { shape: [4, 11, 64] }], ['SplitV']));
+  });
+
   test('ResizeNearestNeighbor 2x (the UNet upsampler, batch 2) and fused GroupNorm (+SiLU) / LayerNorm: gradients equal cpu', async () => {
     await record('ResizeNearestNeighbor', gradSame('nearestUpsample2x', (x) => nearestUpsample2x(x as tf.Tensor4D), [{ shape: [2, 16, 16, 32] }], ['ResizeNearestNeighbor']));
     for (const silu of [false, true]) {

@@ -265,6 +265,15 @@ if (unavailable) {
     ranNative('ResizeNearestNeighbor');
   });
 
+  test('split (SplitV: the gradient of every concat) on the last, a middle and the first axis equals cpu', async () => {
+    await same('split channels [64, 32, 96] (NHWC skip concat)', () => tf.split(T([2, 12, 10, 192], 21), [64, 32, 96], 3));
+    await same('split channels into 4 equal parts', () => tf.split(T([3, 8, 8, 64], 22), 4, -1));
+    await same('split a middle axis with -1', () => tf.split(T([4, 30, 5, 40], 23), [7, -1, 3], 1));
+    await same('split the first axis', () => tf.split(T([6, 20, 40], 24), [1, 5], 0));
+    await same('split with a size-1 piece and an inner axis of 1', () => tf.split(T([4096, 3, 1], 25), [1, 2], 1));
+    ranNative('SplitV');
+  });
+
   test('unary ops, reductions (incl. GroupNorm moments) and softmax equal cpu', async () => {
     const shape = [2, 24, 24, 16];
     const ops: [string, (x: tf.Tensor) => tf.Tensor, number, number][] = [
