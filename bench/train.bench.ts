@@ -3,13 +3,16 @@
 // addNoise(x0, ε, t), ε-MSE on the first 3 of 6 output channels; valueAndGrads; AdamW.step). Two modes:
 //   full   every parameter trained: weights + gradients + AdamW's two moments = 16 bytes per parameter (14.2 GB)
 //   lora   LoRA rank 16 (alpha 16) on to_q/to_k/to_v/to_out.0/add_k_proj/add_v_proj, the base frozen
+//   subset full fine-tuning of the parameters matching --subset GLOB (default 'up_blocks.1.**': 162M parameters of
+//          the decoder's up path, 18%), the rest frozen (karlo train --train GLOB)
 // Each mode runs in its own child process (its own peak RSS), ours on the native backend, then PyTorch's same step
 // (diffusers 0.25.1 UNet2DConditionModel from the same config, torch.optim.AdamW, LoRA as y = Wx + b + s·B(Ax) on
 // the same projections) when a python3 with torch and diffusers is found (../shared/ref/env.sh; KARLO_REF_VENDOR).
 // The first step also allocates AdamW's moments (and, for us, creates the oneDNN primitives); the second step
 // is what every later step costs. A watchdog kills a child when the machine's available memory drops below
 // --min-free (GB, default 1.0): a mode that does not fit is reported as such instead of taking the machine down.
-//   npm run bench train [-- --size 64 --modes lora,full --lora-rank 16 --steps 2 --threads N --no-torch]
+//   npm run bench train [-- --size 64 --modes lora,subset,full --subset 'up_blocks.1.**' --lora-rank 16 --steps 2
+//                           --threads N --no-torch]
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -28,15 +31,18 @@ import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { AdamW } from '../src/training/adamw.js';
 import { applyLora } from '../src/training/lora.js';
 import { decoderLoss, valueAndGrads } from '../src/training/losses.js';
+import { selectTrainable } from '../src/training/trainable.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
 const SHARED_REF = path.resolve(ROOT, '../shared/ref');
 const GB = 2 ** 30;
 
+type Mode = 'full' | 'lora' | 'subset';
+
 interface StepResult {
   impl: 'karlo-tfjs' | 'pytorch';
-  mode: 'full' | 'lora';
+  mode: Mode;
   backend: string;
   params: number;
   trainable: number;
@@ -56,7 +62,7 @@ function availableGB(): number {
 
 // ---------- ours (child) ----------
 
-async function child(mode: 'full' | 'lora', size: number, rank: number, steps: number): Promise<void> {
+async function child(mode: Mode, size: number, rank: number, steps: number, subset: string): Promise<void> {
   const choice = await initBackend('native');
   await registerGradients();
   const t0 = performance.now();
@@ -67,7 +73,7 @@ async function child(mode: 'full' | 'lora', size: number, rank: number, steps: n
   for (const [k, p] of decoder.namedParameters()) {
     const d = w[k].data as () => Uint8Array;
     const bytes = d();
-    p.setFromTorch(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4), mode === 'full');
+    p.setFromTorch(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4), mode !== 'lora');
   }
   let vars: Map<string, tf.Variable>;
   let lora: ReturnType<typeof applyLora> | undefined;
@@ -75,7 +81,9 @@ async function child(mode: 'full' | 'lora', size: number, rank: number, steps: n
     lora = applyLora(decoder, { rank, alpha: rank, seed: 0 });
     vars = lora.variables();
   } else {
-    vars = new Map(decoder.namedParameters().map(([k, p]) => [k, p.value]));
+    const params = new Map(decoder.namedParameters());
+    const keys = mode === 'full' ? [...params.keys()] : selectTrainable([...params.keys()], { train: [subset] }).trainable;
+    vars = new Map(keys.map((k) => [k, params.get(k)!.value]));
   }
   let trainable = 0;
   for (const v of vars.values()) trainable += v.size;
@@ -127,7 +135,7 @@ const TORCH_SCRIPT = String.raw`
 import json, resource, sys, time
 import torch
 import torch.nn.functional as F
-mode, size, rank, steps, threads, cfg_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+mode, size, rank, steps, threads, cfg_file, subset = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 from diffusers import UNet2DConditionModel, UnCLIPScheduler
@@ -156,6 +164,10 @@ if mode == 'lora':
                 setattr(m, child_name, LoRA(c, rank))
         if name.endswith('to_out'):
             m[0] = LoRA(m[0], rank)
+if mode == 'subset':
+    prefix = subset[:-3] if subset.endswith('.**') else subset
+    for name, p in unet.named_parameters():
+        p.requires_grad_(name.startswith(prefix + '.'))
 params = [p for p in unet.parameters() if p.requires_grad]
 trainable = sum(p.numel() for p in params)
 opt = torch.optim.AdamW(params, lr=1e-5)
@@ -234,19 +246,21 @@ function row(r: StepResult): string {
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const ci = argv.indexOf('--child');
-  if (ci >= 0) return child(argv[ci + 1] as 'full' | 'lora', Number(argv[ci + 2]), Number(argv[ci + 3]), Number(argv[ci + 4]));
-  checkBenchArgs('train', { string: ['size', 'modes', 'lora-rank', 'steps', 'threads', 'min-free'], boolean: ['no-torch', 'json'], positionals: false });
+  if (ci >= 0) return child(argv[ci + 1] as Mode, Number(argv[ci + 2]), Number(argv[ci + 3]), Number(argv[ci + 4]), argv[ci + 5] ?? 'up_blocks.1.**');
+  checkBenchArgs('train', { string: ['size', 'modes', 'lora-rank', 'steps', 'threads', 'min-free', 'subset'], boolean: ['no-torch', 'json'], positionals: false });
   const opt = (name: string, d: string) => { const k = argv.findIndex((a) => a === name || a.startsWith(`${name}=`)); return k < 0 ? d : argv[k].includes('=') ? argv[k].split('=')[1] : argv[k + 1]; };
   const size = Number(opt('--size', '64'));
   const rank = Number(opt('--lora-rank', '16'));
   const steps = Number(opt('--steps', '2'));
   const threads = Number(opt('--threads', String(os.cpus().length)));
   const minFree = Number(opt('--min-free', '1.0'));
-  const modes = opt('--modes', 'lora,full').split(',');
+  const modes = opt('--modes', 'lora,subset,full').split(',');
+  const subset = opt('--subset', 'up_blocks.1.**');
+  if (!/^[\w.]+\.\*\*$/.test(subset)) throw new Error(`--subset must be a module path followed by .** (e.g. up_blocks.1.**), got ${subset}`);
   if (!Number.isInteger(size) || size < 8 || size % 8) throw new Error(`--size must be a multiple of 8, got ${size}`);
   if (!Number.isInteger(rank) || rank < 1) throw new Error(`--lora-rank must be a positive integer, got ${rank}`);
   if (!Number.isInteger(steps) || steps < 1 || steps > 5) throw new Error(`--steps must be an integer in [1, 5], got ${steps}`);
-  for (const m of modes) if (m !== 'full' && m !== 'lora') throw new Error(`--modes: "${m}" is not full or lora`);
+  for (const m of modes) if (m !== 'full' && m !== 'lora' && m !== 'subset') throw new Error(`--modes: "${m}" is not lora, subset or full`);
   const backend = opt('--backend', 'native');
   if (backend !== 'native' && backend !== 'auto') console.log(`note: this benchmark runs on the native backend (asked: ${backend})`);
 
@@ -264,13 +278,13 @@ async function main(): Promise<void> {
   const failures: string[] = [];
   console.log(`impl       mode     trainable   build s  step1 s  step${steps} s  CPU s  RSS0 GiB  peak GiB`);
   for (const mode of modes) {
-    const ours = await runChild(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--child', mode, String(size), String(rank), String(steps)], process.env, minFree);
+    const ours = await runChild(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), '--child', mode, String(size), String(rank), String(steps), subset], process.env, minFree);
     if (ours.json) { results.push(ours.json); console.log(row(ours.json)); } else { failures.push(`karlo-tfjs ${mode}: ${ours.failed}`); console.log(`karlo-tfjs ${mode.padEnd(5)} did not complete: ${ours.failed}`); }
     if (typeof tenv === 'string') continue;
     const script = path.join(os.tmpdir(), `karlo-train-bench-${process.pid}.py`);
     fs.writeFileSync(script, TORCH_SCRIPT);
     try {
-      const theirs = await runChild(tenv.py, [script, mode, String(size), String(rank), String(steps), String(threads), cfgFile], tenv.env, minFree);
+      const theirs = await runChild(tenv.py, [script, mode, String(size), String(rank), String(steps), String(threads), cfgFile, subset], tenv.env, minFree);
       if (theirs.json) { results.push(theirs.json); console.log(row(theirs.json)); } else { failures.push(`pytorch ${mode}: ${theirs.failed}`); console.log(`pytorch    ${mode.padEnd(5)} did not complete: ${theirs.failed}`); }
     } finally {
       fs.rmSync(script, { force: true });
