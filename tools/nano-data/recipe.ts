@@ -35,13 +35,17 @@ const argv = yargs(hideBin(process.argv))
   .strict()
   .parseSync();
 
-/** Per step: component, data folder (relative to <out>/data), steps, batch, learning rate, warm-up. */
+/**
+ * Per step: component, data folder (relative to <out>/data), steps, batch, learning rate, warm-up, extra `karlo
+ * train` arguments. Sized for the 2-hour budget on 2 cores (quiet machine: clip 3.5 s/step, prior 0.8, decoder 2.2,
+ * super-res on 64 px crops ~1). --cond-drop trains the unconditional rows classifier-free guidance samples.
+ */
 const PLAN = {
-  clip: { component: 'clip', data: 'train-32', steps: 1500, batch: 64, lr: 5e-4, warmup: 100 },
-  prior: { component: 'prior', data: 'train-32', steps: 1500, batch: 32, lr: 3e-4, warmup: 100 },
-  decoder: { component: 'decoder', data: 'train-32', steps: 2000, batch: 16, lr: 3e-4, warmup: 100 },
-  super_res: { component: 'super_res', data: 'train', steps: 600, batch: 4, lr: 3e-4, warmup: 50 },
-  super_res_last: { component: 'super_res_last', data: 'train', steps: 200, batch: 4, lr: 1e-4, warmup: 20 },
+  clip: { component: 'clip', data: 'train-32', steps: 400, batch: 64, lr: 5e-4, warmup: 40, extra: [] },
+  prior: { component: 'prior', data: 'train-32', steps: 1000, batch: 32, lr: 3e-4, warmup: 50, extra: ['--cond-drop', '0.1'] },
+  decoder: { component: 'decoder', data: 'train-32', steps: 1200, batch: 16, lr: 5e-4, warmup: 50, extra: ['--cond-drop', '0.1', '--text-proj', '--vlb-weight', '0.001'] },
+  super_res: { component: 'super_res', data: 'train', steps: 800, batch: 8, lr: 5e-4, warmup: 50, extra: ['--crop', '64'] },
+  super_res_last: { component: 'super_res_last', data: 'train', steps: 200, batch: 8, lr: 2e-4, warmup: 20, extra: ['--crop', '64'] },
 } as const;
 
 const out = path.resolve(argv.out);
@@ -54,9 +58,10 @@ const log = (line: string) => {
 };
 const timesFile = path.join(out, 'recipe.json');
 const times: Record<string, number> = fs.existsSync(timesFile) ? JSON.parse(fs.readFileSync(timesFile, 'utf8')) : {};
+/** Runs a step and records its wall time; a step that was done already (f returns false) keeps its recorded time. */
 const timed = async (name: string, f: () => unknown | Promise<unknown>) => {
   const t0 = performance.now();
-  await f();
+  if ((await f()) === false) return;
   times[name] = (performance.now() - t0) / 1000;
   fs.writeFileSync(timesFile, `${JSON.stringify(times, null, 1)}\n`);
   log(`${name}: ${times[name].toFixed(0)} s`);
@@ -80,17 +85,18 @@ if (!fs.existsSync(path.join(dataDir, 'manifest.json'))) {
 let model = path.join(out, 'init');
 if (!fs.existsSync(path.join(model, 'model_index.json'))) await timed('init', () => writeNanoInitFolder(model, { seed: argv.seed }));
 
-function trainStep(name: keyof typeof PLAN): void {
+/** Runs one `karlo train` step; false when its final checkpoint exists already. */
+function trainStep(name: keyof typeof PLAN): boolean {
   const p = PLAN[name];
   const runDir = path.join(out, name);
   const steps = Math.max(2, Math.round(p.steps * argv['steps-scale']));
   const done = path.join(runDir, `checkpoint-${steps}`);
-  if (fs.existsSync(path.join(done, 'model_index.json'))) { model = done; log(`${name}: done already (${done})`); return; }
+  if (fs.existsSync(path.join(done, 'model_index.json'))) { model = done; log(`${name}: done already (${done})`); return false; }
   const args = [
     'bin/karlo.js', 'train', '--model', model, '--component', p.component, '--data', path.join(dataDir, p.data),
     '--steps', String(steps), '--batch', String(p.batch), '--lr', String(p.lr), '--lr-scheduler', 'cosine',
     '--warmup-steps', String(Math.min(p.warmup, steps - 1)), '--save-every', String(Math.max(50, Math.round(steps / 4))),
-    '--seed', String(argv.seed), '--out', runDir, '--backend', argv.backend,
+    '--seed', String(argv.seed), '--out', runDir, '--backend', argv.backend, ...p.extra,
   ];
   if (fs.existsSync(runDir) && fs.readdirSync(runDir).some((n) => /^checkpoint-\d+$/.test(n))) args.push('--resume', runDir);
   log(`${name}: node ${args.join(' ')}`);
@@ -99,6 +105,7 @@ function trainStep(name: keyof typeof PLAN): void {
   fs.closeSync(fd);
   if (r.status !== 0) fail(`${name}: karlo train exited ${r.status ?? r.signal}; see ${logFile}`);
   model = done;
+  return true;
 }
 
 if (!argv['untrained-clip']) await timed('clip', () => trainStep('clip'));
@@ -125,7 +132,7 @@ await timed('super_res_last', () => {
     fs.cpSync(path.join(seeded, 'super_res_first'), path.join(seeded, 'super_res_last'), { recursive: true });
   }
   model = seeded;
-  trainStep('super_res_last');
+  return trainStep('super_res_last');
 });
 const final = path.join(out, 'final');
 fs.rmSync(final, { recursive: true, force: true });
