@@ -1,6 +1,7 @@
 // The training losses of Karlo's components, exactly as the reference fixtures define them (fixtures README,
-// section k): mean over all elements, float32, no VLB / learned-variance term.
-//   decoder    ε-prediction MSE on the first 3 of its 6 output channels (3..5 = learned variance, unused)
+// section k): mean over all elements, float32, no VLB / learned-variance term by default.
+//   decoder    ε-prediction MSE on the first 3 of its 6 output channels (3..5 = learned variance, trained only when
+//              vlbWeight > 0: + vlbWeight · the variational-bound term of vlb.ts, Improved DDPM's hybrid loss)
 //   super-res  ε-prediction MSE on all output channels; input = cat([x_t, upscaled low-res], channels)
 //   prior      sample-prediction MSE against x0 = (image_embeds − clip_mean) / clip_std (no gradient through those)
 //   CLIP text  MSE of text_embeds against a target
@@ -15,6 +16,7 @@ import type { UNet2DConditionModel } from '../models/unet2d_condition.js';
 import type { UNet2DModel } from '../models/unet2d.js';
 import type { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { bicubicResize } from '../layers/interpolate.js';
+import { learnedRangeVlb } from './vlb.js';
 
 export type Timesteps = number[] | tf.Tensor1D;
 
@@ -66,11 +68,29 @@ export function decoderEpsilonLoss(decoder: UNet2DConditionModel, b: DecoderNois
 export interface DecoderBatch extends Omit<DecoderNoisyBatch, 'noisySample'> {
   /** Clean images in [-1, 1] [B, 3, H, W]. */
   x0: tf.Tensor4D;
+  /** Weight of the learned-range variance term (vlb.ts); 0 or absent: the ε-MSE alone (the fixtures' loss). */
+  vlbWeight?: number;
 }
 
-/** Decoder loss from clean images: x_t = scheduler.addNoise(x0, noise, t), then decoderEpsilonLoss. */
+/**
+ * Decoder loss from clean images: x_t = scheduler.addNoise(x0, noise, t), then decoderEpsilonLoss; with vlbWeight,
+ * plus vlbWeight · learnedRangeVlb on the variance channels (needs the decoder's 2C outputs).
+ */
 export function decoderLoss(decoder: UNet2DConditionModel, scheduler: UnCLIPScheduler, b: DecoderBatch): tf.Scalar {
-  return tf.tidy(() => decoderEpsilonLoss(decoder, { ...b, noisySample: scheduler.addNoise(b.x0, b.noise, b.timesteps) as tf.Tensor4D }));
+  return tf.tidy(() => {
+    const xt = scheduler.addNoise(b.x0, b.noise, b.timesteps) as tf.Tensor4D;
+    if (!b.vlbWeight) return decoderEpsilonLoss(decoder, { ...b, noisySample: xt });
+    if (!Array.isArray(b.timesteps)) throw new Error('decoder loss: vlbWeight needs the timesteps as an array of numbers (its coefficients are per timestep)');
+    const ts = b.timesteps;
+    const out = decoder.forward(xt, timestepTensor(b.timesteps, xt.shape[0], 'decoder loss'), b.encoderHiddenStates,
+      { classLabels: b.classLabels ?? null, attentionMask: b.attentionMask ?? null });
+    const c = b.noise.shape[1];
+    if (out.shape[1] !== 2 * c) throw new Error(`decoder loss: vlbWeight needs the learned-range decoder's ${2 * c} output channels, it has ${out.shape[1]}`);
+    const eps = tf.slice(out, [0, 0, 0, 0], [-1, c, -1, -1]) as tf.Tensor4D;
+    const v = tf.slice(out, [0, c, 0, 0], [-1, c, -1, -1]) as tf.Tensor4D;
+    const vlb = learnedRangeVlb(scheduler, { x0: b.x0, xt, eps, v, timesteps: ts });
+    return tf.add(mse(eps, b.noise), tf.mul(vlb, b.vlbWeight)) as tf.Scalar;
+  });
 }
 
 // ---------- text_proj (through the decoder loss) ----------

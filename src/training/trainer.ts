@@ -78,6 +78,18 @@ export interface TrainOptions {
    * unconditional rows are. Default 0.
    */
   condDrop?: number;
+  /**
+   * Decoder only: train text_proj together with the decoder (its gradient comes through the decoder loss; the
+   * checkpoint gets a text_proj/ folder beside decoder/). Default false: text_proj frozen.
+   */
+  textProj?: boolean;
+  /** Decoder only: weight of the learned-range variance term (vlb.ts; Improved DDPM's hybrid loss is 1). Default 0. */
+  vlbWeight?: number;
+  /**
+   * Super-res only: train on random crops of this size (x0 and its upscaled low-res copy cropped alike; the
+   * UNet2DModel has no attention, so a crop sees what the full image would). Default: the whole image.
+   */
+  crop?: number;
   /** Global gradient-norm clip (torch clip_grad_norm_); 0 = off. Default 1. */
   maxGradNorm?: number;
   weightDecay?: number;
@@ -234,6 +246,12 @@ function checkOptions(o: TrainOptions): void {
   if (o.warmupSteps !== undefined) posInt('warmup-steps', o.warmupSteps, 0);
   if (o.condDrop !== undefined && !(o.condDrop >= 0 && o.condDrop < 1)) throw new TrainArgumentError(`--cond-drop must be in [0, 1), got ${String(o.condDrop)}`);
   if (o.condDrop && o.component !== 'decoder' && o.component !== 'prior') throw new TrainArgumentError(`--cond-drop applies to the decoder and the prior (conditioned on captions), not ${o.component}`);
+  if (o.textProj && o.component !== 'decoder') throw new TrainArgumentError(`--text-proj trains text_proj with the decoder; it does not apply to ${o.component}`);
+  if (o.textProj && o.loraRank !== undefined) throw new TrainArgumentError('--text-proj trains text_proj fully; it cannot be combined with --lora-rank');
+  if (o.vlbWeight !== undefined && !(Number.isFinite(o.vlbWeight) && o.vlbWeight >= 0)) throw new TrainArgumentError(`--vlb-weight must be ≥ 0, got ${String(o.vlbWeight)}`);
+  if (o.vlbWeight && o.component !== 'decoder') throw new TrainArgumentError(`--vlb-weight trains the decoder's learned-range variance; it does not apply to ${o.component}`);
+  if (o.crop !== undefined) posInt('crop', o.crop);
+  if (o.crop !== undefined && o.component !== 'super_res' && o.component !== 'super_res_last') throw new TrainArgumentError(`--crop applies to super_res and super_res_last, not ${o.component}`);
   if (o.maxGradNorm !== undefined && !(Number.isFinite(o.maxGradNorm) && o.maxGradNorm >= 0)) throw new TrainArgumentError(`--max-grad-norm must be ≥ 0, got ${String(o.maxGradNorm)}`);
   if (o.weightDecay !== undefined && !(Number.isFinite(o.weightDecay) && o.weightDecay >= 0)) throw new TrainArgumentError(`--weight-decay must be ≥ 0, got ${String(o.weightDecay)}`);
 }
@@ -251,11 +269,17 @@ interface ComponentSetup {
   loss: (b: BatchData) => tf.Scalar;
   /** Shape of one sample's noise. */
   noiseShape: number[];
+  /** Super-res --crop: crop size and the image size it is cut from (0: no cropping). */
+  crop: { size: number; from: number };
+  /** Variables trained beside the module's (text_proj.* with --text-proj), by name. */
+  extraVars: Map<string, tf.Variable>;
   scheduler: UnCLIPScheduler;
 }
 
 interface BatchData {
   indices: number[];
+  /** Super-res --crop: the top-left corner [y, x] of each sample's crop. */
+  crops: [number, number][];
   timesteps: number[];
   noise: tf.Tensor;
   /** Rows trained unconditionally (classifier-free guidance dropout): "" caption, learned null image embedding. */
@@ -292,18 +316,30 @@ function stackInt(rows: Int32Array[], shape: number[]): tf.Tensor {
   return tf.tensor(data, [rows.length, ...shape], 'int32');
 }
 
+/** Per-component choices of a run that shape its loss (beyond the module and data). */
+interface SetupOptions {
+  /** text_proj/ to load: trainable (and returned in extraVars) when textProj is set. */
+  textProjDir: string;
+  textProj: boolean;
+  vlbWeight: number;
+  crop: number;
+}
+
 function makeSetup(
-  component: TrainComponent, module: Module, folder: ModelFolder, pixels: () => Float32Array[], cond: () => Conditioning,
+  component: TrainComponent, module: Module, folder: ModelFolder, pixels: () => Float32Array[], cond: () => Conditioning, so: SetupOptions,
 ): ComponentSetup {
   const dirs = folder.dirs;
+  const none = { crop: { size: 0, from: 0 }, extraVars: new Map<string, tf.Variable>() };
   switch (component) {
     case 'decoder': {
       const decoder = module as UNet2DConditionModel;
-      const textProj: UnCLIPTextProjModel = loadTextProj(dirs.text_proj, { trainable: false });
+      const textProj: UnCLIPTextProjModel = loadTextProj(so.textProjDir, { trainable: so.textProj });
       const size = sampleSize(dirs.decoder, 'decoder');
       const ch = decoder.config.in_channels;
       const scheduler = UnCLIPScheduler.fromDir(dirs.decoder_scheduler);
+      const extraVars = new Map<string, tf.Variable>(so.textProj ? textProj.namedParameters().map(([k, p]) => [`text_proj.${k}`, p.value]) : []);
       return {
+        ...none, extraVars,
         module, extra: [textProj], needsText: true, needsImageEmbeds: true, resolution: size, noiseShape: [ch, size, size], scheduler,
         loss: (b) => {
           const c = cond();
@@ -325,6 +361,7 @@ function makeSetup(
           return decoderLoss(decoder, scheduler, {
             x0, noise: b.noise as tf.Tensor4D, timesteps: b.timesteps,
             encoderHiddenStates: cc.encoderHiddenStates, classLabels: cc.additiveClipTimeEmbeddings, attentionMask: cc.attentionMask,
+            vlbWeight: so.vlbWeight,
           });
         },
       };
@@ -335,12 +372,19 @@ function makeSetup(
       const low = sampleSize(dirs.decoder, 'decoder (the low-resolution input size)');
       const ch = sr.config.in_channels / 2;
       const scheduler = UnCLIPScheduler.fromDir(dirs.super_res_scheduler);
+      if (so.crop > size) throw new TrainArgumentError(`--crop ${so.crop} is larger than ${component}'s sample_size ${size}`);
+      const c = so.crop || size;
       return {
-        module, extra: [], needsText: false, needsImageEmbeds: false, resolution: size, noiseShape: [ch, size, size], scheduler,
+        ...none, crop: { size: so.crop, from: size },
+        module, extra: [], needsText: false, needsImageEmbeds: false, resolution: size, noiseShape: [ch, c, c], scheduler,
         loss: (b) => {
           const x0 = stack(b.indices.map((i) => pixels()[i]), [3, size, size]) as tf.Tensor4D;
           const lowres = tf.clipByValue(bicubicResize(x0, [low, low], { antialias: true }), -1, 1) as tf.Tensor4D;
-          return superResLoss(sr, scheduler, { x0, noise: b.noise as tf.Tensor4D, timesteps: b.timesteps, lowres });
+          if (!so.crop) return superResLoss(sr, scheduler, { x0, noise: b.noise as tf.Tensor4D, timesteps: b.timesteps, lowres });
+          // The pipeline's upscaled condition at full size, then the same window of it and of x0.
+          const up = bicubicResize(lowres, [size, size], { antialias: true });
+          const cut = (t: tf.Tensor4D) => tf.concat(b.crops.map(([y, x], r) => tf.slice(t, [r, 0, y, x], [1, -1, c, c])), 0) as tf.Tensor4D;
+          return superResLoss(sr, scheduler, { x0: cut(x0), noise: b.noise as tf.Tensor4D, timesteps: b.timesteps, upscaled: cut(up) });
         },
       };
     }
@@ -349,6 +393,7 @@ function makeSetup(
       const D = prior.config.embedding_dim;
       const scheduler = UnCLIPScheduler.fromDir(dirs.prior_scheduler);
       return {
+        ...none,
         module, extra: [], needsText: true, needsImageEmbeds: true, resolution: 0, noiseShape: [D], scheduler,
         loss: (b) => {
           const c = cond();
@@ -368,6 +413,7 @@ function makeSetup(
       const pair = module as ClipPair;
       const size = pair.image_encoder.config.image_size;
       return {
+        ...none,
         module, extra: [], needsText: true, needsImageEmbeds: false, resolution: size, noiseShape: [], scheduler: UnCLIPScheduler.fromDir(dirs.decoder_scheduler),
         loss: (b) => {
           const c = cond();
@@ -380,6 +426,7 @@ function makeSetup(
     case 'text_encoder': {
       const te = module as CLIPTextModelWithProjection;
       return {
+        ...none,
         module, extra: [], needsText: true, needsImageEmbeds: true, resolution: 0, noiseShape: [], scheduler: UnCLIPScheduler.fromDir(dirs.decoder_scheduler),
         loss: (b) => {
           const c = cond();
@@ -442,7 +489,10 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     module = loadComponent(o.component, ckpt && !lora ? ckpt.componentDir! : folder.dirs[compDir],
       o.component === 'clip' ? (ckpt ? path.join(ckpt.dir, 'image_encoder') : clipImageDir(folder.root)) : undefined);
     let cond: Conditioning | undefined;
-    setup = makeSetup(o.component, module, folder, () => data.pixels, () => cond!);
+    // A resumed --text-proj run continues from the checkpoint's text_proj/.
+    const textProjDir = ckpt && o.textProj ? path.join(ckpt.dir, 'text_proj') : folder.dirs.text_proj;
+    setup = makeSetup(o.component, module, folder, () => data.pixels, () => cond!,
+      { textProjDir, textProj: !!o.textProj, vlbWeight: o.vlbWeight ?? 0, crop: o.crop ?? 0 });
     let vars: Map<string, tf.Variable>;
     if (lora) {
       if (o.train || o.freeze) throw new TrainArgumentError('--train / --freeze select base parameters; with --lora-rank only the adapters train');
@@ -459,6 +509,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       }
       if (!sel.trainable.length) throw new TrainArgumentError('--train/--freeze leave no parameter to train');
       vars = new Map(sel.trainable.map((k) => [k, params.get(k)!.value]));
+      for (const [k, v] of setup.extraVars) vars.set(k, v);
     }
     if (setup.needsText || setup.needsImageEmbeds) {
       cond = await prepareConditioning(folder, o.data, data.items, {
@@ -505,14 +556,15 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         : o.component === 'clip'
           ? { full: { module: (module as ClipPair).text_encoder, baseComponentDir: folder.dirs[compDir], weightsName: 'model.safetensors',
             extra: [{ module: (module as ClipPair).image_encoder, componentDir: 'image_encoder', baseComponentDir: clipImageDir(folder.root), weightsName: 'model.safetensors' }] } }
-          : { full: { module: module!, baseComponentDir: folder.dirs[compDir], weightsName: o.component === 'text_encoder' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors' } };
+          : { full: { module: module!, baseComponentDir: folder.dirs[compDir], weightsName: o.component === 'text_encoder' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors',
+            extra: o.textProj ? [{ module: setup!.extra[0], componentDir: 'text_proj', baseComponentDir: folder.dirs.text_proj, weightsName: 'diffusion_pytorch_model.safetensors' }] : [] } };
       const opt = optimizer!.state();
       try {
         const dir = saveCheckpoint(out, {
           step, samplesSeen, rng: Buffer.from(gen.toTorchState()).toString('base64'),
           optimizer: { step: opt.step, paramSteps: opt.paramSteps, options: opt.options },
           identity, losses, baseModel: folder.root,
-          settings: { component: o.component, condDrop, batch: o.batch, gradAccum, lr: o.lr, lrScheduler: o.lrScheduler ?? 'constant', warmupSteps: o.warmupSteps ?? 0, maxGradNorm, seed, steps: o.steps, data: path.resolve(o.data), backend: tf.getBackend() },
+          settings: { component: o.component, condDrop, textProj: !!o.textProj, vlbWeight: o.vlbWeight ?? 0, crop: o.crop ?? 0, batch: o.batch, gradAccum, lr: o.lr, lrScheduler: o.lrScheduler ?? 'constant', warmupSteps: o.warmupSteps ?? 0, maxGradNorm, seed, steps: o.steps, data: path.resolve(o.data), backend: tf.getBackend() },
         }, weights, opt.tensors, folder);
         checkpoints.push(dir);
         writeLossFiles(lossStem, losses, { title });
@@ -545,7 +597,9 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         const noise = setup.noiseShape.length ? tf.tensor(gen.randn(noiseShape), noiseShape, 'float32') : tf.zeros([0]);
         // Drawn only when asked for, so runs without --cond-drop keep their random stream.
         const drop = condDrop > 0 ? Array.from(gen.rand([o.batch]), (u) => u < condDrop) : indices.map(() => false);
-        const batch: BatchData = { indices, timesteps, noise, drop };
+        const { size: cs, from } = setup.crop;
+        const crops = cs ? indices.map((): [number, number] => [gen.nextU32() % (from - cs + 1), gen.nextU32() % (from - cs + 1)]) : [];
+        const batch: BatchData = { indices, timesteps, noise, drop, crops };
         const { value, grads } = valueAndGrads(() => setup!.loss(batch), vars);
         noise.dispose();
         lossSum += (await value.data())[0];
