@@ -43,7 +43,7 @@ const argv = yargs(hideBin(process.argv))
 const PLAN = {
   clip: { component: 'clip', data: 'train-32', steps: 400, batch: 64, lr: 5e-4, warmup: 40, extra: [] },
   prior: { component: 'prior', data: 'train-32', steps: 1000, batch: 32, lr: 3e-4, warmup: 50, extra: ['--cond-drop', '0.1'] },
-  decoder: { component: 'decoder', data: 'train-32', steps: 1200, batch: 16, lr: 5e-4, warmup: 50, extra: ['--cond-drop', '0.1', '--text-proj', '--vlb-weight', '0.001'] },
+  decoder: { component: 'decoder', data: 'train-32', steps: 1200, batch: 16, lr: 5e-4, warmup: 50, extra: ['--cond-drop', '0.1', '--text-proj', '--vlb-weight', '1'] },
   super_res: { component: 'super_res', data: 'train', steps: 800, batch: 8, lr: 5e-4, warmup: 50, extra: ['--crop', '64'] },
   super_res_last: { component: 'super_res_last', data: 'train', steps: 200, batch: 8, lr: 2e-4, warmup: 20, extra: ['--crop', '64'] },
 } as const;
