@@ -1,7 +1,9 @@
 // Real-size CLIP ViT-L/14 text encoder (Karlo's text_encoder config, random weights): parameter count against
 // karlo_configs/param_counts.json, weights written to a temporary safetensors file and loaded back (load time),
 // then forwards on input_ids [2, 77] (a prompt and "" = the pipeline's CFG batch). One child process per backend so
-// peak RSS is per backend. PyTorch 1.13 CPU on this machine: 0.22 s (1 thread), 0.70 s (2 threads) (PERF.md).
+// peak RSS is per backend.
+// PyTorch's text stage is timed side by side in `npm run bench pipeline -- --compare-torch` (no figure from another
+// machine here).
 //   npm run bench clip_text [-- --backend B]   or   npx tsx bench/clip_text.bench.ts [backend ...]
 //   (default: every available one of native, wasm, cpu)
 import * as fs from 'node:fs';
@@ -20,7 +22,6 @@ import { checkBenchArgs } from './args.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
-const TORCH_1T = 0.22, TORCH_2T = 0.70;
 
 /** 2·MACs of Linear layers and the two attention matmuls, as PERF.md counts them. */
 function gflops(c: CLIPTextConfig, B: number, L: number): number {
@@ -98,8 +99,7 @@ async function main(): Promise<void> {
   const backends = named.length ? named : await availableBackends(['native', 'wasm', 'cpu']);
   const free = os.freemem() / 2 ** 30;
   console.log(`CLIP ViT-L/14 text encoder (Karlo text_encoder config, random weights), ids [2,77]; free memory ${free.toFixed(1)} GiB`);
-  console.log(`PyTorch 1.13 CPU reference (PERF.md): ${TORCH_1T} s (1 thread), ${TORCH_2T} s (2 threads)`);
-  console.log('backend  params       load s  forward s (first; median of warm)  GFLOP/s  vs torch 1T  peak RSS');
+  console.log('backend  params       load s  forward s (first; median of warm)  GFLOP/s  peak RSS');
   for (const b of backends) {
     const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', b], { encoding: 'utf8', cwd: ROOT, maxBuffer: 1 << 24 });
     const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
       continue;
     }
     const j = JSON.parse(line);
-    console.log(`${j.backend.padEnd(8)} ${String(j.params).padEnd(12)} ${String(j.loadS).padStart(6)}  ${String(j.firstForwardS).padStart(8)}; ${String(j.medianS).padStart(8)} ${''.padStart(16)}${String(j.gflops).padStart(7)}  ${(j.medianS / TORCH_1T).toFixed(1).padStart(8)}×  ${j.peakRssMB} MB`);
+    console.log(`${j.backend.padEnd(8)} ${String(j.params).padEnd(12)} ${String(j.loadS).padStart(6)}  ${String(j.firstForwardS).padStart(8)}; ${String(j.medianS).padStart(8)} ${''.padStart(16)}${String(j.gflops).padStart(7)}  ${j.peakRssMB} MB`);
     console.log(`         ${line}`);
   }
 }

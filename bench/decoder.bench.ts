@@ -5,8 +5,9 @@
 // padding mask), guidance 8 on ε, the text half's variance, UnCLIPScheduler learned_range step. One child process
 // per backend. Reports s/step, GFLOP/s (2·MACs of every conv and linear plus the attention QKᵀ and PV products,
 // PERF.md's count: 1216.6 GFLOP), peak RSS (whole process, and during the step alone via VmHWM reset).
-// PyTorch 1.13 CPU on this machine (PERF.md): 11.61 s (2 threads), 14.03 s (1 thread) per forward.
-//   npx tsx bench/decoder.bench.ts [backend ...] [--backend B] [--size N] [--warm-steps N] [--allow-slow]
+// --compare-torch: the same UNet forward (batch 2, 81 context tokens) timed in PyTorch on the same weights, in this
+// run (bench/side_by_side.ts; no figure from another machine).
+//   npx tsx bench/decoder.bench.ts [backend ...] [--backend B] [--size N] [--warm-steps N] [--allow-slow] [--compare-torch]
 // Default backend: native. For cpu (plain JS) and wasm the script times one of the step's convolutions instead and
 // prints the implied step time (tens of minutes for cpu); --allow-slow runs the step anyway. wasm cannot hold 3.54 GB
 // of weights plus the activations in its 4 GB heap. Also printed: the step's CPU seconds (all threads) and the load
@@ -33,10 +34,10 @@ import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { decoderConditioning, decoderPredict } from '../src/pipeline/decoder_stage.js';
 import { denoiseStep } from '../src/samplers/denoise.js';
 import { checkBenchArgs } from './args.js';
+import { torchForward, torchForwardLine, torchSeconds } from './side_by_side.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
-const TORCH_2T = 11.61, TORCH_1T = 14.03, TORCH_GFLOP = 1216.6;
 const MB = 2 ** 20;
 
 /**
@@ -165,7 +166,7 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const i = argv.indexOf('--child');
   if (i >= 0) return child(argv[i + 1], argv[i + 2], Number(argv[i + 3]), Number(argv[i + 4] ?? 0));
-  checkBenchArgs('decoder', { string: ['size', 'warm-steps'], boolean: ['allow-slow'] });
+  checkBenchArgs('decoder', { string: ['size', 'warm-steps'], boolean: ['allow-slow', 'compare-torch'] });
   const pi = argv.indexOf('--probe');
   if (pi >= 0) return probe(argv[pi + 1]);
   const opt = (name: string) => { const k = argv.indexOf(name); return k >= 0 ? argv[k + 1] : undefined; };
@@ -193,7 +194,6 @@ async function main(): Promise<void> {
   const gf = unet2dConditionGflop(decShell, size, size, 2, 77 + tpShell.config.clip_extra_context_tokens);
   const free = os.freemem() / 2 ** 30;
   console.log(`decoder (random weights): ${params.toLocaleString('en')} parameters, text_proj ${tpParams.toLocaleString('en')} (both = param_counts.json); ${size}×${size} batch 2 (CFG), 81 context tokens: ${gf.toFixed(1)} GFLOP per step; free memory ${free.toFixed(1)} GiB`);
-  console.log(`PyTorch 1.13 CPU reference (PERF.md, ${TORCH_GFLOP} GFLOP at 64²): ${TORCH_2T} s (2 threads, ${(TORCH_GFLOP / TORCH_2T).toFixed(0)} GFLOP/s), ${TORCH_1T} s (1 thread)`);
   const run: string[] = [];
   for (const b of backends) {
     if ((b === 'cpu' || b === 'wasm') && gf > 100 && !allowSlow) {
@@ -219,9 +219,17 @@ async function main(): Promise<void> {
     }
     const bytes = fs.statSync(path.join(dir, 'decoder', 'diffusion_pytorch_model.safetensors')).size;
     console.log(`wrote ${(bytes / 1e9).toFixed(2)} GB (decoder) in ${((performance.now() - t) / 1000).toFixed(1)} s (writer peak RSS ${Math.round(maxRssMB())} MB)`);
-    console.log('backend   load s  step s  (CPU s)  warm step s  GFLOP/s  vs torch 2T  weights MB  RSS before step  peak RSS in step (+growth)  process peak RSS');
+    const tp = tpShell.config, ctx = 77 + tp.clip_extra_context_tokens;
+    const torch = process.argv.includes('--compare-torch') ? await torchForward(dir, 'decoder', {
+      sample: { shape: [2, decShell.config.in_channels, size, size], kind: 'randn' }, timestep: { shape: [], kind: 'int', value: 999 },
+      encoder_hidden_states: { shape: [2, ctx, tp.cross_attention_dim], kind: 'randn' },
+      class_labels: { shape: [2, tp.time_embed_dim], kind: 'randn' }, attention_mask: { shape: [2, ctx], kind: 'bool' },
+    }, 1) : undefined;
+    const torchS = torch && !('why' in torch) ? torchSeconds(torch) : undefined;
+    console.log(torchForwardLine(torch, gf));
+    console.log('backend   load s  step s  (CPU s)  warm step s  GFLOP/s  vs PyTorch  weights MB  RSS before step  peak RSS in step (+growth)  process peak RSS');
     runBackends<any>(fileURLToPath(import.meta.url), ROOT, run, (b) => [dir, String(size), String(warmSteps(b))],
-      (j) => `${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.stepCpuS).padStart(7)}  ${String(j.warmStepS ?? '-').padStart(11)}  ${String(j.gflops).padStart(7)}  ${((j.warmStepS ?? j.stepS) / TORCH_2T).toFixed(2).padStart(9)}×  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${j.processPeakRssMB}`);
+      (j) => `${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.stepCpuS).padStart(7)}  ${String(j.warmStepS ?? '-').padStart(11)}  ${String(j.gflops).padStart(7)}  ${(torchS ? `${((j.warmStepS ?? j.stepS) / torchS).toFixed(2)}×` : '-').padStart(10)}  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${j.processPeakRssMB}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

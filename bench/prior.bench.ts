@@ -3,8 +3,9 @@
 // (one tensor in flight: peak RSS must stay well under twice the weights), then ONE guided prior step as
 // runPrior does it (prior on cat([latents]·2) with 77 text tokens + 4 = 81 tokens, CFG, UnCLIPScheduler step).
 // One child process per backend, so peak RSS is per backend; the temp file is deleted at the end.
-// PyTorch 1.13 CPU on this machine (PERF.md): 2.16 s (1 thread), 4.04 s (2 threads) per prior forward (batch 2).
-//   npx tsx bench/prior.bench.ts [backend ...] [--config DIR]   (default: native and cpu where available; wasm cannot hold
+// --compare-torch: the same forward (batch 2, 77 tokens) timed in PyTorch on the same weights, in this run
+// (bench/side_by_side.ts; no figure from another machine).
+//   npx tsx bench/prior.bench.ts [backend ...] [--config DIR] [--compare-torch]   (default: native and cpu where available; wasm cannot hold
 //                                                   4.09 GB of float32 weights in its 4 GB heap)
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -20,12 +21,12 @@ import { PriorTransformer, loadPrior, type PriorTransformerConfig } from '../src
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { checkBenchArgs } from './args.js';
+import { torchForward, torchForwardLine, torchSeconds } from './side_by_side.js';
 import { priorPredict } from '../src/pipeline/prior_stage.js';
 import { denoiseStep } from '../src/samplers/denoise.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
-const TORCH_1T = 2.16, TORCH_2T = 4.04;
 const MB = 2 ** 20;
 
 /** 2·MACs of every Linear and the two attention matmuls (PERF.md's count): 328.8 GFLOP for batch 2. */
@@ -90,7 +91,7 @@ async function main(): Promise<void> {
   const i = process.argv.indexOf('--child');
   if (i >= 0) return child(process.argv[i + 1], process.argv[i + 2]);
   // --config DIR: another prior config.json folder (a smoke run of this script on a small prior).
-  checkBenchArgs('prior', { string: ['config'] });
+  checkBenchArgs('prior', { string: ['config'], boolean: ['compare-torch'] });
   const ci = process.argv.indexOf('--config');
   const cfgDir = ci >= 0 ? path.resolve(process.argv[ci + 1]) : path.join(CONFIGS, 'prior');
   const asked = process.argv.slice(2).filter((a, k, all) => !a.startsWith('-') && all[k - 1] !== '--config') as Exclude<BackendName, 'auto'>[];
@@ -104,7 +105,6 @@ async function main(): Promise<void> {
   }
   const free = os.freemem() / 2 ** 30;
   console.log(`prior ${path.relative(ROOT, cfgDir)} (random weights): ${params.toLocaleString('en')} parameters${ci < 0 ? ' (= param_counts.json)' : ''}; free memory ${free.toFixed(1)} GiB`);
-  console.log(`PyTorch 1.13 CPU reference (PERF.md), one prior forward batch 2: ${TORCH_1T} s (1 thread), ${TORCH_2T} s (2 threads)`);
   if (free < 9) console.log(`warning: only ${free.toFixed(1)} GiB free; the run needs about 5 GiB per backend`);
 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-prior-bench-'));
@@ -114,7 +114,16 @@ async function main(): Promise<void> {
     saveSafetensors(path.join(dir, 'diffusion_pytorch_model.safetensors'), randomWeights(shell));
     const bytes = fs.statSync(path.join(dir, 'diffusion_pytorch_model.safetensors')).size;
     console.log(`wrote ${(bytes / 1e9).toFixed(2)} GB in ${((performance.now() - t) / 1000).toFixed(1)} s (writer peak RSS ${Math.round(rssMB())} MB)`);
-    console.log('backend  load s  load peak RSS (× weights)  guided step s (warm)  GFLOP/s  vs torch 1T / 2T  peak RSS');
+    const cfg = rawCfg as { embedding_dim?: number; num_embeddings?: number };
+    const D = cfg.embedding_dim ?? 768, L = cfg.num_embeddings ?? 77;
+    const torch = process.argv.includes('--compare-torch') ? await torchForward(dir, 'prior', {
+      hidden_states: { shape: [2, D], kind: 'randn' }, timestep: { shape: [], kind: 'int', value: 999 },
+      proj_embedding: { shape: [2, D], kind: 'randn' }, encoder_hidden_states: { shape: [2, L, D], kind: 'randn' },
+      attention_mask: { shape: [2, L], kind: 'bool' },
+    }, 1) : undefined;
+    const torchS = torch && !('why' in torch) ? torchSeconds(torch) : undefined;
+    console.log(torchForwardLine(torch, gflops(shell.config, 2, L + shell.config.additional_embeddings)));
+    console.log('backend  load s  load peak RSS (× weights)  guided step s (warm)  GFLOP/s  vs PyTorch (warm)  peak RSS');
     for (const b of backends) {
       t = performance.now();
       const r = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', b, dir], { encoding: 'utf8', cwd: ROOT, maxBuffer: 1 << 24 });
@@ -124,7 +133,7 @@ async function main(): Promise<void> {
         continue;
       }
       const j = JSON.parse(line);
-      console.log(`${j.backend.padEnd(8)} ${String(j.loadS).padStart(6)}  ${String(j.loadPeakRssMB).padStart(8)} MB (${j.loadRssOverWeights}×)       ${String(j.stepS).padStart(9)} (${j.warmStepS ?? '-'})  ${String(j.gflops).padStart(7)}  ${(j.stepS / TORCH_1T).toFixed(1)}× / ${(j.stepS / TORCH_2T).toFixed(1)}×  ${j.peakRssMB} MB`);
+      console.log(`${j.backend.padEnd(8)} ${String(j.loadS).padStart(6)}  ${String(j.loadPeakRssMB).padStart(8)} MB (${j.loadRssOverWeights}×)       ${String(j.stepS).padStart(9)} (${j.warmStepS ?? '-'})  ${String(j.gflops).padStart(7)}  ${torchS ? `${((j.warmStepS ?? j.stepS) / torchS).toFixed(2)}×` : '-'}  ${j.peakRssMB} MB`);
       console.log(`         ${line}`);
     }
   } finally {

@@ -181,3 +181,32 @@ export function parseSteps(v: string): [number, number, number] {
   for (const x of n) if (!Number.isInteger(x) || x < 2) throw new Error(`--steps: each count must be an integer ≥ 2 (UnCLIPScheduler divides by steps − 1), got "${v}"`);
   return (n.length === 1 ? [n[0], n[0], n[0]] : n) as [number, number, number];
 }
+
+/** Inputs of one component forward in the driver's `forward` mode (shapes as PyTorch takes them). */
+export type ForwardInputs = Record<string, { shape: number[]; kind: 'randn' | 'bool' | 'int' | `int:${number}`; value?: number }>;
+
+export interface TorchForward { torch: string; threads: number; loadSeconds: number; firstSeconds: number; warmSeconds: number | null; peakRssMB: number }
+
+/**
+ * One component's forward in PyTorch on the bench's own random-weight folder (`dir/component` or `dir`), same
+ * threads as ours: the first call and the median of `repeat` more. Or why PyTorch could not run.
+ */
+export async function torchForward(dir: string, component: string, inputs: ForwardInputs, repeat: number): Promise<TorchForward | { why: string }> {
+  const probe = await probeTorch();
+  if ('why' in probe) return probe;
+  const r = await runDriver(['forward', '--model', dir, '--component', component, '--inputs', JSON.stringify(inputs),
+    '--threads', String(sideThreads()), '--repeat', String(repeat)]);
+  if (!r.result) return { why: `PyTorch forward failed (exit ${r.code}): ${r.error.trim().split('\n').slice(-3).join(' | ')}` };
+  return r.result as unknown as TorchForward;
+}
+
+/** The seconds a forward is compared at: the warm median, else the first call. */
+export const torchSeconds = (t: TorchForward): number => t.warmSeconds ?? t.firstSeconds;
+
+/** One line about the PyTorch forward (or why there is none), for the per-stage benches. */
+export function torchForwardLine(t: TorchForward | { why: string } | undefined, gflop: number): string {
+  if (!t) return 'PyTorch: not timed (--compare-torch times the same weights and shapes in PyTorch, in this run)';
+  if ('why' in t) return t.why;
+  const s = torchSeconds(t);
+  return `PyTorch ${t.torch} (${t.threads} threads, same weights and shapes, this run): load ${t.loadSeconds.toFixed(1)} s, first forward ${t.firstSeconds.toFixed(2)} s, ${t.warmSeconds === null ? 'no warm forward' : `warm ${t.warmSeconds.toFixed(2)} s`}: ${(gflop / s).toFixed(0)} GFLOP/s; peak RSS ${Math.round(t.peakRssMB)} MB`;
+}

@@ -5,7 +5,8 @@
 // Reports s/step, GFLOP/s (2·MACs of every conv and linear, PERF.md's count), and peak RSS: of the whole process,
 // and during the step alone (Linux: VmHWM reset through /proc/self/clear_refs after loading), next to the weights
 // and an estimate of the activations the step must hold (skip tensors + the largest resnet's working set).
-// PyTorch 1.13 CPU on this machine (PERF.md): 49.49 s (2 threads), 87.31 s (1 thread) per forward.
+// --compare-torch: the same forward timed in PyTorch on the same weights, in this run (bench/side_by_side.ts; no
+// figure from another machine).
 //   npx tsx bench/super_res.bench.ts [backend ...] [--backend B] [--size N] [--warm-steps N] [--config DIR] [--allow-slow]
 // Default backend: native. The cpu backend (plain JS, ~1 GFLOP/s) would need hours for the 8.5 TFLOP of one step:
 // it runs only with --allow-slow. wasm cannot hold 2.77 GB of weights plus ~2 GB of activations in its 4 GB heap.
@@ -27,10 +28,10 @@ import { bicubicResize } from '../src/layers/interpolate.js';
 import { superResPredict } from '../src/pipeline/super_res_stage.js';
 import { denoiseStep } from '../src/samplers/denoise.js';
 import { checkBenchArgs } from './args.js';
+import { torchForward, torchForwardLine, torchSeconds } from './side_by_side.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
-const TORCH_2T = 49.49, TORCH_1T = 87.31, TORCH_GFLOP = 8497.4;
 const MB = 2 ** 20;
 
 /**
@@ -140,7 +141,7 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const i = argv.indexOf('--child');
   if (i >= 0) return child(argv[i + 1], argv[i + 2], Number(argv[i + 3]), Number(argv[i + 4] ?? 0));
-  checkBenchArgs('super_res', { string: ['config', 'size', 'warm-steps'], boolean: ['allow-slow'] });
+  checkBenchArgs('super_res', { string: ['config', 'size', 'warm-steps'], boolean: ['allow-slow', 'compare-torch'] });
   const opt = (name: string) => { const k = argv.indexOf(name); return k >= 0 ? argv[k + 1] : undefined; };
   const cfgDir = opt('--config') ? path.resolve(opt('--config')!) : path.join(CONFIGS, 'super_res_first');
   const size = Number(opt('--size') ?? 256);
@@ -165,7 +166,6 @@ async function main(): Promise<void> {
   const gf = unet2dGflop(shell.config, size, size);
   const free = os.freemem() / 2 ** 30;
   console.log(`super_res_first ${path.relative(ROOT, cfgDir)} (random weights): ${params.toLocaleString('en')} parameters${real ? ' (= param_counts.json)' : ''}; ${size}×${size} batch 1: ${gf.toFixed(1)} GFLOP per step; free memory ${free.toFixed(1)} GiB`);
-  console.log(`PyTorch 1.13 CPU reference (PERF.md, ${TORCH_GFLOP} GFLOP at 256²): ${TORCH_2T} s (2 threads, ${(TORCH_GFLOP / TORCH_2T).toFixed(0)} GFLOP/s), ${TORCH_1T} s (1 thread)`);
   const run = backends.filter((b) => {
     if ((b === 'cpu' || b === 'wasm') && gf > 100 && !allowSlow) {
       console.log(`${b}: not run: ~${gf.toFixed(0)} GFLOP at ~${b === 'cpu' ? 1 : 20} GFLOP/s would take ~${(gf / (b === 'cpu' ? 1 : 20) / 3600).toFixed(1)} h${b === 'wasm' ? ', and 2.77 GB of weights plus the activations do not fit the 4 GB wasm heap' : ''} (--allow-slow to force)`);
@@ -183,9 +183,14 @@ async function main(): Promise<void> {
     saveSafetensors(path.join(dir, 'diffusion_pytorch_model.safetensors'), randomWeights(shell, 7));
     const bytes = fs.statSync(path.join(dir, 'diffusion_pytorch_model.safetensors')).size;
     console.log(`wrote ${(bytes / 1e9).toFixed(2)} GB in ${((performance.now() - t) / 1000).toFixed(1)} s (writer peak RSS ${Math.round(maxRssMB())} MB)`);
-    console.log('backend   load s  step s  warm step s  GFLOP/s  vs torch 2T  weights MB  RSS before step  peak RSS in step (+growth)  skips + largest concat MB  process peak RSS');
+    const torch = process.argv.includes('--compare-torch') ? await torchForward(dir, 'super_res_first', {
+      sample: { shape: [1, shell.config.in_channels, size, size], kind: 'randn' }, timestep: { shape: [], kind: 'int', value: 999 },
+    }, 1) : undefined;
+    const torchS = torch && !('why' in torch) ? torchSeconds(torch) : undefined;
+    console.log(torchForwardLine(torch, gf));
+    console.log('backend   load s  step s  warm step s  GFLOP/s  vs PyTorch  weights MB  RSS before step  peak RSS in step (+growth)  skips + largest concat MB  process peak RSS');
     runBackends<any>(fileURLToPath(import.meta.url), ROOT, run, (b) => [dir, String(size), String(warmSteps(b))],
-      (j) => `${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.warmStepS ?? '-').padStart(11)}  ${String(j.gflops).padStart(7)}  ${((j.warmStepS ?? j.stepS) / TORCH_2T).toFixed(2).padStart(9)}×  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${String(j.skipsMB).padStart(14)} + ${j.largestConcatMB}  ${j.processPeakRssMB}`);
+      (j) => `${j.backend.padEnd(9)} ${String(j.loadS).padStart(6)}  ${String(j.stepS).padStart(6)}  ${String(j.warmStepS ?? '-').padStart(11)}  ${String(j.gflops).padStart(7)}  ${(torchS ? `${((j.warmStepS ?? j.stepS) / torchS).toFixed(2)}×` : '-').padStart(10)}  ${String(j.weightsMB).padStart(10)}  ${String(j.rssBeforeStepMB).padStart(15)}  ${String(j.stepPeakRssMB).padStart(16)} (+${j.stepGrowthMB})  ${String(j.skipsMB).padStart(14)} + ${j.largestConcatMB}  ${j.processPeakRssMB}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
