@@ -2,7 +2,10 @@
 // the ceiling: the same problem as one raw call into the addon (oneDNN matmul/conv, OpenBLAS sgemm) with buffers
 // allocated once. native/ceiling is the overhead of going through tfjs (output allocation, kernel dispatch).
 // The slow backends run a shape only when its estimated time fits the cap (cpu is ~1 GFLOP/s, wasm ~20).
-//   npx tsx bench/kernels.bench.ts [--json] [--backends native,wasm,cpu] [--cap SECONDS] [--only REGEX]
+// First the machine's float32 peak, measured: an FMA loop in the addon (independent vector FMA chains on every
+// thread: what the FMA units can do) and the best large GEMM the libraries reach (oneDNN, and OpenBLAS unless
+// OPENBLAS_CORETYPE holds it below the CPU); each tfjs native row then says what share of the FMA peak it is.
+//   npx tsx bench/kernels.bench.ts [--json] [--backends native,wasm,cpu] [--cap SECONDS] [--only REGEX] [--peak-only]
 //   npm run bench kernels [-- --only conv] [--compare-torch]
 // --compare-torch: also times the shapes in PyTorch (a python3 with torch, e.g. Debian's python3-torch), same threads,
 // same warm-up and timing loop.
@@ -11,7 +14,7 @@ import { createInterface } from 'node:readline';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend/index.js';
 import { checkBenchArgs } from './args.js';
-import { loadAddon, describeNative, gemmLibrary, nativeBufferPool } from '../src/backend/native/index.js';
+import { loadAddon, describeNative, gemmLibrary, nativeBufferPool, openblasForcedBelowCpu } from '../src/backend/native/index.js';
 
 interface Shape {
   name: string;
@@ -44,7 +47,7 @@ function flops(s: Shape): number {
 }
 
 function args() {
-  checkBenchArgs('kernels', { string: ['backends', 'cap', 'only'], boolean: ['json', 'compare-torch'], positionals: false });
+  checkBenchArgs('kernels', { string: ['backends', 'cap', 'only'], boolean: ['json', 'compare-torch', 'peak-only'], positionals: false });
   const a = process.argv.slice(2);
   // `--flag value` and `--flag=value` (the form bench/index.ts and `karlo bench` forward).
   const val = (flag: string) => {
@@ -61,7 +64,60 @@ function args() {
     cap,
     only: val('--only') ? new RegExp(val('--only')!) : undefined,
     torch: a.includes('--compare-torch'),
+    peakOnly: a.includes('--peak-only'),
   };
+}
+
+interface Peak {
+  /** The FMA loop: GFLOP/s over all threads, the threads, the vector width. */
+  fma: { gflops: number; threads: number; width: string; perThread: number };
+  /** The best large single GEMM: GFLOP/s, which library and shape. */
+  gemm: { gflops: number; library: string; shape: string };
+}
+
+/**
+ * The machine's float32 peak: the FMA loop (calls of ~0.25 s, best of 5, on all the addon's threads and on one), and
+ * the best large GEMM (2048³ and 3072³, oneDNN and OpenBLAS; best of 3 calls after a warm-up).
+ */
+async function measurePeak(): Promise<Peak> {
+  const addon = loadAddon();
+  const threads = addon.getThreads();
+  const fmaRate = (n: number) => {
+    let iters = 1e6;
+    for (;;) {
+      const r = addon.fmaPeak(iters, n);
+      if (r.seconds > 0.05) { iters = Math.round(iters * 0.25 / r.seconds); break; }
+      iters *= 4;
+    }
+    let best = 0, width = '';
+    for (let i = 0; i < 5; i++) {
+      const r = addon.fmaPeak(iters, n);
+      best = Math.max(best, r.flops / r.seconds / 1e9);
+      width = r.width;
+    }
+    return { best, width };
+  };
+  const all = fmaRate(threads), one = fmaRate(1);
+  let gemm = { gflops: 0, library: '', shape: '' };
+  const libs: [string, boolean][] = [['oneDNN', false]];
+  if (!openblasForcedBelowCpu()) libs.push(['OpenBLAS', true]);
+  for (const n of [2048, 3072]) {
+    const a = randArray(n * n, 1), b = randArray(n * n, 2), out = new Float32Array(n * n);
+    for (const [name, blas] of libs) {
+      const call = () => addon.matmul(a, b, out, null, 1, 1, n, n, n, false, false, 0, 0, blas);
+      call();
+      let best = Infinity;
+      for (let i = 0; i < 3; i++) {
+        const t = performance.now();
+        call();
+        best = Math.min(best, (performance.now() - t) / 1000);
+      }
+      const g = (2 * n ** 3) / best / 1e9;
+      if (g > gemm.gflops) gemm = { gflops: g, library: name, shape: `${n}³` };
+      if (blas) await pause(500); // OpenBLAS's threads spin for a while after a call
+    }
+  }
+  return { fma: { gflops: all.best, threads, width: all.width, perThread: one.best }, gemm };
 }
 
 function randArray(n: number, seed: number): Float32Array {
@@ -266,14 +322,27 @@ const ROUND_SECONDS = 0.4;
 async function main() {
   const opt = args();
   const shapes = SHAPES.filter((s) => !opt.only || opt.only.test(s.name));
-  const results: { name: string; backend: string; gflops: number; ofCeiling?: number }[] = [];
+  const results: { name: string; backend: string; gflops: number; ofCeiling?: number; ofPeak?: number }[] = [];
   const ceiling: { name: string; gflops: number; library: string }[] = [];
   const torchRes: { name: string; gflops: number; nativeRatio?: number; ompWaitPolicy: string }[] = [];
   const skipped: string[] = [];
   const log = (line: string) => { if (!opt.json) console.log(line); };
   const row = (name: string, who: string, g: number, note = '') =>
     log(`${name.padEnd(52)} ${who.padEnd(14)} ${g.toFixed(1).padStart(7)} GFLOP/s${note}`);
-  log(`native: ${describeNative()}; GEMM through ${gemmLibrary()}`);
+  const forced = openblasForcedBelowCpu();
+  log(`native: ${describeNative()}; GEMM through ${gemmLibrary()}${forced ? ` (${forced}: OpenBLAS not used)` : ''}`);
+  let peak: Peak | undefined;
+  try {
+    peak = await measurePeak();
+    log(`fp32 peak: FMA loop ${peak.fma.gflops.toFixed(1)} GFLOP/s on ${peak.fma.threads} threads (${peak.fma.width}; ${peak.fma.perThread.toFixed(1)} on one thread); best large GEMM ${peak.gemm.gflops.toFixed(1)} GFLOP/s (${peak.gemm.library} ${peak.gemm.shape}) = ${(100 * peak.gemm.gflops / peak.fma.gflops).toFixed(0)}% of the FMA peak`);
+  } catch (e) {
+    log(`fp32 peak: not measured (${(e as Error).message})`);
+  }
+  const ofPeak = (g: number) => (peak ? `, ${(100 * g / peak.fma.gflops).toFixed(0)}% of the FMA peak` : '');
+  if (opt.peakOnly) {
+    if (opt.json) console.log(JSON.stringify({ peak }, null, 1));
+    return;
+  }
   // PyTorch is timed twice per round: under the environment's OpenMP wait policy (libgomp's default: spin) and
   // under the passive one. Which is faster depends on the op (measured here: F.linear, whose OpenBLAS threads
   // compete with spinning OpenMP workers, runs at 130 GFLOP/s spinning and 230 passive), and the comparison is
@@ -363,8 +432,8 @@ async function main() {
       const g = gf / median(nat);
       const rawPaired = raw.length ? gf / median(raw) : 0;
       const ofCeiling = rawPaired ? g / rawPaired : undefined;
-      results.push({ name: s.name, backend: b, gflops: g, ...(ofCeiling ? { ofCeiling } : {}) });
-      row(s.name, 'tfjs ' + b, g, ofCeiling ? `  (${(100 * ofCeiling).toFixed(0)}% of ${best!.name} in the same rounds: ${rawPaired.toFixed(1)})` : '');
+      results.push({ name: s.name, backend: b, gflops: g, ...(ofCeiling ? { ofCeiling } : {}), ...(peak ? { ofPeak: g / peak.fma.gflops } : {}) });
+      row(s.name, 'tfjs ' + b, g, `${ofCeiling ? `  (${(100 * ofCeiling).toFixed(0)}% of ${best!.name} in the same rounds: ${rawPaired.toFixed(1)}` : '  ('}${ofPeak(g)})`.replace('(, ', '('));
       if (best) {
         bestRate = Math.max(bestRate, rawPaired);
         ceiling.push({ name: s.name, gflops: bestRate, library: best.name });
@@ -382,7 +451,7 @@ async function main() {
   }
   for (const t of torches) t.timer.close();
   if (opt.json) {
-    console.log(JSON.stringify({ results, ceiling, ...(opt.torch ? { torch: torchRes } : {}), skipped }, null, 1));
+    console.log(JSON.stringify({ peak, results, ceiling, ...(opt.torch ? { torch: torchRes } : {}), skipped }, null, 1));
   } else {
     for (const s of skipped) console.log(`skipped: ${s}`);
   }

@@ -343,6 +343,25 @@ napi_value Describe(napi_env env, napi_callback_info) {
   });
 }
 
+// fmaPeak(iterations, threads) → { seconds, flops, threads, width }
+napi_value FmaPeak(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args A(env, info, 2);
+    const karlo::PeakResult p = karlo::fmaPeak(A.i64(0), static_cast<int>(A.i64(1)));
+    napi_value r, v;
+    NAPI_OK(napi_create_object(env, &r));
+    NAPI_OK(napi_create_double(env, p.seconds, &v));
+    NAPI_OK(napi_set_named_property(env, r, "seconds", v));
+    NAPI_OK(napi_create_double(env, p.flops, &v));
+    NAPI_OK(napi_set_named_property(env, r, "flops", v));
+    NAPI_OK(napi_create_int32(env, p.threads, &v));
+    NAPI_OK(napi_set_named_property(env, r, "threads", v));
+    NAPI_OK(napi_create_string_utf8(env, p.width, NAPI_AUTO_LENGTH, &v));
+    NAPI_OK(napi_set_named_property(env, r, "width", v));
+    return r;
+  });
+}
+
 napi_value ClearCache(napi_env env, napi_callback_info) {
   karlo::clearCache();
   return undef(env);
@@ -377,7 +396,8 @@ napi_value Init(napi_env env, napi_value exports) {
              {"setThreads", SetThreads},
              {"getThreads", GetThreads},
              {"describe", Describe},
-             {"clearCache", ClearCache}};
+             {"clearCache", ClearCache},
+             {"fmaPeak", FmaPeak}};
   for (const auto& f : fns) {
     napi_value fn;
     napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, nullptr, &fn);

@@ -60,4 +60,13 @@ void groupNorm(const float* x, const float* gamma, const float* beta, float* y, 
 // Softmax over the last axis of [rows, cols].
 void softmaxLastAxis(const float* x, float* y, int64_t rows, int64_t cols);
 
+// The float32 FMA peak (peak.cc): `iterations` rounds of independent vector FMA chains on `threads` threads (< 1:
+// getThreads()); flops = 2 · lanes · chains · iterations · threads.
+struct PeakResult {
+  double seconds, flops;
+  int threads;
+  const char* width;
+};
+PeakResult fmaPeak(int64_t iterations, int threads);
+
 }  // namespace karlo

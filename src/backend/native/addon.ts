@@ -41,6 +41,11 @@ export interface NativeAddon {
   getThreads(): number;
   describe(): string;
   clearCache(): void;
+  /**
+   * The float32 FMA peak: `iterations` rounds of independent vector FMA chains on `threads` threads (< 1: all the
+   * addon's); flops = 2 · lanes · chains · iterations · threads. width names the vectors (e.g. AVX-512 FMA).
+   */
+  fmaPeak(iterations: number, threads: number): { seconds: number; flops: number; threads: number; width: string };
 }
 
 const HOW_TO_FIX = 'install g++ make python3 libdnnl-dev libopenblas-dev (apt-get), then run `npm run build:native`';

@@ -1,6 +1,7 @@
 // The `native` backend: every tfjs-backend-cpu kernel, with the heavy ones (GEMM, convolutions and their
 // gradients, the big elementwise/normalisation kernels) run by oneDNN/OpenBLAS through the addon in native/.
 // Tensors live in JS memory exactly as on the cpu backend, so the addon reads and writes them in place.
+import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import { getKernelsForBackend, registerKernel, unregisterKernel, type KernelFunc } from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -23,13 +24,42 @@ export function enableNativeStats(on = true): void {
   statsOn = on;
 }
 
+/** OpenBLAS core names (OPENBLAS_CORETYPE, DYNAMIC_ARCH builds) whose kernels use AVX-512. */
+const OPENBLAS_AVX512_CORES = /^(skylakex|cooperlake|sapphirerapids)$/i;
+
+let cpuFlagsCache: Set<string> | undefined;
+/** The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere). */
+export function cpuFlags(): Set<string> {
+  if (!cpuFlagsCache) {
+    try {
+      const line = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+      cpuFlagsCache = new Set(line.trim().split(/\s+/));
+    } catch {
+      cpuFlagsCache = new Set();
+    }
+  }
+  return cpuFlagsCache;
+}
+
+/**
+ * Why OpenBLAS runs below this CPU, or null: OPENBLAS_CORETYPE names a core without AVX-512 (e.g. Haswell) on a CPU
+ * with it, so OpenBLAS runs its AVX2 kernels (measured here on 2048³: 109 GFLOP/s forced to Haswell, 205 unforced,
+ * oneDNN 195 either way).
+ */
+export function openblasForcedBelowCpu(env: NodeJS.ProcessEnv = process.env, flags: Set<string> = cpuFlags()): string | null {
+  const core = env.OPENBLAS_CORETYPE;
+  if (!core || OPENBLAS_AVX512_CORES.test(core) || !flags.has('avx512f')) return null;
+  return `OPENBLAS_CORETYPE=${core} restricts OpenBLAS to ${core}'s kernels on this AVX-512 CPU`;
+}
+
 /**
  * Which library runs GEMMs: KARLO_NATIVE_GEMM=auto|dnnl|openblas. auto (default) chooses per shape what measured
- * faster here: OpenBLAS for single large GEMMs with every dimension >= 1024, oneDNN matmul for everything else.
+ * faster here: OpenBLAS for single large GEMMs with every dimension >= 1024, oneDNN matmul for everything else;
+ * oneDNN for every shape when OPENBLAS_CORETYPE holds OpenBLAS below the CPU (openblasForcedBelowCpu).
  */
-export function gemmLibrary(): 'auto' | 'dnnl' | 'openblas' {
-  const v = (process.env.KARLO_NATIVE_GEMM ?? 'auto').toLowerCase();
-  if (v === 'auto') return 'auto';
+export function gemmLibrary(env: NodeJS.ProcessEnv = process.env, flags?: Set<string>): 'auto' | 'dnnl' | 'openblas' {
+  const v = (env.KARLO_NATIVE_GEMM ?? 'auto').toLowerCase();
+  if (v === 'auto') return openblasForcedBelowCpu(env, flags ?? cpuFlags()) ? 'dnnl' : 'auto';
   if (v === 'openblas' || v === 'blas') return 'openblas';
   if (v === 'dnnl' || v === 'onednn') return 'dnnl';
   throw new Error(`KARLO_NATIVE_GEMM=${v}: expected auto, dnnl or openblas`);
