@@ -48,6 +48,16 @@ export class Parameter {
     t.dispose();
   }
 
+  /**
+   * Sets the value from data already in this parameter's tfjs layout (e.g. converted by a prefetching reader); the
+   * array becomes the tensor's storage (not copied: the caller must not reuse it).
+   */
+  setFromTfLayout(data: Float32Array, trainable = true): void {
+    const t = tf.tensor(data, this.tfShape, 'float32');
+    this.assign(t, trainable);
+    t.dispose();
+  }
+
   /** Sets the value from a tfjs-layout tensor (copied). */
   assign(t: tf.Tensor, trainable = true): void {
     if (!arraysEqual(t.shape, this.tfShape)) {
@@ -151,6 +161,13 @@ export interface TensorData {
   dtype: 'float32' | 'int32';
   shape: number[];
   data: Float32Array | Int32Array;
+  /**
+   * 'tfjs': `data` is already in the tfjs layout of the parameter it is loaded into (a conv filter as HWIO; `shape`
+   * is then that layout's shape). Absent: PyTorch layout, as a state dict holds it.
+   */
+  layout?: 'tfjs';
+  /** NaN / ±Inf values in `data`, when the reader counted them already. */
+  nonFinite?: number;
 }
 
 /** Anything that hands out state-dict tensors by name (a safetensors file, a Map, a torch checkpoint). */
@@ -276,7 +293,8 @@ export class Module {
       if (!available.has(k) || report.misshaped.some((m) => m.key === k)) continue;
       const t = source.read(prefix + k);
       if (t.dtype !== 'float32') throw new Error(`${source.describe(prefix + k)}: tensor "${prefix + k}" is an integer tensor, a float parameter was expected`);
-      p.setFromTorch(t.data as Float32Array, opts.trainable ?? true);
+      if (t.layout === 'tfjs') p.setFromTfLayout(t.data as Float32Array, opts.trainable ?? true);
+      else p.setFromTorch(t.data as Float32Array, opts.trainable ?? true);
     }
     return report;
   }
