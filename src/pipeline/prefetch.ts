@@ -8,10 +8,14 @@
 // The loader reads synchronously (TensorSource.read), so the main thread takes the worker's messages with
 // receiveMessageOnPort and, when the tensor it wants is not there yet, blocks on an Atomics counter the worker bumps
 // after each message: no event-loop turn is needed, and a stage whose denoising loop never yields still gets the
-// prefetched tensors.
+// prefetched tensors. Worker and loader claim tensors from one shared counter: when the loader would wait for a
+// tensor the worker has not started, it reads the next unclaimed one itself, so at load time two threads read.
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { TensorData, TensorSource } from '../layers/module.js';
 import { SafetensorsFile, numel } from '../io/safetensors.js';
+import { countNonFinite } from '../io/weights.js';
+import { oihwToHwio } from '../layers/module.js';
+import * as fs from 'node:fs';
 
 /** One tensor of a prefetch plan: its name and whether the parameter stores it as a conv filter (HWIO). */
 export interface PrefetchItem { name: string; conv2d: boolean }
@@ -19,12 +23,16 @@ export interface PrefetchItem { name: string; conv2d: boolean }
 /** A tensor as the prefetcher hands it out: already in the parameter's tfjs layout when `layout` says so. */
 export type PrefetchedTensor = TensorData & { layout?: 'tfjs'; nonFinite?: number };
 
-/** What a prefetch did, for timings: bytes handed out from the worker, and read directly because not ready/planned. */
-export interface PrefetchStats { file: string; prefetchedBytes: number; directBytes: number; waitedSeconds: number }
+/**
+ * What a prefetch did: bytes the worker read, bytes the loader's thread read through the shared counter (at load
+ * time, beside the worker), bytes read directly (not planned: other dtypes, or read twice), seconds the loader
+ * spent in read() for planned tensors (waiting or reading).
+ */
+export interface PrefetchStats { file: string; prefetchedBytes: number; loaderBytes: number; directBytes: number; waitedSeconds: number }
 
-// Counters shared with the worker (Int32 slots): messages posted, demand (budget lifted), KiB taken by the loader,
-// a wake-up generation the worker waits on, stop.
-const POSTED = 0, DEMAND = 1, TAKEN_KIB = 2, WAKE = 3, STOP = 4;
+// Counters shared with the worker (Int32 slots): messages posted, demand (budget lifted), KiB of the worker's
+// tensors taken by the loader, a wake-up generation the worker waits on, stop, the next unclaimed task.
+const POSTED = 0, DEMAND = 1, TAKEN_KIB = 2, WAKE = 3, STOP = 4, NEXT = 5;
 
 // The worker: plain JavaScript (runs the same from the TypeScript sources and from dist/), node built-ins only.
 const WORKER_SOURCE = `
@@ -37,13 +45,17 @@ let produced = 0;
 let fd;
 try {
   fd = fs.openSync(file, 'r');
-  for (const t of tasks) {
+  for (;;) {
     if (Atomics.load(ctl, ${STOP})) break;
-    const bytes = t.end - t.begin;
-    while (!Atomics.load(ctl, ${DEMAND}) && !Atomics.load(ctl, ${STOP}) && held() + bytes > budget) {
+    const peek = tasks[Atomics.load(ctl, ${NEXT})];
+    if (!peek) break;
+    if (!Atomics.load(ctl, ${DEMAND}) && held() + (peek.end - peek.begin) > budget) {
       Atomics.wait(ctl, ${WAKE}, Atomics.load(ctl, ${WAKE}), 200);
+      continue;
     }
-    if (Atomics.load(ctl, ${STOP})) break;
+    const t = tasks[Atomics.add(ctl, ${NEXT}, 1)];
+    if (!t) break;
+    const bytes = t.end - t.begin;
     const src = new Float32Array(bytes / 4);
     const u8 = new Uint8Array(src.buffer);
     for (let done = 0; done < bytes;) {
@@ -81,13 +93,16 @@ try {
 }
 `;
 
-interface Planned { shape: number[]; bytes: number; conv2d: boolean }
+interface Planned { index: number; begin: number; shape: number[]; bytes: number; conv2d: boolean }
 
 /** One file being prefetched by its own worker. */
 class FilePrefetch {
   readonly planned = new Map<string, Planned>();
   private readonly received = new Map<string, { data: Float32Array; nonFinite: number; layout?: 'tfjs' }>();
   private readonly ctl = new Int32Array(new SharedArrayBuffer(4 * 8));
+  private readonly order: string[] = [];
+  /** Tensors the loader's thread read itself (claimed from the shared counter), not counted against the budget. */
+  private readonly own = new Set<string>();
   private readonly port: MessagePort;
   private readonly worker: Worker;
   private finished = false;
@@ -95,7 +110,7 @@ class FilePrefetch {
   readonly stats: PrefetchStats;
 
   constructor(readonly file: string, items: PrefetchItem[], budgetBytes: number) {
-    this.stats = { file, prefetchedBytes: 0, directBytes: 0, waitedSeconds: 0 };
+    this.stats = { file, prefetchedBytes: 0, loaderBytes: 0, directBytes: 0, waitedSeconds: 0 };
     // Validate the header on this thread (the reader's checks); the worker only reads F32 data ranges.
     const f = SafetensorsFile.open(file);
     const tasks: { name: string; begin: number; end: number; shape: number[]; conv2d: boolean }[] = [];
@@ -105,8 +120,9 @@ class FilePrefetch {
         const info = f.info(it.name);
         if (info.dtype !== 'F32') continue; // other dtypes are widened by the normal reader
         if (it.conv2d && info.shape.length !== 4) continue;
+        this.planned.set(it.name, { index: tasks.length, begin: info.begin, shape: [...info.shape], bytes: info.end - info.begin, conv2d: it.conv2d });
+        this.order.push(it.name);
         tasks.push({ name: it.name, begin: info.begin, end: info.end, shape: [...info.shape], conv2d: it.conv2d });
-        this.planned.set(it.name, { shape: [...info.shape], bytes: info.end - info.begin, conv2d: it.conv2d });
       }
     } finally {
       f.close();
@@ -157,9 +173,12 @@ class FilePrefetch {
       if (r) {
         this.received.delete(name);
         this.planned.delete(name);
-        Atomics.add(this.ctl, TAKEN_KIB, Math.ceil(p.bytes / 1024));
+        if (this.own.delete(name)) this.stats.loaderBytes += p.bytes;
+        else {
+          Atomics.add(this.ctl, TAKEN_KIB, Math.ceil(p.bytes / 1024));
+          this.stats.prefetchedBytes += p.bytes;
+        }
         this.wake();
-        this.stats.prefetchedBytes += p.bytes;
         this.stats.waitedSeconds += (performance.now() - t0) / 1000;
         const shape = p.conv2d ? [p.shape[2], p.shape[3], p.shape[1], p.shape[0]] : p.shape;
         return { dtype: 'float32', shape: r.layout === 'tfjs' ? shape : p.shape, data: r.data, nonFinite: r.nonFinite, ...(r.layout ? { layout: r.layout } : {}) };
@@ -169,10 +188,36 @@ class FilePrefetch {
         this.planned.delete(name);
         return undefined;
       }
+      // Not started by the worker yet: read the next unclaimed tensor here instead of waiting.
+      if (Atomics.load(this.ctl, NEXT) <= p.index) {
+        const k = Atomics.add(this.ctl, NEXT, 1);
+        if (k < this.order.length) {
+          this.readHere(this.order[k]);
+          continue;
+        }
+      }
       const seen = Atomics.load(this.ctl, POSTED);
       if (!this.drain()) Atomics.wait(this.ctl, POSTED, seen, 1000);
     }
   }
+
+  /** Reads one planned tensor on this thread, as the worker would (checked, conv filters to HWIO). */
+  private readHere(name: string): void {
+    const p = this.planned.get(name)!;
+    const data = new Float32Array(p.bytes / 4);
+    const u8 = new Uint8Array(data.buffer);
+    const fd = (this.fd ??= fs.openSync(this.file, 'r'));
+    for (let done = 0; done < p.bytes;) {
+      const got = fs.readSync(fd, u8, done, Math.min(p.bytes - done, 1 << 30), p.begin + done);
+      if (got <= 0) throw new Error(`${this.file}: unexpected end of file reading "${name}"`);
+      done += got;
+    }
+    const nonFinite = countNonFinite(data);
+    this.own.add(name);
+    this.received.set(name, p.conv2d ? { data: oihwToHwio(data, p.shape), nonFinite, layout: 'tfjs' } : { data, nonFinite });
+  }
+
+  private fd: number | undefined;
 
   /** Stops the worker and drops what it read that nobody took. */
   dispose(): void {
@@ -181,6 +226,9 @@ class FilePrefetch {
     this.drain();
     this.received.clear();
     this.planned.clear();
+    this.own.clear();
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
     this.port.close();
     void this.worker.terminate();
   }
