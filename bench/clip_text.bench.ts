@@ -16,9 +16,10 @@ import { initBackend, availableBackends, type BackendName } from '../src/backend
 import { saveSafetensors } from '../src/io/safetensors.js';
 import { randomWeights } from './random_weights.js';
 import { readJson } from '../src/io/weights.js';
-import { CLIPTextModelWithProjection, clipTextConfig, loadClipTextModel, type CLIPTextConfig } from '../src/models/clip_text.js';
+import { CLIPTextModelWithProjection, clipTextConfig, type CLIPTextConfig } from '../src/models/clip_text.js';
 import { CLIPTokenizer } from '../src/tokenizer/clip_tokenizer.js';
 import { checkBenchArgs } from './args.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -50,7 +51,7 @@ async function child(backend: string): Promise<void> {
     const bytes = fs.statSync(path.join(dir, 'model.safetensors')).size;
 
     t = performance.now();
-    const model = loadClipTextModel(dir);
+    const model = loadComponent(dir, 'CLIPTextModelWithProjection');
     const loadS = (performance.now() - t) / 1000;
 
     const tok = CLIPTokenizer.fromDir(path.join(CONFIGS, 'tokenizer')); // real Karlo: pad "!" = 0

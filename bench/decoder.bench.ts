@@ -26,15 +26,16 @@ import { randomWeights } from './random_weights.js';
 import { readJson } from '../src/io/weights.js';
 import type { ResnetBlock2D } from '../src/layers/resnet.js';
 import type { AddedKVAttention } from '../src/layers/attention.js';
-import { UNet2DConditionModel, loadUNet2DCondition, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
+import { UNet2DConditionModel, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
 import { SimpleCrossAttnDownBlock2D, SimpleCrossAttnUpBlock2D } from '../src/layers/cross_attn_blocks.js';
-import { UnCLIPTextProjModel, loadTextProj, textProjConfig } from '../src/models/text_proj.js';
+import { UnCLIPTextProjModel, textProjConfig } from '../src/models/text_proj.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { decoderConditioning, decoderPredict } from '../src/pipeline/decoder_stage.js';
 import { denoiseStep } from '../src/samplers/denoise.js';
 import { checkBenchArgs } from './args.js';
 import { torchForward, torchForwardLine, torchSeconds } from './side_by_side.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -92,8 +93,8 @@ export function unet2dConditionGflop(m: UNet2DConditionModel, H: number, W: numb
 async function child(backend: string, dir: string, size: number, warmSteps: number): Promise<void> {
   const choice = await initBackend(backend);
   const t0 = performance.now();
-  const decoder = loadUNet2DCondition(path.join(dir, 'decoder'));
-  const textProj = loadTextProj(path.join(dir, 'text_proj'));
+  const decoder = loadComponent(path.join(dir, 'decoder'), 'UNet2DConditionModel');
+  const textProj = loadComponent(path.join(dir, 'text_proj'), 'UnCLIPTextProjModel');
   const loadS = (performance.now() - t0) / 1000;
   const loadPeakMB = maxRssMB();
   const weightsMB = ((decoder.numParameters() + textProj.numParameters()) * 4) / MB;

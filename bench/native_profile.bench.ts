@@ -11,7 +11,7 @@ import { initBackend } from '../src/backend/index.js';
 import { enableKernelProfile, kernelProfile, describeNative } from '../src/backend/native/index.js';
 import { readJson } from '../src/io/weights.js';
 import type { TensorSource } from '../src/layers/module.js';
-import { UNet2DModel } from '../src/models/unet2d.js';
+import { UNet2DModel, unet2dConfig } from '../src/models/unet2d.js';
 import { GroupNorm } from '../src/layers/basic.js';
 import { groupNorm } from '../src/ops/group_norm.js';
 import { UNet2DConditionModel, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
@@ -81,7 +81,7 @@ async function main() {
   let run: () => tf.Tensor;
   let net: UNet2DModel | UNet2DConditionModel;
   if (model === 'sr') {
-    const m = new UNet2DModel(readJson(path.join(CONFIGS, 'super_res_first/config.json')) as Record<string, unknown>);
+    const m = new UNet2DModel(unet2dConfig(readJson(path.join(CONFIGS, 'super_res_first/config.json'))));
     m.loadStateDict(randomSource(m.namedParameters().map(([k, p]) => [k, p.torchShape])), { trainable: false });
     const x = tf.randomNormal([batch, 6, size, size]) as tf.Tensor4D;
     run = () => m.forward(x, 500);

@@ -17,13 +17,14 @@ import { initBackend, availableBackends, type BackendName } from '../src/backend
 import { saveSafetensors } from '../src/io/safetensors.js';
 import { randomWeights } from './random_weights.js';
 import { readJson } from '../src/io/weights.js';
-import { PriorTransformer, loadPrior, type PriorTransformerConfig } from '../src/models/prior_transformer.js';
+import { PriorTransformer, priorTransformerConfig, type PriorTransformerConfig } from '../src/models/prior_transformer.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { checkBenchArgs } from './args.js';
 import { torchForward, torchForwardLine, torchSeconds } from './side_by_side.js';
 import { priorPredict } from '../src/pipeline/prior_stage.js';
 import { denoiseStep } from '../src/samplers/denoise.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -44,7 +45,7 @@ async function child(backend: string, dir: string): Promise<void> {
   const rawCfg = readJson(path.join(dir, 'config.json'));
   const baseRss = rssMB();
   let t = performance.now();
-  const prior = loadPrior(dir);
+  const prior = loadComponent(dir, 'PriorTransformer');
   const loadS = (performance.now() - t) / 1000;
   const loadRss = rssMB();
   const weightBytes = prior.numParameters() * 4;
@@ -97,7 +98,7 @@ async function main(): Promise<void> {
   const asked = process.argv.slice(2).filter((a, k, all) => !a.startsWith('-') && all[k - 1] !== '--config') as Exclude<BackendName, 'auto'>[];
   const backends = asked.length ? asked : await availableBackends(['native', 'cpu']);
   const rawCfg = readJson(path.join(cfgDir, 'config.json'));
-  const shell = new PriorTransformer(rawCfg);
+  const shell = new PriorTransformer(priorTransformerConfig(rawCfg, path.join(cfgDir, 'config.json')));
   const params = shell.numParameters();
   if (ci < 0) {
     const expected = readJson<Record<string, number>>(path.join(CONFIGS, 'param_counts.json')).prior;

@@ -10,11 +10,8 @@ import * as path from 'node:path';
 import { saveSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { readJson } from '../src/io/weights.js';
 import type { Module } from '../src/layers/module.js';
-import { CLIPTextModelWithProjection, clipTextConfig } from '../src/models/clip_text.js';
-import { PriorTransformer } from '../src/models/prior_transformer.js';
-import { UnCLIPTextProjModel, textProjConfig } from '../src/models/text_proj.js';
-import { UNet2DConditionModel, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
-import { UNet2DModel } from '../src/models/unet2d.js';
+import { UNCLIP_COMPONENTS } from '../src/io/model_folder.js';
+import { buildComponent, type ComponentKind } from '../src/loading/load_component.js';
 
 /** Deterministic random weights for every parameter of model (PyTorch state-dict names and shapes). */
 export function randomWeights(model: Module, seed = 1): Record<string, TensorToWrite> {
@@ -50,14 +47,7 @@ const SCHEDULERS = ['prior_scheduler', 'decoder_scheduler', 'super_res_scheduler
 
 /** An unloaded module (parameter names and shapes only) built from a component's config.json. */
 export function componentShell(name: ModelComponent, cfgFile: string): Module {
-  const raw = readJson<Record<string, unknown>>(cfgFile);
-  switch (name) {
-    case 'text_encoder': return new CLIPTextModelWithProjection(clipTextConfig(raw, cfgFile));
-    case 'prior': return new PriorTransformer(raw, cfgFile);
-    case 'text_proj': return new UnCLIPTextProjModel(textProjConfig(raw, cfgFile));
-    case 'decoder': return new UNet2DConditionModel(unet2dConditionConfig(raw, cfgFile));
-    default: return new UNet2DModel(raw, cfgFile);
-  }
+  return buildComponent(UNCLIP_COMPONENTS[name].className as ComponentKind, readJson<Record<string, unknown>>(cfgFile), cfgFile);
 }
 
 export interface WrittenFolder {

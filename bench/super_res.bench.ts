@@ -21,7 +21,7 @@ import { initBackend, availableBackends } from '../src/backend/index.js';
 import { saveSafetensors } from '../src/io/safetensors.js';
 import { randomWeights } from './random_weights.js';
 import { readJson } from '../src/io/weights.js';
-import { UNet2DModel, loadUNet2D, type UNet2DConfig } from '../src/models/unet2d.js';
+import { UNet2DModel, unet2dConfig, type UNet2DConfig } from '../src/models/unet2d.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { bicubicResize } from '../src/layers/interpolate.js';
@@ -29,6 +29,7 @@ import { superResPredict } from '../src/pipeline/super_res_stage.js';
 import { denoiseStep } from '../src/samplers/denoise.js';
 import { checkBenchArgs } from './args.js';
 import { torchForward, torchForwardLine, torchSeconds } from './side_by_side.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CONFIGS = path.join(ROOT, 'test/fixtures/karlo_configs');
@@ -91,7 +92,7 @@ function activationEstimateMB(cfg: UNet2DConfig, H: number, W: number): { skipsM
 async function child(backend: string, dir: string, size: number, warmSteps: number): Promise<void> {
   const choice = await initBackend(backend);
   const t0 = performance.now();
-  const unet = loadUNet2D(dir);
+  const unet = loadComponent(dir, 'UNet2DModel');
   const loadS = (performance.now() - t0) / 1000;
   const loadPeakMB = maxRssMB();
   const cfg = unet.config;
@@ -156,7 +157,7 @@ async function main(): Promise<void> {
   for (const b of wanted) if (!backends.includes(b as never)) console.log(`${b}: not available here, skipped`);
 
   const rawCfg = readJson(path.join(cfgDir, 'config.json'));
-  const shell = new UNet2DModel(rawCfg, path.join(cfgDir, 'config.json'));
+  const shell = new UNet2DModel(unet2dConfig(rawCfg, path.join(cfgDir, 'config.json')));
   const params = shell.numParameters();
   const real = !opt('--config');
   if (real) {

@@ -28,13 +28,18 @@ export {
   type SlerpMode, type TextInterpolationOptions, type ImageInterpolationOptions, type InterpolationResult,
 } from './pipeline/interpolation.js';
 
-// Models (configs are the components' config.json; loaders read a component folder)
-export { CLIPTextModelWithProjection, loadClipTextModel, clipTextConfig, CLIP_TEXT_DEFAULTS, type CLIPTextConfig, type CLIPTextOutput } from './models/clip_text.js';
-export { CLIPVisionModelWithProjection, loadClipVisionModel, clipVisionConfig, CLIP_VISION_DEFAULTS, type CLIPVisionConfig, type CLIPVisionOutput } from './models/clip_vision.js';
-export { PriorTransformer, loadPrior, priorTransformerConfig, PRIOR_TRANSFORMER_DEFAULTS, type PriorTransformerConfig } from './models/prior_transformer.js';
-export { UnCLIPTextProjModel, loadTextProj, textProjConfig, type UnCLIPTextProjConfig, type TextProjInputs, type TextProjOutputs } from './models/text_proj.js';
-export { UNet2DConditionModel, loadUNet2DCondition, unet2dConditionConfig, type UNet2DConditionConfig, type UNetForwardOptions } from './models/unet2d_condition.js';
-export { UNet2DModel, loadUNet2D, resolveUNet2DConfig, UNET2D_DEFAULTS, type UNet2DConfig } from './models/unet2d.js';
+// Models take a typed config (xConfig(raw, source) fills defaults and rejects unknown fields); loadComponent reads
+// a component folder (config.json + weights) into the model its kind names.
+export { CLIPTextModelWithProjection, clipTextConfig, CLIP_TEXT_DEFAULTS, type CLIPTextConfig, type CLIPTextOutput } from './models/clip_text.js';
+export { CLIPVisionModelWithProjection, clipVisionConfig, CLIP_VISION_DEFAULTS, type CLIPVisionConfig, type CLIPVisionOutput } from './models/clip_vision.js';
+export { PriorTransformer, priorTransformerConfig, PRIOR_TRANSFORMER_DEFAULTS, type PriorTransformerConfig } from './models/prior_transformer.js';
+export { UnCLIPTextProjModel, textProjConfig, TEXT_PROJ_DEFAULTS, type UnCLIPTextProjConfig, type TextProjInputs, type TextProjOutputs } from './models/text_proj.js';
+export { UNet2DConditionModel, unet2dConditionConfig, UNET2D_CONDITION_DEFAULTS, type UNet2DConditionConfig, type UNetForwardOptions } from './models/unet2d_condition.js';
+export { UNet2DModel, unet2dConfig, UNET2D_DEFAULTS, type UNet2DConfig } from './models/unet2d.js';
+export {
+  loadComponent, componentConfig, buildComponent, COMPONENT_KINDS,
+  type ComponentKind, type ComponentConfig, type ComponentModel, type LoadComponentOptions,
+} from './loading/load_component.js';
 export { Module, ModuleList, formatLoadReport, type OutputHook, type LoadReport, type Parameter, type TensorSource } from './layers/module.js';
 
 // Scheduler, generator, tokenizer

@@ -5,9 +5,10 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors } from '../src/io/safetensors.js';
 import { readJson } from '../src/io/weights.js';
-import { CLIPTextModelWithProjection, clipTextConfig, loadClipTextModel, CLIP_TEXT_DEFAULTS } from '../src/models/clip_text.js';
+import { CLIPTextModelWithProjection, clipTextConfig, CLIP_TEXT_DEFAULTS } from '../src/models/clip_text.js';
 import { PARITY_KINDS } from '../src/parity/registry.js';
 import { assertClose, backendsUnderTest, fixture, useBackend } from './helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const io = loadSafetensors(fixture('clip_text', 'io.safetensors'));
 const ids = io.get('input_ids')!;
@@ -17,7 +18,7 @@ const backends = await backendsUnderTest();
 for (const b of backends) {
   test(`[${b}] clip_text: last_hidden_state, text_embeds, hidden_states.* and masked__* within 1e-4`, async () => {
     await useBackend(b);
-    const model = loadClipTextModel(fixture('clip_text'));
+    const model = loadComponent(fixture('clip_text'), 'CLIPTextModelWithProjection');
     const base = tf.memory().numTensors;
     const idsT = tf.tensor2d(ids.data as Int32Array, ids.shape as [number, number], 'int32');
     const maskT = tf.tensor2d(mask.data as Int32Array, mask.shape as [number, number], 'int32');
@@ -79,9 +80,9 @@ test('config: defaults, nested CLIPConfig, and errors naming the field', () => {
   assert.is(real.eos_token_id, 2);
   assert.is(new CLIPTextModelWithProjection(real).numParameters(), 123_650_304);
   assert.is(clipTextConfig({ model_type: 'clip', projection_dim: 32, text_config: { hidden_size: 64, num_attention_heads: 4 } }).projection_dim, 32);
-  assert.throws(() => clipTextConfig({ hidden_act: 'relu' }, 'x/config.json'), /x\/config.json: hidden_act "relu"/);
+  assert.throws(() => clipTextConfig({ hidden_act: 'relu' }, 'x/config.json'), /x\/config.json: hidden_act = "relu" is not supported by CLIPTextModelWithProjection/);
   assert.throws(() => clipTextConfig({ hidden_size: 10, num_attention_heads: 3 }), /not divisible/);
-  assert.throws(() => loadClipTextModel(fixture('prior')), /config.json/);
+  assert.throws(() => loadComponent(fixture('prior'), 'CLIPTextModelWithProjection'), /config.json/);
 });
 
 test('karlo parity kind "clip_text" recognises the fixture folder and compares all 7 reference tensors', async () => {

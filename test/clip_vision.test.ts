@@ -12,9 +12,10 @@ import { readImage } from '../src/io/image.js';
 import { decodePng } from '../src/io/png.js';
 import * as fs from 'node:fs';
 import { clipPreprocess, clipProcessorConfig, pilResizeBicubic, readClipProcessorConfig, shortestEdgeSize } from '../src/io/clip_preprocess.js';
-import { clipVisionConfig, loadClipVisionModel } from '../src/models/clip_vision.js';
+import { clipVisionConfig } from '../src/models/clip_vision.js';
 import { PARITY_KINDS } from '../src/parity/registry.js';
 import { assertClose, backendsUnderTest, fixture, useBackend } from './helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const dir = fixture('clip_vision');
 const io = loadSafetensors(path.join(dir, 'io.safetensors'));
@@ -24,7 +25,7 @@ const backends = [...new Set([...(await backendsUnderTest()), ...(process.env.KA
 for (const b of backends) {
   test(`[${b}] clip_vision: image_embeds, last_hidden_state, pooler_output, hidden_states.* within 1e-4; no leak`, async () => {
     await useBackend(b);
-    const model = loadClipVisionModel(dir);
+    const model = loadComponent(dir, 'CLIPVisionModelWithProjection');
     const base = tf.memory().numTensors;
     const pv = io.get('pixel_values')!;
     const x = tf.tensor4d(pv.data as Float32Array, pv.shape as [number, number, number, number]);
@@ -46,7 +47,7 @@ for (const b of backends) {
 
 test('clip_vision: state-dict keys are transformers\' keys; bad inputs and configs are clear errors', async () => {
   await useBackend(backends[0]);
-  const model = loadClipVisionModel(dir);
+  const model = loadComponent(dir, 'CLIPVisionModelWithProjection');
   const keys = model.namedParameters().map(([k]) => k);
   assert.ok(keys.includes('vision_model.embeddings.class_embedding'));
   assert.ok(keys.includes('vision_model.pre_layrnorm.weight'));
@@ -56,7 +57,7 @@ test('clip_vision: state-dict keys are transformers\' keys; bad inputs and confi
   assert.throws(() => model.forward(bad), /pixel_values must be \[batch, 3, 32, 32\] \(NCHW\), got \[1,3,16,16\]/);
   bad.dispose();
   model.dispose();
-  assert.throws(() => clipVisionConfig({ image_size: 30, patch_size: 8 }, 'c.json'), /c\.json: image_size 30 is not a multiple of patch_size 8/);
+  assert.throws(() => clipVisionConfig({ image_size: 30, patch_size: 8 }, 'c.json'), /c\.json: image_size = 30 is not supported by CLIPVisionModelWithProjection \(not a multiple of patch_size 8\)/);
   assert.throws(() => clipVisionConfig({ model_type: 'clip_text_model' }, 'c.json'), /not a CLIP vision model/);
   // a CLIPConfig's vision_config with the top-level projection_dim
   const c = clipVisionConfig({ model_type: 'clip', projection_dim: 768, vision_config: { hidden_size: 1024, patch_size: 14, num_hidden_layers: 24, num_attention_heads: 16, intermediate_size: 4096 } });

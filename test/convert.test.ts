@@ -15,11 +15,7 @@ import { convertOriginal, openOriginal, planRelease, TOKENIZER_DIR } from '../to
 import { readKarloConfigs, defaultHparams } from '../tools/convert/hparams.js';
 import { parseYaml } from '../tools/convert/yaml.js';
 import { toPythonJson, pyFloat, pyFloatRepr } from '../tools/convert/pyjson.js';
-import { loadClipTextModel } from '../src/models/clip_text.js';
-import { loadPrior } from '../src/models/prior_transformer.js';
-import { loadTextProj } from '../src/models/text_proj.js';
-import { loadUNet2D } from '../src/models/unet2d.js';
-import { loadUNet2DCondition } from '../src/models/unet2d_condition.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const ROOT = fixture('original_ckpt');
 const ORIGINAL = path.join(ROOT, 'original');
@@ -116,12 +112,12 @@ test('convert: the converted folder loads strictly into our modules and reproduc
   for (const b of await backendsUnderTest()) {
     await useBackend(b);
     const before = tf.memory().numTensors;
-    const clip = loadClipTextModel(path.join(OUT, 'text_encoder'));
-    const prior = loadPrior(path.join(OUT, 'prior'), { strict: true });
-    const textProj = loadTextProj(path.join(OUT, 'text_proj'));
-    const decoder = loadUNet2DCondition(path.join(OUT, 'decoder'));
-    const srFirst = loadUNet2D(path.join(OUT, 'super_res_first'));
-    const srLast = loadUNet2D(path.join(OUT, 'super_res_last'));
+    const clip = loadComponent(path.join(OUT, 'text_encoder'), 'CLIPTextModelWithProjection');
+    const prior = loadComponent(path.join(OUT, 'prior'), 'PriorTransformer');
+    const textProj = loadComponent(path.join(OUT, 'text_proj'), 'UnCLIPTextProjModel');
+    const decoder = loadComponent(path.join(OUT, 'decoder'), 'UNet2DConditionModel');
+    const srFirst = loadComponent(path.join(OUT, 'super_res_first'), 'UNet2DModel');
+    const srLast = loadComponent(path.join(OUT, 'super_res_last'), 'UNet2DModel');
     tf.tidy(() => {
       const c = clip.forward(T('clip.input_ids') as tf.Tensor2D);
       assertClose(`${b} clip text_embeds`, c.textEmbeds, io.get('clip.hf_text_embeds')!);

@@ -12,10 +12,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { fixture, useBackend } from './helpers.js';
 import { saveTorchStateDict, type TensorToSave } from '../src/io/torch/writer.js';
 import { convertOriginal, ORIGINAL_FILES } from '../tools/convert/convert.js';
-import { loadPrior } from '../src/models/prior_transformer.js';
-import { loadTextProj } from '../src/models/text_proj.js';
-import { loadUNet2D } from '../src/models/unet2d.js';
-import { loadUNet2DCondition } from '../src/models/unet2d_condition.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-sizes-'));
 const FROM = path.join(tmp, 'original');
@@ -162,11 +159,11 @@ test('a synthetic release of other sizes converts to configs that follow the rul
 
   await useBackend('cpu');
   const before = tf.memory().numTensors;
-  const pm = loadPrior(path.join(OUT, 'prior'), { strict: true });
-  const tp = loadTextProj(path.join(OUT, 'text_proj'));
-  const um = loadUNet2DCondition(path.join(OUT, 'decoder'));
-  const s1 = loadUNet2D(path.join(OUT, 'super_res_first'));
-  const s2 = loadUNet2D(path.join(OUT, 'super_res_last'));
+  const pm = loadComponent(path.join(OUT, 'prior'), 'PriorTransformer');
+  const tp = loadComponent(path.join(OUT, 'text_proj'), 'UnCLIPTextProjModel');
+  const um = loadComponent(path.join(OUT, 'decoder'), 'UNet2DConditionModel');
+  const s1 = loadComponent(path.join(OUT, 'super_res_first'), 'UNet2DModel');
+  const s2 = loadComponent(path.join(OUT, 'super_res_last'), 'UNet2DModel');
   tf.tidy(() => {
     const emb = pm.forward(tf.ones([1, 64]), 10, tf.ones([1, 64]), tf.ones([1, 77, 64]) as tf.Tensor3D, tf.ones([1, 77]));
     assert.equal(emb.shape, [1, 64]);

@@ -5,12 +5,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadTextProj } from '../src/models/text_proj.js';
-import { loadUNet2DCondition } from '../src/models/unet2d_condition.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { runDecoder } from '../src/pipeline/decoder_stage.js';
 import { runDecoderStageParity } from '../src/parity/decoder_stage.js';
 import { fixture, backendsUnderTest, useBackend } from './helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const DIR = fixture('pipeline_tiny');
 
@@ -39,8 +38,8 @@ for (const backend of await backendsUnderTest()) {
 
 test('runDecoder reports every step, clamps to [-1, 1], checks its inputs and frees every step', async () => {
   await useBackend('cpu');
-  const textProj = loadTextProj(fixture('pipeline_tiny', 'text_proj'));
-  const decoder = loadUNet2DCondition(fixture('pipeline_tiny', 'decoder'));
+  const textProj = loadComponent(fixture('pipeline_tiny', 'text_proj'), 'UnCLIPTextProjModel');
+  const decoder = loadComponent(fixture('pipeline_tiny', 'decoder'), 'UNet2DConditionModel');
   const sched = UnCLIPScheduler.fromDir(fixture('pipeline_tiny', 'decoder_scheduler'));
   const text = {
     promptEmbeds: tf.randomNormal([2, 16]) as tf.Tensor2D,

@@ -6,9 +6,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors } from '../src/io/safetensors.js';
 import { readJson } from '../src/io/weights.js';
 import { CLIPTokenizer } from '../src/tokenizer/clip_tokenizer.js';
-import { loadClipTextModel } from '../src/models/clip_text.js';
 import { encodePrompt } from '../src/pipeline/encode_prompt.js';
 import { assertClose, backendsUnderTest, fixture, useBackend } from './helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const run = loadSafetensors(fixture('pipeline_tiny', 'run.safetensors'));
 const prompts = readJson<{ prompt: string[] }>(fixture('pipeline_tiny', 'run.json')).prompt;
@@ -18,7 +18,7 @@ for (const b of backends) {
   test(`[${b}] encodePrompt equals the pipeline's cap.prompt_embeds / cap.text_enc_hid_states / cap.text_mask`, async () => {
     await useBackend(b);
     const tok = CLIPTokenizer.fromDir(fixture('pipeline_tiny', 'tokenizer'));
-    const enc = loadClipTextModel(fixture('pipeline_tiny', 'text_encoder'));
+    const enc = loadComponent(fixture('pipeline_tiny', 'text_encoder'), 'CLIPTextModelWithProjection');
     const base = tf.memory().numTensors;
     const out = encodePrompt(tok, enc, prompts, { numImagesPerPrompt: 1, doClassifierFreeGuidance: true });
     assertClose('cap.prompt_embeds', out.promptEmbeds, run.get('cap.prompt_embeds')!);
@@ -35,7 +35,7 @@ for (const b of backends) {
 test('numImagesPerPrompt repeats rows (repeat_interleave), uncond block first; no CFG gives the prompts only', async () => {
   await useBackend(backends[0]);
   const tok = CLIPTokenizer.fromDir(fixture('pipeline_tiny', 'tokenizer'));
-  const enc = loadClipTextModel(fixture('pipeline_tiny', 'text_encoder'));
+  const enc = loadComponent(fixture('pipeline_tiny', 'text_encoder'), 'CLIPTextModelWithProjection');
   const ref = run.get('cap.prompt_embeds')!; // rows: "", "", p0, p1
   const D = ref.shape[1];
   const row = (i: number) => ref.data.slice(i * D, (i + 1) * D) as Float32Array;
@@ -55,7 +55,7 @@ test('numImagesPerPrompt repeats rows (repeat_interleave), uncond block first; n
 test('a prompt longer than 77 tokens is truncated with a warning naming the dropped text', async () => {
   await useBackend(backends[0]);
   const tok = CLIPTokenizer.fromDir(fixture('pipeline_tiny', 'tokenizer'));
-  const enc = loadClipTextModel(fixture('pipeline_tiny', 'text_encoder'));
+  const enc = loadComponent(fixture('pipeline_tiny', 'text_encoder'), 'CLIPTextModelWithProjection');
   const warnings: string[] = [];
   const long = Array.from({ length: 80 }, (_, i) => (i < 75 ? 'frog' : 'toad')).join(' ');
   const out = encodePrompt(tok, enc, [long], { warn: (m) => warnings.push(m) });
@@ -74,7 +74,7 @@ test('a tokenizer whose ids exceed the text encoder vocabulary is a clear error,
   await useBackend(backends[backends.length - 1]);
   const tok = CLIPTokenizer.fromDir(fixture('pipeline_tiny', 'tokenizer'));
   // the converted-checkpoint fixture's CLIP has a 320-token vocabulary
-  const enc = loadClipTextModel(fixture('original_ckpt', 'expected', 'text_encoder'));
+  const enc = loadComponent(fixture('original_ckpt', 'expected', 'text_encoder'), 'CLIPTextModelWithProjection');
   const base = tf.memory().numTensors;
   assert.throws(() => encodePrompt(tok, enc, ['a frog'], {}), /id 4940[67] .*vocab_size is 320.*do not belong together/);
   assert.is(tf.memory().numTensors, base);

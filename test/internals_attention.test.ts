@@ -6,14 +6,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadClipTextModel } from '../src/models/clip_text.js';
-import { loadPrior } from '../src/models/prior_transformer.js';
-import { loadUNet2DCondition } from '../src/models/unet2d_condition.js';
 import { SafetensorsFile, type TensorData } from '../src/io/safetensors.js';
 import type { Module, OutputHook } from '../src/layers/module.js';
 import type { Linear } from '../src/layers/basic.js';
 import { Capture } from '../src/internals/interventions.js';
 import { fixture, backendsUnderTest, useBackend, assertClose } from './helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 function io(dir: string): (n: string) => TensorData {
   const f = SafetensorsFile.open(fixture(dir, 'io.safetensors'));
@@ -89,7 +87,7 @@ function plainRun(fwd: () => tf.Tensor): Float32Array {
 for (const backend of await backendsUnderTest()) {
   test(`[${backend}] CLIP text self-attention probs = softmax(QKᵀ/√d + causal mask) from the layer's own q/k; rows sum to 1; outputs unchanged`, async () => {
     await useBackend(backend);
-    const model = loadClipTextModel(fixture('clip_text'));
+    const model = loadComponent(fixture('clip_text'), 'CLIPTextModelWithProjection');
     const ref = io('clip_text');
     const ids = tf.tensor2d(ref('input_ids').data as Int32Array, [3, 77], 'int32');
     const before = tf.memory().numTensors;
@@ -120,7 +118,7 @@ for (const backend of await backendsUnderTest()) {
 
   test(`[${backend}] prior causal self-attention probs over 81 tokens = softmax(QKᵀ/√d + padding and causal bias); rows sum to 1; outputs unchanged`, async () => {
     await useBackend(backend);
-    const prior = loadPrior(fixture('prior'));
+    const prior = loadComponent(fixture('prior'), 'PriorTransformer');
     const ref = io('prior');
     const t = (n: string, shape: number[]) => tf.tensor(ref(n).data as Float32Array, shape, 'float32');
     const hs = t('hidden_states', [6, 16]), pe = t('proj_embedding', [6, 16]), enc = t('encoder_hidden_states', [6, 77, 16]) as tf.Tensor3D;
@@ -157,7 +155,7 @@ for (const backend of await backendsUnderTest()) {
 
   test(`[${backend}] decoder AddedKV probs: spatial queries over [extra + text tokens | spatial keys] = softmax(QKᵀ/√d + mask bias); rows sum to 1; outputs unchanged`, async () => {
     await useBackend(backend);
-    const unet = loadUNet2DCondition(fixture('decoder'));
+    const unet = loadComponent(fixture('decoder'), 'UNet2DConditionModel');
     const ref = io('decoder');
     const t = (n: string, shape: number[]) => tf.tensor(ref(n).data as Float32Array, shape, 'float32');
     const sample = t('sample', [4, 3, 16, 16]) as tf.Tensor4D, enc = t('encoder_hidden_states', [4, 81, 64]) as tf.Tensor3D;
@@ -203,7 +201,7 @@ for (const backend of await backendsUnderTest()) {
 
 test('attention probs are opt-in: hooks without `wants` never see them; a hook that wants nothing is never called', async () => {
   await useBackend('cpu');
-  const prior = loadPrior(fixture('prior'));
+  const prior = loadComponent(fixture('prior'), 'PriorTransformer');
   const ref = io('prior');
   const t = (n: string, shape: number[]) => tf.tensor(ref(n).data as Float32Array, shape, 'float32');
   const hs = t('hidden_states', [6, 16]), pe = t('proj_embedding', [6, 16]), enc = t('encoder_hidden_states', [6, 77, 16]) as tf.Tensor3D;

@@ -7,14 +7,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadClipTextModel } from '../src/models/clip_text.js';
-import { loadPrior, type PriorTransformer } from '../src/models/prior_transformer.js';
-import { loadUNet2DCondition } from '../src/models/unet2d_condition.js';
+import type { PriorTransformer } from '../src/models/prior_transformer.js';
 import { SafetensorsFile, type TensorData } from '../src/io/safetensors.js';
 import { Capture, addDirection, makeHook, replaceWith, scaleHeads, zeroHeads, type Edit } from '../src/internals/interventions.js';
 import type { OutputHook } from '../src/layers/module.js';
 import type { SimpleCrossAttnDownBlock2D } from '../src/layers/cross_attn_blocks.js';
 import { fixture, backendsUnderTest, useBackend, assertClose } from './helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 function io(dir: string): (n: string) => TensorData {
   const f = SafetensorsFile.open(fixture(dir, 'io.safetensors'));
@@ -69,7 +68,7 @@ function runPrior(prior: PriorTransformer, inp: ReturnType<typeof priorInputs>, 
 for (const backend of await backendsUnderTest()) {
   test(`[${backend}] patching the last prior block's output with X gives the prior head applied to X; adding a direction d gives the head of X + d`, async () => {
     await useBackend(backend);
-    const prior = loadPrior(fixture('prior'));
+    const prior = loadComponent(fixture('prior'), 'PriorTransformer');
     const inp = priorInputs();
     const before = tf.memory().numTensors;
     const last = `transformer_blocks.${prior.transformer_blocks.length - 1}`;
@@ -95,7 +94,7 @@ for (const backend of await backendsUnderTest()) {
 
   test(`[${backend}] prior: ablating all heads of attn1 leaves exactly its to_out bias; head edits are linear (zero/scale identities)`, async () => {
     await useBackend(backend);
-    const prior = loadPrior(fixture('prior'));
+    const prior = loadComponent(fixture('prior'), 'PriorTransformer');
     const inp = priorInputs();
     const before = tf.memory().numTensors;
     const attn = 'transformer_blocks.0.attn1';
@@ -122,7 +121,7 @@ for (const backend of await backendsUnderTest()) {
 
   test(`[${backend}] decoder: ablating all heads of an AddedKV attention leaves its input + to_out bias (NCHW at the hook)`, async () => {
     await useBackend(backend);
-    const unet = loadUNet2DCondition(fixture('decoder'));
+    const unet = loadComponent(fixture('decoder'), 'UNet2DConditionModel');
     const ref = io('decoder');
     const t = (n: string, shape: number[]) => tf.tensor(ref(n).data as Float32Array, shape, 'float32');
     const sample = t('sample', [4, 3, 16, 16]) as tf.Tensor4D, enc = t('encoder_hidden_states', [4, 81, 64]) as tf.Tensor3D;
@@ -155,7 +154,7 @@ for (const backend of await backendsUnderTest()) {
 
   test(`[${backend}] CLIP text: the last layer's output captured from prompt A, patched into prompt B's run, reproduces A's last_hidden_state`, async () => {
     await useBackend(backend);
-    const model = loadClipTextModel(fixture('clip_text'));
+    const model = loadComponent(fixture('clip_text'), 'CLIPTextModelWithProjection');
     const ids = io('clip_text')('input_ids').data as Int32Array;
     const row = (r: number) => tf.tensor2d(ids.subarray(r * 77, (r + 1) * 77), [1, 77], 'int32');
     const a = row(0), b = row(1);

@@ -12,10 +12,10 @@ import { openModelFolder, VARIATION_PIPELINE } from '../src/io/model_folder.js';
 import { checkModelFolder } from '../src/pipeline/check_folder.js';
 import { UNCLIP_COMPONENTS } from '../src/io/model_folder.js';
 import { UnCLIPPipeline } from '../src/pipeline/unclip_pipeline.js';
-import { loadClipVisionModel } from '../src/models/clip_vision.js';
 import { NANO, NANO_MODEL_COMPONENTS } from '../src/nano/configs.js';
 import { initRule, weightsFileName, writeNanoInitFolder } from '../src/nano/init.js';
 import { useBackend } from './helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 await useBackend('native').catch(() => useBackend('cpu'));
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-nano-init-'));
@@ -37,7 +37,7 @@ test('a diffusers UnCLIPPipeline folder with the image-variation extras; every c
   // The variation components (image_encoder, feature_extractor, ...) are all there with their classes.
   const v = openModelFolder(f32, { ...VARIATION_PIPELINE, className: 'UnCLIPPipeline' });
   assert.ok(v.weights.image_encoder);
-  const vision = loadClipVisionModel(path.join(f32, 'image_encoder'));
+  const vision = loadComponent(path.join(f32, 'image_encoder'), 'CLIPVisionModelWithProjection');
   assert.is(vision.config.image_size, NANO.visionSize);
   assert.is(vision.config.projection_dim, NANO.clipDim);
   vision.dispose();

@@ -14,7 +14,7 @@ import { UnCLIPPipeline, KARLO_PRESETS, type StageEvent } from '../src/pipeline/
 import type { Comparison } from '../src/parity/compare.js';
 import { backendsUnderTest, fixture, useBackend } from './helpers.js';
 import { availableBackends } from '../src/backend/index.js';
-import { loadUNet2D } from '../src/models/unet2d.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const backends = await backendsUnderTest();
 const TINY = fixture('pipeline_tiny');
@@ -187,7 +187,7 @@ test('super-res holds one UNet at a time: super_res_last is loaded for the last 
   const kept = await UnCLIPPipeline.load(MINI, { keepLoaded: true });
   const keptRun = await perStep(kept);
   const b0 = tf.memory().numTensors;
-  const unet = loadUNet2D(path.join(MINI, 'super_res_last'));
+  const unet = loadComponent(path.join(MINI, 'super_res_last'), 'UNet2DModel');
   const nUnet = tf.memory().numTensors - b0;
   unet.dispose();
   assert.is(keptRun.n[2] - keptRun.n[0], nUnet, `both UNets alive at the last step with keepLoaded (${keptRun.n})`);

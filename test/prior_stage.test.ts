@@ -4,11 +4,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadPrior } from '../src/models/prior_transformer.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { runPrior } from '../src/pipeline/prior_stage.js';
 import { runPriorStageParity } from '../src/parity/prior_stage.js';
 import { fixture, backendsUnderTest, useBackend } from './helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const DIR = fixture('pipeline_tiny');
 
@@ -31,7 +31,7 @@ for (const backend of await backendsUnderTest()) {
 }
 
 test('runPrior reports every step, checks its inputs and frees every step', async () => {
-  const prior = loadPrior(fixture('pipeline_tiny', 'prior'));
+  const prior = loadComponent(fixture('pipeline_tiny', 'prior'), 'PriorTransformer');
   const sched = UnCLIPScheduler.fromDir(fixture('pipeline_tiny', 'prior_scheduler'));
   const text = {
     promptEmbeds: tf.randomNormal([4, 16]) as tf.Tensor2D,

@@ -3,14 +3,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { PriorTransformer, loadPrior, priorTransformerConfig } from '../src/models/prior_transformer.js';
+import { PriorTransformer, priorTransformerConfig } from '../src/models/prior_transformer.js';
 import { readConfig, readJson } from '../src/io/weights.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { runPriorParity } from '../src/parity/prior.js';
 import { fixture, backendsUnderTest, useBackend } from './helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 test('parameter names and shapes are exactly the diffusers state dict of the tiny prior', () => {
-  const prior = new PriorTransformer(readConfig(fixture('prior')));
+  const prior = new PriorTransformer(priorTransformerConfig(readConfig(fixture('prior'))));
   const f = SafetensorsFile.open(fixture('prior', 'diffusion_pytorch_model.safetensors'));
   try {
     const ours = new Map(prior.namedParameters().map(([k, p]) => [k, p.torchShape.join(',')]));
@@ -23,7 +24,7 @@ test('parameter names and shapes are exactly the diffusers state dict of the tin
 });
 
 test('the real Karlo prior config builds 1,022,030,080 parameters (param_counts.json)', () => {
-  const prior = new PriorTransformer(readConfig(fixture('karlo_configs', 'prior')));
+  const prior = new PriorTransformer(priorTransformerConfig(readConfig(fixture('karlo_configs', 'prior'))));
   const counts = readJson<Record<string, number>>(fixture('karlo_configs', 'param_counts.json'));
   assert.is(prior.numParameters(), 1022030080);
   assert.is(prior.numParameters(), counts.prior);
@@ -53,7 +54,7 @@ for (const backend of await backendsUnderTest()) {
 
   test(`[${backend}] bad inputs are errors naming the argument`, async () => {
     await useBackend(backend);
-    const prior = loadPrior(fixture('prior'));
+    const prior = loadComponent(fixture('prior'), 'PriorTransformer');
     const before = tf.memory().numTensors;
     tf.tidy(() => {
       const h = tf.zeros([2, 16]);

@@ -4,10 +4,11 @@ import * as tf from '@tensorflow/tfjs-core';
 import { fixture, backendsUnderTest, useBackend, assertClose } from './helpers.js';
 import type { TensorData } from '../src/io/safetensors.js';
 import { RecordedRun } from '../src/parity/fixture.js';
-import { loadUNet2D, type UNet2DModel } from '../src/models/unet2d.js';
+import { type UNet2DModel } from '../src/models/unet2d.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { TorchGenerator } from '../src/random/generator.js';
 import { runSuperRes } from '../src/pipeline/super_res_stage.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 const dir = fixture('pipeline_tiny');
 const T = (d: TensorData) => tf.tensor(d.data, d.shape, d.dtype);
@@ -25,8 +26,8 @@ const timestepOf = (i: number) => RecordedRun.timestepOf(SR_STEPS[i]);
  * So: input of each step (latents and upscaled image) 1e-5, model output 1e-4, every prev_sample 1e-5, image 1e-5.
  */
 async function runAndCheck(run: RecordedRun, opts: { latents?: tf.Tensor; generator?: TorchGenerator; recordedNoise?: string[] }) {
-  const first = loadUNet2D(`${dir}/super_res_first`);
-  const last = loadUNet2D(`${dir}/super_res_last`);
+  const first = loadComponent(`${dir}/super_res_first`, 'UNet2DModel');
+  const last = loadComponent(`${dir}/super_res_last`, 'UNet2DModel');
   const sched = UnCLIPScheduler.fromDir(`${dir}/super_res_scheduler`);
   const small = T(run.need('cap.image_small')) as tf.Tensor4D;
   const seen: string[] = [];
@@ -109,8 +110,8 @@ test('super_res_last as a loader: called once, at the last step, after releaseFi
   const small = T(run.need('cap.image_small')) as tf.Tensor4D;
   const latents = T(run.need('input.super_res_latents'));
   // Reference: both models given up front.
-  const first0 = loadUNet2D(`${dir}/super_res_first`);
-  const last0 = loadUNet2D(`${dir}/super_res_last`);
+  const first0 = loadComponent(`${dir}/super_res_first`, 'UNet2DModel');
+  const last0 = loadComponent(`${dir}/super_res_last`, 'UNet2DModel');
   const ref = await runSuperRes(first0, last0, sched, small, { steps: 3, latents, generator: new TorchGenerator(5) });
   const refData = ref.dataSync().slice();
   tf.dispose([ref]);
@@ -118,7 +119,7 @@ test('super_res_last as a loader: called once, at the last step, after releaseFi
   last0.dispose();
 
   const base = tf.memory().numTensors;
-  const first = loadUNet2D(`${dir}/super_res_first`);
+  const first = loadComponent(`${dir}/super_res_first`, 'UNet2DModel');
   const nFirst = tf.memory().numTensors - base;
   assert.ok(nFirst > 0);
   const events: string[] = [];
@@ -128,7 +129,7 @@ test('super_res_last as a loader: called once, at the last step, after releaseFi
   const out = await runSuperRes(first, async () => {
     events.push(`load@${step}`);
     assert.is(tf.memory().numTensors, afterRelease, 'nothing allocated between releaseFirst and the loader');
-    lastModel = loadUNet2D(`${dir}/super_res_last`);
+    lastModel = loadComponent(`${dir}/super_res_last`, 'UNet2DModel');
     return lastModel;
   }, sched, small, {
     steps: 3, latents, generator: new TorchGenerator(5),
@@ -151,7 +152,7 @@ test('super_res_last as a loader: called once, at the last step, after releaseFi
 
 test('super-res stage: bad inputs are errors naming them', async () => {
   await useBackend('cpu');
-  const first = loadUNet2D(`${dir}/super_res_first`);
+  const first = loadComponent(`${dir}/super_res_first`, 'UNet2DModel');
   const sched = UnCLIPScheduler.fromDir(`${dir}/super_res_scheduler`);
   const small = tf.zeros([2, 3, 16, 16]) as tf.Tensor4D;
   const bad = tf.zeros([2, 3, 32, 32]);

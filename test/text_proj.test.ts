@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { fixture, backendsUnderTest, useBackend } from './helpers.js';
 import { runTextProjParity } from '../src/parity/text_proj.js';
-import { textProjConfig, loadTextProj } from '../src/models/text_proj.js';
+import { textProjConfig } from '../src/models/text_proj.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 for (const backend of await backendsUnderTest()) {
   test(`[${backend}] UnCLIPTextProjModel matches diffusers on fixtures/text_proj (CFG), tensors freed`, async () => {
@@ -17,14 +18,14 @@ for (const backend of await backendsUnderTest()) {
 }
 
 test('text_proj config: unknown field and bad values are errors naming them', () => {
-  assert.throws(() => textProjConfig({ time_embed_dim: 8, cross_attention_dim: 4, foo: 1 }, 'x/config.json'), /x\/config.json: unsupported field "foo"/);
-  assert.throws(() => textProjConfig({ cross_attention_dim: 4 }, 'c'), /"time_embed_dim" must be a positive integer/);
+  assert.throws(() => textProjConfig({ time_embed_dim: 8, cross_attention_dim: 4, foo: 1 }, 'x/config.json'), /x\/config.json: unknown field "foo" for UnCLIPTextProjModel/);
+  assert.throws(() => textProjConfig({ cross_attention_dim: 4 }, 'c'), /field "time_embed_dim" is required by UnCLIPTextProjModel/);
   assert.equal(textProjConfig({ time_embed_dim: 8, cross_attention_dim: 4 }).clip_embeddings_dim, 768);
 });
 
 test('text_proj: batch mismatch is an error naming the inputs', async () => {
   await useBackend('cpu');
-  const m = loadTextProj(fixture('text_proj'));
+  const m = loadComponent(fixture('text_proj'), 'UnCLIPTextProjModel');
   const inputs = {
     imageEmbeddings: tf.zeros([2, 16]) as tf.Tensor2D,
     promptEmbeds: tf.zeros([3, 16]) as tf.Tensor2D,

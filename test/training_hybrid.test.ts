@@ -14,8 +14,6 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { registerGradients } from '../src/backend/gradients.js';
-import { loadUNet2D } from '../src/models/unet2d.js';
-import { loadUNet2DCondition } from '../src/models/unet2d_condition.js';
 import { loadSafetensors } from '../src/io/safetensors.js';
 import { loadImageFolder } from '../src/training/data.js';
 import { bicubicResize } from '../src/layers/interpolate.js';
@@ -27,6 +25,7 @@ import { learnedRangeVlb } from '../src/training/vlb.js';
 import { BUNDLED_MODEL_DIR } from '../src/package_root.js';
 import { useBackend } from './helpers.js';
 import { makeDataFolder, tinyModelCopy } from './train_helpers.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 await useBackend('native').catch(() => useBackend('cpu'));
 await registerGradients();
@@ -140,7 +139,7 @@ test('VLB gradient: zero for ε (stopped), central differences of the float64 re
 });
 
 test('decoderLoss: the ε-MSE alone at vlbWeight 0, ε-MSE + w · VLB of the decoder output otherwise', () => {
-  const decoder = loadUNet2DCondition(path.join(BUNDLED_MODEL_DIR, 'decoder'));
+  const decoder = loadComponent(path.join(BUNDLED_MODEL_DIR, 'decoder'), 'UNet2DConditionModel');
   const S = decoder.config.sample_size as number;
   const B = 2;
   const cross = decoder.config.cross_attention_dim as number;
@@ -211,7 +210,7 @@ test('--crop: the first loss is superResLoss on the windows a replay of the rand
   const r = await train(base({ component: 'super_res', steps: 1, crop, seed: 7 }));
   assert.is(tf.memory().numTensors, before);
   // Replay: data order, timesteps, noise, then one [y, x] per sample (trainer.ts's draw order).
-  const sr = loadUNet2D(path.join(model, 'super_res_first'));
+  const sr = loadComponent(path.join(model, 'super_res_first'), 'UNet2DModel');
   const srSched = UnCLIPScheduler.fromDir(path.join(model, 'super_res_scheduler'));
   const imgs = await loadImageFolder(data, 16);
   const idx = sampleIndices(7, imgs.items.length, 0, 2);

@@ -9,10 +9,10 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { fixture, useBackend } from './helpers.js';
 import { SafetensorsFile, saveSafetensors } from '../src/io/safetensors.js';
-import { loadClipTextModel } from '../src/models/clip_text.js';
-import { loadPrior } from '../src/models/prior_transformer.js';
 import { applyLora, loadLoraFile, LORA_TARGETS, type Lora } from '../src/training/lora.js';
 import { randnTensor, TorchGenerator } from '../src/random/generator.js';
+import { loadComponent } from '../src/loading/load_component.js';
+import type { PriorTransformer } from '../src/models/prior_transformer.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-lora-'));
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -34,7 +34,7 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-const priorRun = (prior: ReturnType<typeof loadPrior>) => tf.tidy(() => {
+const priorRun = (prior: PriorTransformer) => tf.tidy(() => {
   const g = new TorchGenerator(7);
   const x = randnTensor([2, 16], g);
   const pe = randnTensor([2, 16], g);
@@ -43,7 +43,7 @@ const priorRun = (prior: ReturnType<typeof loadPrior>) => tf.tidy(() => {
 });
 
 test('prior attn1 LoRA: fresh adapters change nothing; trained ones equal the merged weights; unmerge restores W', () => {
-  const prior = loadPrior(fixture('prior'));
+  const prior = loadComponent(fixture('prior'), 'PriorTransformer');
   const before = tf.memory().numTensors;
   const base = priorRun(prior);
   const lora = applyLora(prior, { rank: 2, alpha: 4, seed: 1 });
@@ -70,7 +70,7 @@ test('prior attn1 LoRA: fresh adapters change nothing; trained ones equal the me
 });
 
 test('CLIP text LoRA on q/k/v/out_proj; save -> loadLoraFile with a scale: peft key names, rank/alpha metadata, same output', () => {
-  const clip = loadClipTextModel(fixture('clip_text'));
+  const clip = loadComponent(fixture('clip_text'), 'CLIPTextModelWithProjection');
   const ids = tf.tensor2d([[49406, 320, 1125, 49407, ...new Array(73).fill(49407)]], [1, 77], 'int32');
   const run = () => tf.tidy(() => Array.from(clip.forward(ids).textEmbeds.dataSync()));
   const base = run();
@@ -100,7 +100,7 @@ test('CLIP text LoRA on q/k/v/out_proj; save -> loadLoraFile with a scale: peft 
 });
 
 test('loadLoraFile: diffusers lora.down/up names and unet. prefix accepted; unknown module, bad shape, lone A: one clear error', () => {
-  const prior = loadPrior(fixture('prior'));
+  const prior = loadComponent(fixture('prior'), 'PriorTransformer');
   const f32 = (n: number) => new Float32Array(n).fill(0.01);
   const m = 'transformer_blocks.0.attn1.to_q';
   const ok = path.join(tmp, 'diffusers.safetensors');

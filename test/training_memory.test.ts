@@ -12,7 +12,7 @@ import * as vm from 'node:vm';
 import { fixture, registerNativeOrWhy, useBackend } from './helpers.js';
 import { registerGradients } from '../src/backend/gradients.js';
 import type { Module } from '../src/layers/module.js';
-import { loadPrior, type PriorTransformer } from '../src/models/prior_transformer.js';
+import type { PriorTransformer } from '../src/models/prior_transformer.js';
 import { trimNativeBufferPool } from '../src/backend/native/index.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
@@ -22,6 +22,7 @@ import { applyLora } from '../src/training/lora.js';
 import { priorLoss, valueAndGrads } from '../src/training/losses.js';
 import { lrSchedule } from '../src/training/lr_schedule.js';
 import { trainableVariables } from '../src/training/trainable.js';
+import { loadComponent } from '../src/loading/load_component.js';
 
 await registerGradients();
 const nativeWhy = await registerNativeOrWhy();
@@ -87,7 +88,7 @@ function loop(model: Module, vars: Map<string, tf.Variable>, label: string): voi
 test(`${STEPS} training steps of the tiny prior (full fine-tuning, clip_mean/clip_std frozen): numTensors flat, RSS bounded, loss down`, async () => {
   if (nativeWhy) throw new Error(`native backend unavailable: ${nativeWhy}`);
   await useBackend('native');
-  const prior = loadPrior(fixture('prior'));
+  const prior = loadComponent(fixture('prior'), 'PriorTransformer');
   loop(prior, trainableVariables(prior, { freeze: ['clip_mean', 'clip_std'] }), 'prior full');
   prior.dispose();
 });
@@ -95,7 +96,7 @@ test(`${STEPS} training steps of the tiny prior (full fine-tuning, clip_mean/cli
 test(`${STEPS} training steps of LoRA (rank 4) on the tiny prior: numTensors flat, RSS bounded, loss down`, async () => {
   if (nativeWhy) throw new Error(`native backend unavailable: ${nativeWhy}`);
   await useBackend('native');
-  const prior = loadPrior(fixture('prior'));
+  const prior = loadComponent(fixture('prior'), 'PriorTransformer');
   const lora = applyLora(prior, { rank: 4, alpha: 4, seed: 1 });
   loop(prior, lora.variables(), 'prior LoRA');
   lora.remove();

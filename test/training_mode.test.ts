@@ -13,7 +13,7 @@ import type { Module } from '../src/layers/module.js';
 import { CLIPTextModelWithProjection, clipTextConfig } from '../src/models/clip_text.js';
 import { PriorTransformer, priorTransformerConfig } from '../src/models/prior_transformer.js';
 import { UNet2DConditionModel, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
-import { UNet2DModel } from '../src/models/unet2d.js';
+import { UNet2DModel, unet2dConfig } from '../src/models/unet2d.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { valueAndGrads } from '../src/training/losses.js';
 
@@ -65,7 +65,7 @@ const cases: Case[] = [
   },
   {
     name: 'UNet2DModel (dropout)',
-    make: (p) => build((raw) => new UNet2DModel(raw), 'super_res/super_res_first', 'diffusion_pytorch_model.safetensors', p),
+    make: (p) => build((raw) => new UNet2DModel(unet2dConfig(raw)), 'super_res/super_res_first', 'diffusion_pytorch_model.safetensors', p),
     patch: { dropout: 0.5 },
     run: (m) => tf.tidy(() => (m as UNet2DModel).forward(randnTensor([1, 6, 16, 16], new TorchGenerator(3)) as tf.Tensor4D, 500)),
   },

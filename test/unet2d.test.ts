@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
 import { fixture, backendsUnderTest, useBackend } from './helpers.js';
 import { runSuperResParity } from '../src/parity/super_res.js';
-import { UNet2DModel, resolveUNet2DConfig } from '../src/models/unet2d.js';
+import { UNet2DModel, unet2dConfig } from '../src/models/unet2d.js';
 import { readConfig } from '../src/io/weights.js';
 
 for (const backend of await backendsUnderTest()) {
@@ -20,7 +20,7 @@ for (const backend of await backendsUnderTest()) {
 }
 
 test('UNet2DModel from the real Karlo super_res_first config has 691,579,523 parameters and diffusers key names', () => {
-  const m = new UNet2DModel(readConfig(fixture('karlo_configs', 'super_res_first')));
+  const m = new UNet2DModel(unet2dConfig(readConfig(fixture('karlo_configs', 'super_res_first'))));
   assert.is(m.numParameters(), 691579523);
   const keys = m.namedParameters().map(([k]) => k);
   for (const k of ['conv_in.weight', 'time_embedding.linear_2.bias', 'down_blocks.0.resnets.2.conv1.weight', 'down_blocks.2.downsamplers.0.norm1.weight',
@@ -32,15 +32,15 @@ test('UNet2DModel from the real Karlo super_res_first config has 691,579,523 par
 
 test('UNet2DModel config: unsupported values are errors naming the field', () => {
   const base = readConfig(fixture('super_res', 'super_res_first'));
-  assert.throws(() => resolveUNet2DConfig({ ...base, add_attention: true }, 'x/config.json'), /x\/config.json: add_attention = true is not supported/);
-  assert.throws(() => resolveUNet2DConfig({ ...base, down_block_types: ['DownBlock2D', 'ResnetDownsampleBlock2D', 'ResnetDownsampleBlock2D'] }), /down_block_types .*"DownBlock2D"/);
-  assert.throws(() => resolveUNet2DConfig({ ...base, time_embedding_type: 'fourier' }), /time_embedding_type = "fourier"/);
-  assert.throws(() => resolveUNet2DConfig({ ...base, bogus: 1 }), /unknown UNet2DModel field "bogus"/);
+  assert.throws(() => unet2dConfig({ ...base, add_attention: true }, 'x/config.json'), /x\/config.json: add_attention = true is not supported/);
+  assert.throws(() => unet2dConfig({ ...base, down_block_types: ['DownBlock2D', 'ResnetDownsampleBlock2D', 'ResnetDownsampleBlock2D'] }), /down_block_types .*"DownBlock2D"/);
+  assert.throws(() => unet2dConfig({ ...base, time_embedding_type: 'fourier' }), /time_embedding_type = "fourier"/);
+  assert.throws(() => unet2dConfig({ ...base, bogus: 1 }), /unknown field "bogus" for UNet2DModel/);
 });
 
 test('UNet2DModel: wrong input shape is an error naming the expectation', async () => {
   await useBackend('cpu');
-  const m = new UNet2DModel(readConfig(fixture('super_res', 'super_res_first')));
+  const m = new UNet2DModel(unet2dConfig(readConfig(fixture('super_res', 'super_res_first'))));
   const x = tf.zeros([1, 3, 32, 32]) as tf.Tensor4D;
   assert.throws(() => m.forward(x, 5), /sample must be NCHW with 6 channels, got \[1,3,32,32\]/);
   x.dispose();

@@ -11,13 +11,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { CLIPTextModelWithProjection, clipTextConfig, loadClipTextModel } from '../models/clip_text.js';
-import { CLIPVisionModelWithProjection, clipVisionConfig, loadClipVisionModel } from '../models/clip_vision.js';
+import { CLIPTextModelWithProjection, clipTextConfig } from '../models/clip_text.js';
+import { CLIPVisionModelWithProjection, clipVisionConfig } from '../models/clip_vision.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
 import { clipPreprocess, readClipProcessorConfig, type ClipProcessorConfig } from '../io/clip_preprocess.js';
 import type { RgbImage } from '../io/image.js';
 import { findWeightsFile, readConfig, safetensorsSource } from '../io/weights.js';
 import type { TensorSource } from '../layers/module.js';
+import { loadComponent } from '../loading/load_component.js';
 
 export class ClipFolderError extends Error {
   constructor(message: string) {
@@ -59,8 +60,8 @@ export function loadClipScorer(dir: string): ClipScorer {
       if (!fe) throw new ClipFolderError(`${sub('feature_extractor')}: missing preprocessor_config.json (CLIPImageProcessor settings)`);
       need(sub('tokenizer'), 'the CLIP tokenizer folder');
       const tokenizer = CLIPTokenizer.fromDir(sub('tokenizer'));
-      text = loadClipTextModel(sub('text_encoder'));
-      vision = loadClipVisionModel(sub('image_encoder'));
+      text = loadComponent(sub('text_encoder'), 'CLIPTextModelWithProjection');
+      vision = loadComponent(sub('image_encoder'), 'CLIPVisionModelWithProjection');
       return finish(tokenizer, text, vision, readClipProcessorConfig(fe), 'subfolders');
     }
     const cfgFile = path.join(root, 'config.json');

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { SafetensorsFile, numel } from './safetensors.js';
 import { findWeightsFile, readJson, readShardIndex } from './weights.js';
 import { TorchCheckpoint } from './torch/checkpoint.js';
+import { configClass } from './config_class.js';
 
 export interface InspectTensor {
   name: string;
@@ -96,9 +97,7 @@ function classOfFolder(dir: string): string | null {
   if (!fs.existsSync(cfgFile)) return null;
   const cfg = readJson<Record<string, unknown>>(cfgFile);
   if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) throw new InspectError(`${cfgFile}: not a JSON object`);
-  if (typeof cfg._class_name === 'string') return cfg._class_name;
-  if (Array.isArray(cfg.architectures) && typeof cfg.architectures[0] === 'string') return cfg.architectures[0];
-  return null;
+  return configClass(cfg) ?? null;
 }
 
 const NON_MODEL_CONFIGS = ['tokenizer_config.json', 'preprocessor_config.json', 'vocab.json', 'tokenizer.json'];

@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { findWeightsFile, readJson } from './weights.js';
+import { checkConfigClass } from './config_class.js';
 
 /** A model folder that cannot be used: missing, incomplete, or with a component of the wrong class. */
 export class ModelFolderError extends Error {
@@ -113,11 +114,12 @@ export function componentDir(root: string, name: string): string | undefined {
 
 const TOKENIZER_FILES = ['vocab.json', 'merges.txt'];
 
-/** Class named by a component's own config, when it names one (diffusers: _class_name; transformers: architectures). */
-function configClass(cfg: Record<string, unknown>): string | undefined {
-  if (typeof cfg._class_name === 'string') return cfg._class_name;
-  if (Array.isArray(cfg.architectures) && typeof cfg.architectures[0] === 'string') return cfg.architectures[0];
-  return undefined;
+function classOrFail(cfg: Record<string, unknown>, expected: string, file: string, name: string): void {
+  try {
+    checkConfigClass(cfg, expected, file, ` for "${name}"`);
+  } catch (e) {
+    throw new ModelFolderError((e as Error).message);
+  }
 }
 
 function readJsonOrFail(file: string, what: string): Record<string, unknown> {
@@ -180,18 +182,11 @@ export function openModelFolder<C extends string>(dir: string, spec: PipelineSpe
         throw new ModelFolderError(`${file}: image_processor_type is ${JSON.stringify(t)}, expected "${spec.className}" for "${name}"`);
       }
     } else if (spec.kind === 'scheduler') {
-      const cfg = readJsonOrFail(path.join(d, 'scheduler_config.json'), `scheduler "${name}"`);
-      const cls = configClass(cfg);
-      if (cls !== undefined && cls !== spec.className) {
-        throw new ModelFolderError(`${path.join(d, 'scheduler_config.json')}: _class_name is "${cls}", expected "${spec.className}" for "${name}"`);
-      }
+      const file = path.join(d, 'scheduler_config.json');
+      classOrFail(readJsonOrFail(file, `scheduler "${name}"`), spec.className, file, name);
     } else {
       const cfgFile = path.join(d, 'config.json');
-      const cfg = readJsonOrFail(cfgFile, `config of "${name}"`);
-      const cls = configClass(cfg);
-      if (cls !== undefined && cls !== spec.className) {
-        throw new ModelFolderError(`${cfgFile}: the config is for "${cls}", expected "${spec.className}" for "${name}"`);
-      }
+      classOrFail(readJsonOrFail(cfgFile, `config of "${name}"`), spec.className, cfgFile, name);
       try {
         weights[name] = findWeightsFile(d);
       } catch (e) {

@@ -152,29 +152,33 @@ export function setWeightsReadListener(fn: ((dir: string, bytes: number) => void
   weightsReadListener = fn;
 }
 
-export function loadWeights(module: Module, dir: string, opts: { strict?: boolean; trainable?: boolean } = {}): LoadReport {
-  const src = safetensorsSource(findWeightsFile(dir));
+export function loadWeights(module: Module, dir: string, opts: { strict?: boolean; trainable?: boolean; ignore?: ReadonlySet<string>; source?: TensorSource } = {}): LoadReport {
+  // `source`: the folder's tensors from another reader (a prefetcher); the caller closes it.
+  const src: TensorSource & { close?(): void } = opts.source ?? safetensorsSource(findWeightsFile(dir));
   let bad = 0;
   const badTensors: string[] = [];
+  const ignore = opts.ignore;
   const counted: TensorSource = {
     ...src,
+    // `ignore`: keys a checkpoint may carry that are no parameter (buffers older checkpoints saved).
+    names: ignore?.size ? () => src.names().filter((n) => !ignore.has(n)) : src.names,
     read: (n) => {
       const t = src.read(n);
       weightsReadListener?.(dir, t.data.byteLength);
       if (t.dtype === 'float32') {
-        const k = countNonFinite(t.data);
+        const k = t.nonFinite ?? countNonFinite(t.data);
         if (k) { bad += k; badTensors.push(n); }
       }
       return t;
     },
   };
   try {
-    const report = module.loadStateDict(counted, opts);
+    const report = module.loadStateDict(counted, { strict: opts.strict, trainable: opts.trainable });
     if (bad) {
       weightsWarning(`${printable(dir)}: ${bad} weight value${bad === 1 ? ' is' : 's are'} NaN or infinite, in ${badTensors.length} tensor${badTensors.length === 1 ? '' : 's'} (first: "${printable(badTensors[0])}"); this component's outputs will not be finite`);
     }
     return report;
   } finally {
-    src.close();
+    if (!opts.source) src.close?.();
   }
 }

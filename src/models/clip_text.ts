@@ -4,8 +4,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Module } from '../layers/module.js';
 import { Embedding, LayerNorm, Linear, embeddingLookup, gelu, quickGelu } from '../layers/basic.js';
-import { loadWeights, readConfig } from '../io/weights.js';
-import * as path from 'node:path';
+import { isPosInt, modelConfigParser, type BadField } from './config.js';
 
 export type ClipHiddenAct = 'quick_gelu' | 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh';
 
@@ -43,41 +42,60 @@ export const CLIP_TEXT_DEFAULTS: CLIPTextConfig = {
   attention_dropout: 0,
 };
 
-const ACTS: ClipHiddenAct[] = ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh'];
+export const CLIP_ACTS: readonly ClipHiddenAct[] = ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh'];
 
 /**
- * Typed config from a parsed config.json (flat CLIPTextConfig, or a CLIPConfig's `text_config`). Unsupported or
- * malformed values are errors naming the field and `source`.
+ * Fields of a transformers CLIP text/vision config that do not change the forward computation: PretrainedConfig's
+ * generic attributes (older transformers write all of them, generation settings included), the initialisers, and
+ * `dropout` (CLIP's modeling code never reads it).
  */
-export function clipTextConfig(raw: Record<string, unknown>, source = 'config.json'): CLIPTextConfig {
+export const CLIP_IGNORED_FIELDS: ReadonlySet<string> = new Set([
+  'model_type', 'architectures', 'transformers_version', 'torch_dtype', 'use_bfloat16', 'torchscript', 'return_dict',
+  'output_hidden_states', 'output_attentions', 'output_scores', 'return_dict_in_generate', 'use_cache',
+  'gradient_checkpointing', 'tf_legacy_loss', 'pruned_heads', 'tie_word_embeddings', 'tie_encoder_decoder',
+  'chunk_size_feed_forward', 'is_encoder_decoder', 'is_decoder', 'cross_attention_hidden_size', 'add_cross_attention',
+  'max_length', 'min_length', 'do_sample', 'early_stopping', 'num_beams', 'num_beam_groups', 'diversity_penalty',
+  'temperature', 'top_k', 'top_p', 'typical_p', 'repetition_penalty', 'length_penalty', 'no_repeat_ngram_size',
+  'encoder_no_repeat_ngram_size', 'bad_words_ids', 'num_return_sequences', 'forced_bos_token_id',
+  'forced_eos_token_id', 'remove_invalid_values', 'exponential_decay_length_penalty', 'suppress_tokens',
+  'begin_suppress_tokens', 'finetuning_task', 'id2label', 'label2id', 'num_labels', 'tokenizer_class', 'prefix',
+  'sep_token_id', 'decoder_start_token_id', 'task_specific_params', 'problem_type',
+  'initializer_range', 'initializer_factor', 'dropout',
+]);
+
+/**
+ * The tower's own fields of a transformers config: a flat CLIP{Text,Vision}Config, or a CLIPConfig's
+ * `text_config` / `vision_config` (projection_dim from the top level). Nulls mean "the default", as in transformers.
+ */
+export function clipTowerFields(raw: Record<string, unknown>, tower: 'text' | 'vision', fail: (msg: string) => never): Record<string, unknown> {
+  const sub = raw[`${tower}_config`];
   let r = raw;
-  if (raw.model_type === 'clip' && raw.text_config && typeof raw.text_config === 'object') {
-    r = { ...(raw.text_config as Record<string, unknown>) };
+  if (raw.model_type === 'clip' && sub && typeof sub === 'object') {
+    r = { ...(sub as Record<string, unknown>) };
     if (r.projection_dim === undefined && raw.projection_dim !== undefined) r.projection_dim = raw.projection_dim;
   }
-  if (r.model_type !== undefined && r.model_type !== 'clip_text_model') {
-    throw new Error(`${source}: model_type "${String(r.model_type)}" is not a CLIP text model (clip_text_model expected)`);
-  }
-  const cfg = { ...CLIP_TEXT_DEFAULTS };
-  for (const k of Object.keys(CLIP_TEXT_DEFAULTS) as (keyof CLIPTextConfig)[]) {
-    const v = r[k];
-    if (v === undefined || v === null) continue;
-    if (k === 'hidden_act') {
-      if (!ACTS.includes(v as ClipHiddenAct)) throw new Error(`${source}: hidden_act "${String(v)}" is not supported (${ACTS.join(', ')})`);
-      cfg.hidden_act = v as ClipHiddenAct;
-    } else {
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${source}: ${k} must be a number, got ${JSON.stringify(v)}`);
-      (cfg as Record<string, unknown>)[k] = v;
-    }
-  }
-  for (const k of ['vocab_size', 'hidden_size', 'intermediate_size', 'projection_dim', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings'] as const) {
-    if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) throw new Error(`${source}: ${k} must be a positive integer, got ${cfg[k]}`);
-  }
-  if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
-    throw new Error(`${source}: hidden_size ${cfg.hidden_size} is not divisible by num_attention_heads ${cfg.num_attention_heads}`);
-  }
-  return cfg;
+  const want = `clip_${tower}_model`;
+  if (r.model_type !== undefined && r.model_type !== want) fail(`model_type "${String(r.model_type)}" is not a CLIP ${tower} model (${want} expected)`);
+  return Object.fromEntries(Object.entries(r).filter(([, v]) => v !== null));
 }
+
+/** Checks shared by both towers: a known activation, finite numbers, positive sizes, heads dividing the width. */
+export function checkClipTower<T extends CLIPEncoderConfig>(c: T, posInts: readonly (keyof T & string)[], bad: BadField): void {
+  if (!CLIP_ACTS.includes(c.hidden_act)) bad('hidden_act', CLIP_ACTS.join(', '));
+  for (const [k, v] of Object.entries(c)) if (k !== 'hidden_act' && (typeof v !== 'number' || !Number.isFinite(v))) bad(k, 'a number');
+  for (const k of posInts) if (!isPosInt(c[k])) bad(k, 'a positive integer');
+  if (!(c.layer_norm_eps > 0)) bad('layer_norm_eps', 'a positive number');
+  if (c.hidden_size % c.num_attention_heads !== 0) bad('hidden_size', `not divisible by num_attention_heads ${c.num_attention_heads}`);
+}
+
+/** Typed config from a parsed config.json (flat CLIPTextConfig, or a CLIPConfig's `text_config`). */
+export const clipTextConfig = modelConfigParser<CLIPTextConfig>({
+  className: 'CLIPTextModelWithProjection',
+  defaults: CLIP_TEXT_DEFAULTS,
+  ignored: CLIP_IGNORED_FIELDS,
+  prepare: (raw, fail) => clipTowerFields(raw, 'text', fail),
+  check: (c, bad) => checkClipTower(c, ['vocab_size', 'hidden_size', 'intermediate_size', 'projection_dim', 'num_hidden_layers', 'num_attention_heads', 'max_position_embeddings'], bad),
+});
 
 /**
  * What the encoder layers need from a config: shared by the text and the vision tower (transformers'
@@ -282,18 +300,4 @@ export class CLIPTextModelWithProjection extends Module {
       return { lastHiddenState: last, textEmbeds, hiddenStates };
     });
   }
-}
-
-/** Loads a text_encoder folder (config.json + model.safetensors), strict key/shape check. */
-export function loadClipTextModel(dir: string, opts: { trainable?: boolean } = {}): CLIPTextModelWithProjection {
-  const cfgFile = path.join(dir, 'config.json');
-  const raw = readConfig(dir);
-  if (typeof raw._class_name === 'string') throw new Error(`${cfgFile}: a diffusers ${raw._class_name} config, not a CLIPTextModelWithProjection`);
-  const archs = raw.architectures as string[] | undefined;
-  if (archs && !archs.includes('CLIPTextModelWithProjection')) {
-    throw new Error(`${cfgFile}: architectures ${JSON.stringify(archs)}: CLIPTextModelWithProjection expected`);
-  }
-  const model = new CLIPTextModelWithProjection(clipTextConfig(raw, cfgFile));
-  loadWeights(model, dir, { strict: true, trainable: opts.trainable ?? false });
-  return model;
 }

@@ -3,12 +3,11 @@
 // ("pre_layrnorm", transformers' spelling), the same pre-LN encoder layers as the text tower (shared classes from
 // clip_text.ts, no attention mask at all), post-LayerNorm on the class token, bias-free projection.
 // Parameter names are transformers' keys (vision_model.embeddings.patch_embedding.weight, visual_projection.weight).
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { Module, type Parameter, type TensorSource } from '../layers/module.js';
+import { Module, type Parameter } from '../layers/module.js';
 import { Conv2d, Embedding, LayerNorm, Linear } from '../layers/basic.js';
-import { findWeightsFile, readConfig, safetensorsSource } from '../io/weights.js';
-import { CLIPEncoder, type ClipHiddenAct } from './clip_text.js';
+import { CLIPEncoder, CLIP_IGNORED_FIELDS, checkClipTower, clipTowerFields, type ClipHiddenAct } from './clip_text.js';
+import { modelConfigParser } from './config.js';
 
 /** transformers' CLIPVisionConfig fields (with its defaults). */
 export interface CLIPVisionConfig {
@@ -22,6 +21,8 @@ export interface CLIPVisionConfig {
   patch_size: number;
   hidden_act: ClipHiddenAct;
   layer_norm_eps: number;
+  /** Dropout on the attention probabilities (training mode only). */
+  attention_dropout: number;
 }
 
 export const CLIP_VISION_DEFAULTS: CLIPVisionConfig = {
@@ -35,47 +36,20 @@ export const CLIP_VISION_DEFAULTS: CLIPVisionConfig = {
   patch_size: 32,
   hidden_act: 'quick_gelu',
   layer_norm_eps: 1e-5,
+  attention_dropout: 0,
 };
 
-const ACTS: ClipHiddenAct[] = ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh'];
-
-/**
- * Typed config from a parsed config.json (flat CLIPVisionConfig, or a CLIPConfig's `vision_config`). Unsupported
- * or malformed values are errors naming the field and `source`.
- */
-export function clipVisionConfig(raw: Record<string, unknown>, source = 'config.json'): CLIPVisionConfig {
-  let r = raw;
-  if (raw.model_type === 'clip' && raw.vision_config && typeof raw.vision_config === 'object') {
-    r = { ...(raw.vision_config as Record<string, unknown>) };
-    if (r.projection_dim === undefined && raw.projection_dim !== undefined) r.projection_dim = raw.projection_dim;
-  }
-  if (r.model_type !== undefined && r.model_type !== 'clip_vision_model') {
-    throw new Error(`${source}: model_type "${String(r.model_type)}" is not a CLIP vision model (clip_vision_model expected)`);
-  }
-  const cfg = { ...CLIP_VISION_DEFAULTS };
-  for (const k of Object.keys(CLIP_VISION_DEFAULTS) as (keyof CLIPVisionConfig)[]) {
-    const v = r[k];
-    if (v === undefined || v === null) continue;
-    if (k === 'hidden_act') {
-      if (!ACTS.includes(v as ClipHiddenAct)) throw new Error(`${source}: hidden_act "${String(v)}" is not supported (${ACTS.join(', ')})`);
-      cfg.hidden_act = v as ClipHiddenAct;
-    } else {
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${source}: ${k} must be a number, got ${JSON.stringify(v)}`);
-      (cfg as Record<string, unknown>)[k] = v;
-    }
-  }
-  for (const k of ['hidden_size', 'intermediate_size', 'projection_dim', 'num_hidden_layers', 'num_attention_heads', 'num_channels', 'image_size', 'patch_size'] as const) {
-    if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) throw new Error(`${source}: ${k} must be a positive integer, got ${cfg[k]}`);
-  }
-  if (!(cfg.layer_norm_eps > 0)) throw new Error(`${source}: layer_norm_eps must be positive, got ${cfg.layer_norm_eps}`);
-  if (cfg.hidden_size % cfg.num_attention_heads !== 0) {
-    throw new Error(`${source}: hidden_size ${cfg.hidden_size} is not divisible by num_attention_heads ${cfg.num_attention_heads}`);
-  }
-  if (cfg.image_size % cfg.patch_size !== 0) {
-    throw new Error(`${source}: image_size ${cfg.image_size} is not a multiple of patch_size ${cfg.patch_size}`);
-  }
-  return cfg;
-}
+/** Typed config from a parsed config.json (flat CLIPVisionConfig, or a CLIPConfig's `vision_config`). */
+export const clipVisionConfig = modelConfigParser<CLIPVisionConfig>({
+  className: 'CLIPVisionModelWithProjection',
+  defaults: CLIP_VISION_DEFAULTS,
+  ignored: CLIP_IGNORED_FIELDS,
+  prepare: (raw, fail) => clipTowerFields(raw, 'vision', fail),
+  check: (c, bad) => {
+    checkClipTower(c, ['hidden_size', 'intermediate_size', 'projection_dim', 'num_hidden_layers', 'num_attention_heads', 'num_channels', 'image_size', 'patch_size'], bad);
+    if (c.image_size % c.patch_size !== 0) bad('image_size', `not a multiple of patch_size ${c.patch_size}`);
+  },
+});
 
 export class CLIPVisionEmbeddings extends Module {
   readonly class_embedding: Parameter;
@@ -166,36 +140,4 @@ export class CLIPVisionModelWithProjection extends Module {
       return { imageEmbeds, lastHiddenState: h, poolerOutput, hiddenStates };
     });
   }
-}
-
-/**
- * transformers keeps `vision_model.embeddings.position_ids` (arange) as a buffer; checkpoints written before it
- * became non-persistent (e.g. those of 2022) contain it. Like transformers, it is ignored on load.
- */
-const IGNORED_KEYS = new Set(['vision_model.embeddings.position_ids']);
-
-function withoutIgnored(src: TensorSource): TensorSource {
-  return { ...src, names: () => src.names().filter((n) => !IGNORED_KEYS.has(n)) };
-}
-
-/** Loads an image_encoder folder (config.json + model.safetensors), strict key/shape check. */
-export function loadClipVisionModel(dir: string, opts: { trainable?: boolean } = {}): CLIPVisionModelWithProjection {
-  const cfgFile = path.join(dir, 'config.json');
-  const raw = readConfig(dir);
-  if (typeof raw._class_name === 'string') throw new Error(`${cfgFile}: a diffusers ${raw._class_name} config, not a CLIPVisionModelWithProjection`);
-  const archs = raw.architectures as string[] | undefined;
-  if (archs && !archs.includes('CLIPVisionModelWithProjection')) {
-    throw new Error(`${cfgFile}: architectures ${JSON.stringify(archs)}: CLIPVisionModelWithProjection expected`);
-  }
-  const model = new CLIPVisionModelWithProjection(clipVisionConfig(raw, cfgFile));
-  const src = safetensorsSource(findWeightsFile(dir));
-  try {
-    model.loadStateDict(withoutIgnored(src), { strict: true, trainable: opts.trainable ?? false });
-  } catch (e) {
-    model.dispose();
-    throw e;
-  } finally {
-    src.close();
-  }
-  return model;
 }

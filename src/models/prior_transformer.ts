@@ -1,12 +1,11 @@
 // diffusers' PriorTransformer (0.25.1), Karlo's 1B text→CLIP-image-embedding prior: a causal pre-LN transformer
 // over [77 text tokens, text embedding, time embedding, noisy image embedding, learned prd token], reading the
 // prediction off the last (prd) token. Module/parameter names are diffusers' state-dict keys.
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Module, ModuleList, type Parameter } from '../layers/module.js';
 import { Linear, LayerNorm, gelu } from '../layers/basic.js';
 import { TimestepEmbedding, timestepEmbedding, broadcastTimesteps } from '../layers/embeddings.js';
-import { readConfig, loadWeights } from '../io/weights.js';
+import { isPosInt, modelConfigParser } from './config.js';
 
 /** config.json of a PriorTransformer (diffusers field names and defaults = Karlo's prior). */
 export interface PriorTransformerConfig {
@@ -45,28 +44,26 @@ export const PRIOR_TRANSFORMER_DEFAULTS: PriorTransformerConfig = {
   clip_embed_dim: null,
 };
 
-/** Fills defaults and rejects values this implementation (and diffusers) does not support, naming the field. */
-export function priorTransformerConfig(raw: Record<string, unknown> = {}, source = 'PriorTransformer config'): PriorTransformerConfig {
-  const cfg = { ...PRIOR_TRANSFORMER_DEFAULTS } as unknown as Record<string, unknown>;
-  for (const k of Object.keys(PRIOR_TRANSFORMER_DEFAULTS)) if (k in raw) cfg[k] = raw[k];
-  const c = cfg as unknown as PriorTransformerConfig;
-  const bad = (field: string, want: string) =>
-    new Error(`${source}: ${field} = ${JSON.stringify(cfg[field])} is not supported by PriorTransformer (${want})`);
-  for (const k of ['num_attention_heads', 'attention_head_dim', 'num_layers', 'embedding_dim', 'num_embeddings'] as const) {
-    if (!Number.isInteger(c[k]) || (c[k] as number) < 1) throw bad(k, 'a positive integer');
-  }
-  if (!Number.isInteger(c.additional_embeddings) || c.additional_embeddings < 0) throw bad('additional_embeddings', 'an integer ≥ 0');
-  for (const k of ['time_embed_dim', 'embedding_proj_dim', 'clip_embed_dim'] as const) {
-    if (c[k] !== null && (!Number.isInteger(c[k]) || (c[k] as number) < 1)) throw bad(k, 'null or a positive integer');
-  }
-  if (c.time_embed_act_fn !== 'silu') throw bad('time_embed_act_fn', "'silu'");
-  if (c.norm_in_type !== null && c.norm_in_type !== 'layer') throw bad('norm_in_type', "null or 'layer'");
-  if (c.embedding_proj_norm_type !== null && c.embedding_proj_norm_type !== 'layer') throw bad('embedding_proj_norm_type', "null or 'layer'");
-  if (c.encoder_hid_proj_type !== null && c.encoder_hid_proj_type !== 'linear') throw bad('encoder_hid_proj_type', "null or 'linear'");
-  if (c.added_emb_type !== null && c.added_emb_type !== 'prd') throw bad('added_emb_type', "null or 'prd'");
-  if (typeof c.dropout !== 'number' || c.dropout < 0 || c.dropout >= 1) throw bad('dropout', 'a number in [0, 1) (inference: unused)');
-  return c;
-}
+/** Typed config from a parsed config.json: defaults filled, unknown fields and unsupported values rejected by name. */
+export const priorTransformerConfig = modelConfigParser<PriorTransformerConfig>({
+  className: 'PriorTransformer',
+  defaults: PRIOR_TRANSFORMER_DEFAULTS,
+  check: (c, bad) => {
+    for (const k of ['num_attention_heads', 'attention_head_dim', 'num_layers', 'embedding_dim', 'num_embeddings'] as const) {
+      if (!isPosInt(c[k])) bad(k, 'a positive integer');
+    }
+    if (!Number.isInteger(c.additional_embeddings) || c.additional_embeddings < 0) bad('additional_embeddings', 'an integer ≥ 0');
+    for (const k of ['time_embed_dim', 'embedding_proj_dim', 'clip_embed_dim'] as const) {
+      if (c[k] !== null && !isPosInt(c[k])) bad(k, 'null or a positive integer');
+    }
+    if (c.time_embed_act_fn !== 'silu') bad('time_embed_act_fn', "'silu'");
+    if (c.norm_in_type !== null && c.norm_in_type !== 'layer') bad('norm_in_type', "null or 'layer'");
+    if (c.embedding_proj_norm_type !== null && c.embedding_proj_norm_type !== 'layer') bad('embedding_proj_norm_type', "null or 'layer'");
+    if (c.encoder_hid_proj_type !== null && c.encoder_hid_proj_type !== 'linear') bad('encoder_hid_proj_type', "null or 'linear'");
+    if (c.added_emb_type !== null && c.added_emb_type !== 'prd') bad('added_emb_type', "null or 'prd'");
+    if (typeof c.dropout !== 'number' || c.dropout < 0 || c.dropout >= 1) bad('dropout', 'a number in [0, 1) (inference: unused)');
+  },
+});
 
 // Batched products with one shared weight matrix, broadcast over the batch without copying it. tfjs 4.22's
 // BatchMatMul gradient does not reduce over a broadcast batch dimension, so these carry their own gradients.
@@ -217,7 +214,6 @@ export class BasicTransformerBlock extends Module {
 }
 
 export class PriorTransformer extends Module {
-  readonly config: PriorTransformerConfig;
   readonly innerDim: number;
   readonly clipEmbedDim: number;
   readonly positional_embedding: Parameter;
@@ -234,9 +230,9 @@ export class PriorTransformer extends Module {
   readonly norm_out: LayerNorm;
   readonly proj_to_clip_embeddings: Linear;
 
-  constructor(config: Partial<PriorTransformerConfig> = {}, source?: string) {
+  constructor(readonly config: PriorTransformerConfig) {
     super();
-    const c = (this.config = priorTransformerConfig(config as Record<string, unknown>, source));
+    const c = config;
     const inner = (this.innerDim = c.num_attention_heads * c.attention_head_dim);
     const timeEmbedDim = c.time_embed_dim ?? inner;
     const embeddingProjDim = c.embedding_proj_dim ?? c.embedding_dim;
@@ -343,11 +339,4 @@ function causalBias(s: number): tf.Tensor3D {
   const m = new Float32Array(s * s);
   for (let i = 0; i < s; i++) for (let j = i + 1; j < s; j++) m[i * s + j] = -10000;
   return tf.tensor3d(m, [1, s, s]);
-}
-
-/** Builds a PriorTransformer from a diffusers `prior/` folder (config.json + weights) and loads its weights. */
-export function loadPrior(dir: string, opts: { strict?: boolean; trainable?: boolean } = {}): PriorTransformer {
-  const prior = new PriorTransformer(readConfig(dir), path.join(dir, 'config.json'));
-  loadWeights(prior, dir, { strict: opts.strict ?? true, trainable: opts.trainable });
-  return prior;
 }

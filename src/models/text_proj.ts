@@ -4,8 +4,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Module, type Parameter } from '../layers/module.js';
 import { LayerNorm, Linear } from '../layers/basic.js';
-import { loadWeights, readConfig } from '../io/weights.js';
-import * as path from 'node:path';
+import { isPosInt, modelConfigParser } from './config.js';
 
 export interface UnCLIPTextProjConfig {
   clip_extra_context_tokens: number;
@@ -14,21 +13,20 @@ export interface UnCLIPTextProjConfig {
   cross_attention_dim: number;
 }
 
-const DEFAULTS = { clip_extra_context_tokens: 4, clip_embeddings_dim: 768 };
-const KNOWN = new Set(['clip_extra_context_tokens', 'clip_embeddings_dim', 'time_embed_dim', 'cross_attention_dim']);
+/** diffusers' defaults; time_embed_dim and cross_attention_dim have none. */
+export const TEXT_PROJ_DEFAULTS: Partial<UnCLIPTextProjConfig> = { clip_extra_context_tokens: 4, clip_embeddings_dim: 768 };
 
-/** Validates a config.json object (diffusers field names and defaults); `source` names the file in errors. */
-export function textProjConfig(raw: Record<string, unknown>, source = 'text_proj config'): UnCLIPTextProjConfig {
-  for (const k of Object.keys(raw)) {
-    if (!k.startsWith('_') && !KNOWN.has(k)) throw new Error(`${source}: unsupported field "${k}" for UnCLIPTextProjModel`);
-  }
-  const cfg = { ...DEFAULTS, ...raw } as Record<string, unknown>;
-  for (const k of KNOWN) {
-    const v = cfg[k];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new Error(`${source}: "${k}" must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  return cfg as unknown as UnCLIPTextProjConfig;
-}
+/** Typed config from a parsed config.json (diffusers field names and defaults); `source` names the file in errors. */
+export const textProjConfig = modelConfigParser<UnCLIPTextProjConfig>({
+  className: 'UnCLIPTextProjModel',
+  defaults: TEXT_PROJ_DEFAULTS,
+  required: ['time_embed_dim', 'cross_attention_dim'],
+  check: (c, bad) => {
+    for (const k of ['clip_extra_context_tokens', 'clip_embeddings_dim', 'time_embed_dim', 'cross_attention_dim'] as const) {
+      if (!isPosInt(c[k])) bad(k, 'a positive integer');
+    }
+  },
+});
 
 export interface TextProjInputs {
   /** CLIP image embeddings from the prior, [B, clip_embeddings_dim] (conditional rows only). */
@@ -102,12 +100,4 @@ export class UnCLIPTextProjModel extends Module {
       additiveClipTimeEmbeddings: this.emit(out.additiveClipTimeEmbeddings, 'additive_clip_time_embeddings'),
     };
   }
-}
-
-/** Builds the model from `dir/config.json` and loads `dir`'s weights (strict; trainable variables unless told). */
-export function loadTextProj(dir: string, opts: { trainable?: boolean } = {}): UnCLIPTextProjModel {
-  const cfg = textProjConfig(readConfig(dir), path.join(dir, 'config.json'));
-  const m = new UnCLIPTextProjModel(cfg);
-  loadWeights(m, dir, { strict: true, trainable: opts.trainable ?? true });
-  return m;
 }

@@ -5,8 +5,7 @@ import { Module, nchwHook, type OutputHook } from '../layers/module.js';
 import { Conv2d, GroupNorm, silu } from '../layers/basic.js';
 import { TimestepEmbedding, broadcastTimesteps, timestepEmbedding } from '../layers/embeddings.js';
 import { ResnetDownsampleBlock2D, ResnetUpsampleBlock2D, UNetMidBlock2D, type ResnetSettings } from '../layers/unet_blocks.js';
-import { loadWeights, readConfig } from '../io/weights.js';
-import * as path from 'node:path';
+import { isPosInt, modelConfigParser } from './config.js';
 
 /** config.json of a diffusers UNet2DModel (field names and defaults of diffusers 0.25.1). */
 export interface UNet2DConfig {
@@ -67,43 +66,32 @@ export const UNET2D_DEFAULTS: UNet2DConfig = {
   num_train_timesteps: null,
 };
 
-/**
- * Fills diffusers' defaults and rejects what this implementation does not cover (each error names the field and,
- * when given, the config file).
- */
-export function resolveUNet2DConfig(raw: Partial<UNet2DConfig> & Record<string, unknown>, source = 'UNet2DModel config'): UNet2DConfig {
-  const known = new Set(Object.keys(UNET2D_DEFAULTS));
-  const cfg = { ...UNET2D_DEFAULTS } as UNet2DConfig & Record<string, unknown>;
-  for (const [k, v] of Object.entries(raw)) {
-    if (k.startsWith('_')) continue; // _class_name, _diffusers_version, _name_or_path
-    if (!known.has(k)) throw new Error(`${source}: unknown UNet2DModel field "${k}"`);
-    if (v !== undefined) cfg[k] = v;
-  }
-  const bad = (field: string, why: string): never => {
-    throw new Error(`${source}: ${field} = ${JSON.stringify(cfg[field])} is not supported (${why})`);
-  };
-  const n = cfg.block_out_channels.length;
-  if (!Array.isArray(cfg.block_out_channels) || n === 0) bad('block_out_channels', 'a non-empty list is required');
-  if (cfg.down_block_types.length !== n) bad('down_block_types', `needs one entry per block_out_channels (${n})`);
-  if (cfg.up_block_types.length !== n) bad('up_block_types', `needs one entry per block_out_channels (${n})`);
-  cfg.down_block_types.forEach((t, i) => { if (t !== 'ResnetDownsampleBlock2D') bad('down_block_types', `entry ${i} "${t}": only ResnetDownsampleBlock2D is implemented`); });
-  cfg.up_block_types.forEach((t, i) => { if (t !== 'ResnetUpsampleBlock2D') bad('up_block_types', `entry ${i} "${t}": only ResnetUpsampleBlock2D is implemented`); });
-  if (cfg.add_attention) bad('add_attention', 'the mid-block attention is not implemented; Karlo SR uses false');
-  if (cfg.time_embedding_type !== 'positional') bad('time_embedding_type', 'only "positional" is implemented');
-  if (cfg.class_embed_type !== null) bad('class_embed_type', 'class embeddings are not implemented');
-  if (cfg.num_class_embeds !== null) bad('num_class_embeds', 'class embeddings are not implemented');
-  if (cfg.act_fn !== 'silu' && cfg.act_fn !== 'swish') bad('act_fn', 'only silu is implemented');
-  if (cfg.resnet_time_scale_shift !== 'default' && cfg.resnet_time_scale_shift !== 'scale_shift') bad('resnet_time_scale_shift', 'default or scale_shift');
-  if (typeof cfg.norm_num_groups !== 'number') bad('norm_num_groups', 'a number is required by the Resnet blocks');
-  if (!Number.isInteger(cfg.layers_per_block) || cfg.layers_per_block < 1) bad('layers_per_block', 'a positive integer');
-  if (!['conv', 'resnet', 'fir'].includes(cfg.downsample_type)) bad('downsample_type', 'conv or resnet');
-  if (!['conv', 'resnet', 'fir'].includes(cfg.upsample_type)) bad('upsample_type', 'conv or resnet');
-  for (const c of cfg.block_out_channels) if (c % cfg.norm_num_groups! !== 0) bad('block_out_channels', `${c} is not divisible by norm_num_groups ${cfg.norm_num_groups}`);
-  return cfg;
-}
+/** Typed config from a parsed config.json: diffusers' defaults filled, what is not implemented rejected by name. */
+export const unet2dConfig = modelConfigParser<UNet2DConfig>({
+  className: 'UNet2DModel',
+  defaults: UNET2D_DEFAULTS,
+  check: (cfg, bad) => {
+    if (!Array.isArray(cfg.block_out_channels) || cfg.block_out_channels.length === 0) bad('block_out_channels', 'a non-empty list is required');
+    const n = cfg.block_out_channels.length;
+    if (cfg.down_block_types.length !== n) bad('down_block_types', `needs one entry per block_out_channels (${n})`);
+    if (cfg.up_block_types.length !== n) bad('up_block_types', `needs one entry per block_out_channels (${n})`);
+    cfg.down_block_types.forEach((t, i) => { if (t !== 'ResnetDownsampleBlock2D') bad('down_block_types', `entry ${i} "${t}": only ResnetDownsampleBlock2D is implemented`); });
+    cfg.up_block_types.forEach((t, i) => { if (t !== 'ResnetUpsampleBlock2D') bad('up_block_types', `entry ${i} "${t}": only ResnetUpsampleBlock2D is implemented`); });
+    if (cfg.add_attention) bad('add_attention', 'the mid-block attention is not implemented; Karlo SR uses false');
+    if (cfg.time_embedding_type !== 'positional') bad('time_embedding_type', 'only "positional" is implemented');
+    if (cfg.class_embed_type !== null) bad('class_embed_type', 'class embeddings are not implemented');
+    if (cfg.num_class_embeds !== null) bad('num_class_embeds', 'class embeddings are not implemented');
+    if (cfg.act_fn !== 'silu' && cfg.act_fn !== 'swish') bad('act_fn', 'only silu is implemented');
+    if (cfg.resnet_time_scale_shift !== 'default' && cfg.resnet_time_scale_shift !== 'scale_shift') bad('resnet_time_scale_shift', 'default or scale_shift');
+    if (typeof cfg.norm_num_groups !== 'number') bad('norm_num_groups', 'a number is required by the Resnet blocks');
+    if (!isPosInt(cfg.layers_per_block)) bad('layers_per_block', 'a positive integer');
+    if (!['conv', 'resnet', 'fir'].includes(cfg.downsample_type)) bad('downsample_type', 'conv or resnet');
+    if (!['conv', 'resnet', 'fir'].includes(cfg.upsample_type)) bad('upsample_type', 'conv or resnet');
+    for (const c of cfg.block_out_channels) if (c % cfg.norm_num_groups! !== 0) bad('block_out_channels', `${c} is not divisible by norm_num_groups ${cfg.norm_num_groups}`);
+  },
+});
 
 export class UNet2DModel extends Module {
-  readonly config: UNet2DConfig;
   readonly conv_in: Conv2d;
   readonly time_embedding: TimestepEmbedding;
   readonly down_blocks: ResnetDownsampleBlock2D[];
@@ -112,9 +100,9 @@ export class UNet2DModel extends Module {
   readonly conv_norm_out: GroupNorm;
   readonly conv_out: Conv2d;
 
-  constructor(config: Partial<UNet2DConfig> & Record<string, unknown>, source?: string) {
+  constructor(readonly config: UNet2DConfig) {
     super();
-    const cfg = (this.config = resolveUNet2DConfig(config, source));
+    const cfg = config;
     const ch = cfg.block_out_channels;
     const n = ch.length;
     const timeEmbedDim = ch[0] * 4;
@@ -200,12 +188,4 @@ export class UNet2DModel extends Module {
       return tf.transpose(h, [0, 3, 1, 2]) as tf.Tensor4D;
     });
   }
-}
-
-/** Builds a UNet2DModel from a diffusers folder (config.json + weights), strict loading. */
-export function loadUNet2D(dir: string, opts: { trainable?: boolean } = {}): UNet2DModel {
-  const cfgFile = path.join(dir, 'config.json');
-  const model = new UNet2DModel(readConfig(dir) as Partial<UNet2DConfig> & Record<string, unknown>, cfgFile);
-  loadWeights(model, dir, { strict: true, trainable: opts.trainable ?? false });
-  return model;
 }

@@ -2,7 +2,6 @@
 // config is an error naming the field): positional timestep embedding, identity class embedding (text_proj's
 // additive CLIP embedding), Resnet*sample / SimpleCrossAttn blocks, scale-shift resnets, learned-range output.
 // NHWC inside; forward() takes and returns NCHW like PyTorch.
-import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Module, nchwHook, type OutputHook } from '../layers/module.js';
 import { Conv2d, GroupNorm, silu } from '../layers/basic.js';
@@ -13,7 +12,7 @@ import {
   SimpleCrossAttnDownBlock2D, SimpleCrossAttnUpBlock2D, UNetMidBlock2DSimpleCrossAttn,
   type CrossAttnContext, type CrossAttnSettings,
 } from '../layers/cross_attn_blocks.js';
-import { loadWeights, readConfig } from '../io/weights.js';
+import { isPosInt, modelConfigParser, type BadField } from './config.js';
 
 export type DownBlockType = 'ResnetDownsampleBlock2D' | 'SimpleCrossAttnDownBlock2D';
 export type UpBlockType = 'ResnetUpsampleBlock2D' | 'SimpleCrossAttnUpBlock2D';
@@ -70,7 +69,7 @@ export interface UNet2DConditionConfig {
   addition_embed_type_num_heads: number;
 }
 
-const DEFAULTS: UNet2DConditionConfig = {
+export const UNET2D_CONDITION_DEFAULTS: UNet2DConditionConfig = {
   sample_size: null,
   in_channels: 4,
   out_channels: 4,
@@ -124,21 +123,15 @@ const DEFAULTS: UNet2DConditionConfig = {
 const DOWN_TYPES = ['ResnetDownsampleBlock2D', 'SimpleCrossAttnDownBlock2D'];
 const UP_TYPES = ['ResnetUpsampleBlock2D', 'SimpleCrossAttnUpBlock2D'];
 
-/**
- * Validates a config.json object against what this implementation supports. `source` (the file) is named in
- * every error, with the field and its value.
- */
-export function unet2dConditionConfig(raw: Record<string, unknown>, source = 'UNet2DConditionModel config'): UNet2DConditionConfig {
-  const cfg = { ...DEFAULTS } as unknown as Record<string, unknown>;
-  for (const [k, v] of Object.entries(raw)) {
-    if (k.startsWith('_')) continue;
-    if (!Object.prototype.hasOwnProperty.call(DEFAULTS, k)) throw new Error(`${source}: unknown field "${k}" for UNet2DConditionModel`);
-    cfg[k] = v;
-  }
-  const bad = (field: string, why: string): never => {
-    throw new Error(`${source}: ${field} = ${JSON.stringify(cfg[field])} is not supported (${why})`);
-  };
-  const posInt = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v > 0;
+/** Typed config from a parsed config.json: diffusers' defaults filled, what is not implemented rejected by name. */
+export const unet2dConditionConfig = modelConfigParser<UNet2DConditionConfig>({
+  className: 'UNet2DConditionModel',
+  defaults: UNET2D_CONDITION_DEFAULTS,
+  check: (typed, bad) => checkUNet2DCondition(typed as unknown as Record<string, unknown>, bad),
+});
+
+function checkUNet2DCondition(cfg: Record<string, unknown>, bad: BadField): void {
+  const posInt = isPosInt;
   const intOrList = (field: string, n: number) => {
     const v = cfg[field];
     if (posInt(v)) return;
@@ -190,7 +183,6 @@ export function unet2dConditionConfig(raw: Record<string, unknown>, source = 'UN
   mustBe('cross_attention_norm', [null], 'not implemented');
   mustBe('attention_type', ['default'], 'only default');
   mustBe('dual_cross_attention', [false], 'not implemented');
-  return cfg as unknown as UNet2DConditionConfig;
 }
 
 const perBlock = <T>(v: T | T[], n: number): T[] => (Array.isArray(v) ? [...v] : Array(n).fill(v));
@@ -349,11 +341,4 @@ export class UNet2DConditionModel extends Module {
       return tf.transpose(x, [0, 3, 1, 2]) as tf.Tensor4D;
     });
   }
-}
-
-/** Builds the model from `dir/config.json` and loads `dir`'s weights (strict; trainable variables unless told). */
-export function loadUNet2DCondition(dir: string, opts: { trainable?: boolean } = {}): UNet2DConditionModel {
-  const m = new UNet2DConditionModel(unet2dConditionConfig(readConfig(dir), path.join(dir, 'config.json')));
-  loadWeights(m, dir, { strict: true, trainable: opts.trainable ?? true });
-  return m;
 }

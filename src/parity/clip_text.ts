@@ -7,9 +7,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors, type TensorData } from '../io/safetensors.js';
-import { loadClipTextModel, type CLIPTextOutput } from '../models/clip_text.js';
+import type { CLIPTextOutput } from '../models/clip_text.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
 /** Fixtures README: single-module outputs and per-block outputs abs ≤ 1e-4 · max(1, max|ref|). */
 const ATOL = 1e-4;
@@ -34,7 +35,7 @@ export async function runClipTextParity(dir: string, opts: ParityOptions = {}): 
   const io = loadSafetensors(ioFile);
   const idsData = io.get('input_ids');
   if (!idsData) throw new Error(`${ioFile}: tensor "input_ids" is missing`);
-  const model = loadClipTextModel(dir);
+  const model = loadComponent(dir, 'CLIPTextModelWithProjection');
   const atol = opts.atol ?? ATOL;
   const out: Comparison[] = [];
   const ids = intTensor(idsData, ioFile, 'input_ids');

@@ -12,9 +12,9 @@ import { loadSafetensors, type TensorData } from '../io/safetensors.js';
 import { readImage, type RgbImage } from '../io/image.js';
 import { decodePng } from '../io/png.js';
 import { clipPreprocess, pilResizeBicubic, readClipProcessorConfig } from '../io/clip_preprocess.js';
-import { loadClipVisionModel } from '../models/clip_vision.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
 const ATOL = 1e-4;
 /** Fixtures README: pixel_values abs ≤ 1e-6 (one uint8 step is 0.0146 after normalisation). */
@@ -108,7 +108,7 @@ export async function runClipVisionParity(dir: string, opts: ParityOptions = {})
     const pv = io.get('pixel_values');
     if (!pv) throw new Error(`${ioFile}: tensor "pixel_values" is missing`);
     if (pv.shape.length !== 4) throw new Error(`${ioFile}: "pixel_values" must be [batch, channels, size, size], got [${pv.shape}]`);
-    const model = loadClipVisionModel(dir);
+    const model = loadComponent(dir, 'CLIPVisionModelWithProjection');
     const x = tf.tensor4d(Float32Array.from(pv.data as Float32Array), pv.shape as [number, number, number, number]);
     const atol = opts.atol ?? ATOL;
     try {

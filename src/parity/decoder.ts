@@ -4,10 +4,11 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors, type TensorData } from '../io/safetensors.js';
-import { loadUNet2DCondition, type UNet2DConditionModel } from '../models/unet2d_condition.js';
+import type { UNet2DConditionModel } from '../models/unet2d_condition.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
-import { isComponentFolder } from './text_proj.js';
+import { namesClass } from './fixture.js';
+import { loadComponent } from '../loading/load_component.js';
 
 /** Hook outputs (the models hand them over in PyTorch layout) copied by path, for the paths asked for. */
 export function captureOutputs(model: { setOutputHook(fn: ((p: string, t: tf.Tensor) => void) | null): void }, wanted: Set<string>) {
@@ -69,7 +70,7 @@ export function compareUNetCall(
 export async function runDecoderParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
   const file = path.join(dir, 'io.safetensors');
   const io = loadSafetensors(file);
-  const model = loadUNet2DCondition(dir);
+  const model = loadComponent(dir, 'UNet2DConditionModel');
   const atol = opts.atol ?? 1e-4;
   try {
     const res = compareUNetCall(model, io, file, '', true, atol);
@@ -82,6 +83,6 @@ export async function runDecoderParity(dir: string, opts: ParityOptions = {}): P
 
 export const decoderParity: ParityKind = {
   name: 'decoder',
-  detect: (dir) => isComponentFolder(dir, 'UNet2DConditionModel'),
+  detect: (dir) => namesClass(dir, 'UNet2DConditionModel', { need: ['io.safetensors'] }),
   run: runDecoderParity,
 };

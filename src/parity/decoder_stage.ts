@@ -10,14 +10,15 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { TensorData } from '../io/safetensors.js';
 import { RecordedRun } from './fixture.js';
-import { loadTextProj, type UnCLIPTextProjModel } from '../models/text_proj.js';
-import { loadUNet2DCondition, type UNet2DConditionModel } from '../models/unet2d_condition.js';
+import type { UnCLIPTextProjModel } from '../models/text_proj.js';
+import { type UNet2DConditionModel } from '../models/unet2d_condition.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { TorchGenerator } from '../random/generator.js';
 import { decoderConditioning, decoderPredict, runDecoder } from '../pipeline/decoder_stage.js';
 import { denoiseStep } from '../samplers/denoise.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
 export interface DecoderStageParityOptions extends ParityOptions {
   /**
@@ -62,8 +63,8 @@ export async function runDecoderStageParity(pipelineDir: string, runFile: string
     opts.log?.(`${c.ok ? 'ok  ' : 'FAIL'} ${name} max abs ${c.maxAbs.toExponential(2)}`);
   };
 
-  const textProj = opts.textProj ?? loadTextProj(path.join(pipelineDir, 'text_proj'));
-  const decoder = opts.decoder ?? loadUNet2DCondition(path.join(pipelineDir, 'decoder'));
+  const textProj = opts.textProj ?? loadComponent(path.join(pipelineDir, 'text_proj'), 'UnCLIPTextProjModel');
+  const decoder = opts.decoder ?? loadComponent(path.join(pipelineDir, 'decoder'), 'UNet2DConditionModel');
   const scheduler = UnCLIPScheduler.fromDir(path.join(pipelineDir, 'decoder_scheduler'));
   const text = {
     promptEmbeds: toTensor(need('cap.prompt_embeds')) as tf.Tensor2D,

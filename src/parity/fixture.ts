@@ -4,7 +4,25 @@
 // step.<iii>.<scheduler>.t<T>.{sample_in, model_output_after_cfg, prev_sample}).
 import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { readJson } from '../io/weights.js';
+import { configClass } from '../io/config_class.js';
+
+/**
+ * Whether `dir/<file>` (config.json, or model_index.json for a pipeline) names `className` (io/config_class.ts:
+ * diffusers _class_name, transformers architectures), and every file in `need` exists beside it. A parity kind's
+ * detect(): false, never an error, for anything else.
+ */
+export function namesClass(dir: string, className: string, opts: { file?: string; need?: string[] } = {}): boolean {
+  const file = path.join(dir, opts.file ?? 'config.json');
+  if (!fs.existsSync(file) || !(opts.need ?? []).every((n) => fs.existsSync(path.join(dir, n)))) return false;
+  try {
+    return configClass(readJson(file)) === className;
+  } catch {
+    return false;
+  }
+}
 
 /** The tensors of one fixture file, looked up by name. */
 export class FixtureTensors {

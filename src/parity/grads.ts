@@ -16,11 +16,8 @@ import { loadSafetensors, type TensorData } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { oihwToHwio, type Module, type Parameter } from '../layers/module.js';
 import { bicubicResize } from '../layers/interpolate.js';
-import { loadClipTextModel } from '../models/clip_text.js';
-import { loadPrior, type PriorTransformer } from '../models/prior_transformer.js';
-import { loadTextProj } from '../models/text_proj.js';
-import { loadUNet2DCondition, type UNet2DConditionModel } from '../models/unet2d_condition.js';
-import { loadUNet2D } from '../models/unet2d.js';
+import type { PriorTransformer } from '../models/prior_transformer.js';
+import { type UNet2DConditionModel } from '../models/unet2d_condition.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { AdamW } from '../training/adamw.js';
 import { applyLora } from '../training/lora.js';
@@ -30,6 +27,7 @@ import {
 } from '../training/losses.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
 interface ModuleIndex {
   weights?: string;
@@ -234,7 +232,7 @@ export function runClipTextGrads(ctx: GradsContext): Comparison[] {
   const label = 'clip_text';
   const idx = moduleIndex(ctx, label);
   const fx = new GradsFixture(path.join(ctx.dir, 'clip_text.safetensors'));
-  const model = loadClipTextModel(weightsDir(ctx.dir, idx, '../clip_text'));
+  const model = loadComponent(weightsDir(ctx.dir, idx, '../clip_text'), 'CLIPTextModelWithProjection');
   try {
     return scoped(() => {
       const inputIds = fx.tensor('input_ids') as tf.Tensor2D;
@@ -276,7 +274,7 @@ export function runPriorGrads(ctx: GradsContext): Comparison[] {
   const label = 'prior';
   const idx = moduleIndex(ctx, label);
   const fx = new GradsFixture(path.join(ctx.dir, 'prior.safetensors'));
-  const prior = loadPrior(weightsDir(ctx.dir, idx, '../prior'));
+  const prior = loadComponent(weightsDir(ctx.dir, idx, '../prior'), 'PriorTransformer');
   try {
     return scoped(() => {
       const b = priorInputs(ctx, prior, fx);
@@ -327,7 +325,7 @@ export function runDecoderGrads(ctx: GradsContext): Comparison[] {
   const label = 'decoder';
   const idx = moduleIndex(ctx, label);
   const fx = new GradsFixture(path.join(ctx.dir, 'decoder.safetensors'));
-  const decoder = loadUNet2DCondition(weightsDir(ctx.dir, idx, '../decoder'));
+  const decoder = loadComponent(weightsDir(ctx.dir, idx, '../decoder'), 'UNet2DConditionModel');
   try {
     return scoped(() => {
       const b = decoderBatch(ctx, fx);
@@ -356,8 +354,8 @@ export function runTextProjGrads(ctx: GradsContext): Comparison[] {
   const idx = moduleIndex(ctx, label);
   const fx = new GradsFixture(path.join(ctx.dir, 'text_proj.safetensors'));
   const dfx = new GradsFixture(path.join(ctx.dir, 'decoder.safetensors'));
-  const textProj = loadTextProj(weightsDir(ctx.dir, idx, '../text_proj'));
-  const decoder = loadUNet2DCondition(weightsDir(ctx.dir, moduleIndex(ctx, 'decoder'), '../decoder'));
+  const textProj = loadComponent(weightsDir(ctx.dir, idx, '../text_proj'), 'UnCLIPTextProjModel');
+  const decoder = loadComponent(weightsDir(ctx.dir, moduleIndex(ctx, 'decoder'), '../decoder'), 'UNet2DConditionModel');
   try {
     return scoped(() => {
       const global = idx.grad_global_max_abs ?? 0;
@@ -407,7 +405,7 @@ export function runTextProjGrads(ctx: GradsContext): Comparison[] {
 export function runSuperResGrads(ctx: GradsContext, label = 'super_res_first'): Comparison[] {
   const idx = moduleIndex(ctx, label);
   const fx = new GradsFixture(path.join(ctx.dir, `${label}.safetensors`));
-  const sr = loadUNet2D(weightsDir(ctx.dir, idx, `../super_res/${label}`));
+  const sr = loadComponent(weightsDir(ctx.dir, idx, `../super_res/${label}`), 'UNet2DModel');
   try {
     return scoped(() => {
       const timesteps = fx.timesteps();
@@ -482,7 +480,7 @@ export function runPriorAdamW(ctx: GradsContext): Comparison[] {
   const pidx = moduleIndex(ctx, 'prior');
   const fx = new GradsFixture(path.join(ctx.dir, 'prior_adamw.safetensors'));
   const gfx = new GradsFixture(path.join(ctx.dir, 'prior.safetensors'));
-  const prior = loadPrior(weightsDir(ctx.dir, pidx, '../prior'));
+  const prior = loadComponent(weightsDir(ctx.dir, pidx, '../prior'), 'PriorTransformer');
   const opt = adamwFromIndex(idx, paramVars(prior));
   const noGrad = new Set(pidx.params_with_no_grad ?? []);
   const out: Comparison[] = [];
@@ -530,7 +528,7 @@ export function runDecoderAdamW(ctx: GradsContext): Comparison[] {
   const didx = moduleIndex(ctx, 'decoder');
   const fx = new GradsFixture(path.join(ctx.dir, 'decoder_adamw.safetensors'));
   const gfx = new GradsFixture(path.join(ctx.dir, 'decoder.safetensors'));
-  const decoder = loadUNet2DCondition(weightsDir(ctx.dir, didx, '../decoder'));
+  const decoder = loadComponent(weightsDir(ctx.dir, didx, '../decoder'), 'UNet2DConditionModel');
   const opt = adamwFromIndex(idx, paramVars(decoder));
   const noGrad = new Set(didx.params_with_no_grad ?? []);
   const zero = new Set(Object.keys(didx.zero_in_exact_arithmetic ?? {}));
@@ -570,7 +568,7 @@ export function runDecoderLora(ctx: GradsContext): Comparison[] {
   const didx = moduleIndex(ctx, 'decoder');
   const fx = new GradsFixture(path.join(ctx.dir, 'decoder_lora.safetensors'));
   const gfx = new GradsFixture(path.join(ctx.dir, 'decoder.safetensors'));
-  const decoder = loadUNet2DCondition(weightsDir(ctx.dir, didx, '../decoder'));
+  const decoder = loadComponent(weightsDir(ctx.dir, didx, '../decoder'), 'UNet2DConditionModel');
   const modules = (idx.modules ?? []).map((m) => m.name);
   if (!modules.length || !idx.rank) throw new Error(`${path.join(ctx.dir, 'index.json')}: modules.decoder_lora has no modules or rank`);
   const targets = [...new Set(modules.map((m) => (m.endsWith('.to_out.0') ? 'to_out.0' : m.slice(m.lastIndexOf('.') + 1))))];

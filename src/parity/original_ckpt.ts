@@ -9,13 +9,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { SafetensorsFile, loadSafetensors } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { convertOriginal } from '../../tools/convert/convert.js';
-import { loadClipTextModel } from '../models/clip_text.js';
-import { loadPrior } from '../models/prior_transformer.js';
-import { loadTextProj } from '../models/text_proj.js';
-import { loadUNet2D } from '../models/unet2d.js';
-import { loadUNet2DCondition } from '../models/unet2d_condition.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
 const COMPONENTS = ['prior', 'text_proj', 'decoder', 'super_res_first', 'super_res_last', 'text_encoder'];
 const weights = (c: string) => (c === 'text_encoder' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors');
@@ -79,12 +75,12 @@ export async function runOriginalCkptParity(dir: string, opts: ParityOptions = {
       c.shape = io.get(ref)!.shape;
       res.push(c);
     };
-    const clip = loadClipTextModel(path.join(out, 'text_encoder'));
-    const prior = loadPrior(path.join(out, 'prior'), { strict: true });
-    const textProj = loadTextProj(path.join(out, 'text_proj'));
-    const decoder = loadUNet2DCondition(path.join(out, 'decoder'));
-    const srFirst = loadUNet2D(path.join(out, 'super_res_first'));
-    const srLast = loadUNet2D(path.join(out, 'super_res_last'));
+    const clip = loadComponent(path.join(out, 'text_encoder'), 'CLIPTextModelWithProjection');
+    const prior = loadComponent(path.join(out, 'prior'), 'PriorTransformer');
+    const textProj = loadComponent(path.join(out, 'text_proj'), 'UnCLIPTextProjModel');
+    const decoder = loadComponent(path.join(out, 'decoder'), 'UNet2DConditionModel');
+    const srFirst = loadComponent(path.join(out, 'super_res_first'), 'UNet2DModel');
+    const srLast = loadComponent(path.join(out, 'super_res_last'), 'UNet2DModel');
     try {
       tf.tidy(() => {
         const c = clip.forward(T('clip.input_ids') as tf.Tensor2D);

@@ -10,8 +10,6 @@ import { SafetensorsFile, type TensorData } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { TorchGenerator } from '../random/generator.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
-import { loadUNet2D } from '../models/unet2d.js';
-import { loadUNet2DCondition } from '../models/unet2d_condition.js';
 import { UnCLIPPipeline, type GenerateOptions } from '../pipeline/unclip_pipeline.js';
 import { componentDir } from '../io/model_folder.js';
 import type { StageName } from '../pipeline/types.js';
@@ -19,8 +17,10 @@ import { decoderPredict, padDecoderMask } from '../pipeline/decoder_stage.js';
 import { superResPredict } from '../pipeline/super_res_stage.js';
 import { denoiseStep, type Predict } from '../samplers/denoise.js';
 import { illConditionedElements } from './ill_conditioned.js';
+import { namesClass } from './fixture.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
 /** What run*.json records (UnCLIPPipeline call arguments). */
 interface RunJson {
@@ -378,7 +378,7 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
     const tensorOf = (n: string) => { const r = refData(n); return tf.tensor(r.data as Float32Array, r.shape, 'float32'); };
 
     if (forcing === 'stages' && flagged.decoder.set.size > 0 && ['cap.decoder_encoder_hidden_states', 'cap.additive_clip_time_embeddings', 'cap.text_mask'].every((n) => names.has(n))) {
-      const decoder = loadUNet2DCondition(comp('decoder'));
+      const decoder = loadComponent(comp('decoder'), 'UNet2DConditionModel');
       const ehs = tensorOf('cap.decoder_encoder_hidden_states') as tf.Tensor3D;
       const emb = tensorOf('cap.additive_clip_time_embeddings') as tf.Tensor2D;
       const tm = tensorOf('cap.text_mask') as tf.Tensor2D;
@@ -394,8 +394,8 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
       }
     }
     if (forcing === 'stages' && flagged.super_res.set.size > 0 && names.has('cap.image_upscaled')) {
-      const first = loadUNet2D(comp('super_res_first'));
-      const last = loadUNet2D(comp('super_res_last'));
+      const first = loadComponent(comp('super_res_first'), 'UNet2DModel');
+      const last = loadComponent(comp('super_res_last'), 'UNet2DModel');
       const up = tensorOf('cap.image_upscaled');
       try {
         forceStage('super_res', 'super_res_scheduler', superResPredict((step) => (step === steps.filter((x) => x.stage === 'super_res').length - 1 ? last : first), up as tf.Tensor4D),
@@ -458,7 +458,7 @@ export async function runPipelineParity(runFile: string, opts: PipelineParityOpt
 export const pipelineParity: ParityKind = {
   name: 'pipeline',
   // text→image folders only (image-variation folders have their own kind)
-  detect: (dir) => pipelineRuns(dir).length > 0 && readJson<{ _class_name?: unknown }>(path.join(dir, 'model_index.json'))._class_name === 'UnCLIPPipeline',
+  detect: (dir) => pipelineRuns(dir).length > 0 && namesClass(dir, 'UnCLIPPipeline', { file: 'model_index.json' }),
   async run(dir, opts) {
     const out: Comparison[] = [];
     for (const f of pipelineRuns(dir)) {

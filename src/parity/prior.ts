@@ -1,23 +1,15 @@
 // `karlo parity` kind "prior": a folder like test/fixtures/prior (config.json, diffusion_pytorch_model.safetensors,
 // io.safetensors with hidden_states, timestep[, timestep_b], proj_embedding, encoder_hidden_states,
 // attention_mask, predicted_image_embedding[_b], block_out.transformer_blocks.*, post_process_*).
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { TensorData } from '../io/safetensors.js';
-import { FixtureTensors } from './fixture.js';
-import { loadPrior } from '../models/prior_transformer.js';
+import { FixtureTensors, namesClass } from './fixture.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
-function isPriorDir(dir: string): boolean {
-  try {
-    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
-    return cfg._class_name === 'PriorTransformer' && fs.existsSync(path.join(dir, 'io.safetensors'));
-  } catch {
-    return false;
-  }
-}
+const isPriorDir = (dir: string) => namesClass(dir, 'PriorTransformer', { need: ['io.safetensors'] });
 
 /** Runs the prior on the recorded inputs (both timesteps), with per-block hooks; one Comparison per tensor. */
 export async function runPriorParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
@@ -34,7 +26,7 @@ export async function runPriorParity(dir: string, opts: ParityOptions = {}): Pro
     opts.log?.(`${c.ok ? 'ok  ' : 'FAIL'} ${name} max abs ${c.maxAbs.toExponential(2)} (max |ref| ${c.maxRef.toExponential(2)})`);
   };
 
-  const prior = loadPrior(dir);
+  const prior = loadComponent(dir, 'PriorTransformer');
   try {
     const blocks = new Map<string, Float32Array>();
     tf.tidy(() => {

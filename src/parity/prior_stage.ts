@@ -6,12 +6,13 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { TensorData } from '../io/safetensors.js';
 import { RecordedRun } from './fixture.js';
-import { loadPrior, type PriorTransformer } from '../models/prior_transformer.js';
+import type { PriorTransformer } from '../models/prior_transformer.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { TorchGenerator } from '../random/generator.js';
 import { runPrior } from '../pipeline/prior_stage.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
 export interface PriorStageParityOptions extends ParityOptions {
   /** 'recorded': the recorded randn draws as variance noise; 'generator': draw from TorchGenerator(seed). */
@@ -50,7 +51,7 @@ export async function runPriorStageParity(pipelineDir: string, runFile: string, 
     opts.log?.(`${c.ok ? 'ok  ' : 'FAIL'} ${name} max abs ${c.maxAbs.toExponential(2)}`);
   };
 
-  const prior = opts.prior ?? loadPrior(path.join(pipelineDir, 'prior'));
+  const prior = opts.prior ?? loadComponent(path.join(pipelineDir, 'prior'), 'PriorTransformer');
   const scheduler = UnCLIPScheduler.fromDir(path.join(pipelineDir, 'prior_scheduler'));
   const text = {
     promptEmbeds: tf.tensor2d(need('cap.prompt_embeds').data as Float32Array, need('cap.prompt_embeds').shape as [number, number]),

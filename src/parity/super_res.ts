@@ -1,26 +1,16 @@
 // `karlo parity` for super-resolution UNet2DModel fixtures (fixtures README g): either one UNet2DModel folder
 // (config.json + weights + io.safetensors with sample, timestep, output and optional block_out.*), or a folder
 // holding super_res_first/ and/or super_res_last/ such folders.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { FixtureTensors } from './fixture.js';
-import { readJson } from '../io/weights.js';
-import { loadUNet2D } from '../models/unet2d.js';
+import { FixtureTensors, namesClass } from './fixture.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
 const SUBFOLDERS = ['super_res_first', 'super_res_last'];
 
-function isUNet2DFolder(dir: string): boolean {
-  const cfg = path.join(dir, 'config.json');
-  if (!fs.existsSync(cfg) || !fs.existsSync(path.join(dir, 'io.safetensors'))) return false;
-  try {
-    return readJson<{ _class_name?: string }>(cfg)._class_name === 'UNet2DModel';
-  } catch {
-    return false;
-  }
-}
+const isUNet2DFolder = (dir: string) => namesClass(dir, 'UNet2DModel', { need: ['io.safetensors'] });
 
 /** One UNet2DModel fixture folder: output and every block_out.* (names prefixed with `prefix`). */
 export async function runUNet2DParity(dir: string, opts: ParityOptions = {}, prefix = ''): Promise<Comparison[]> {
@@ -31,7 +21,7 @@ export async function runUNet2DParity(dir: string, opts: ParityOptions = {}, pre
   const sampleData = need('sample');
   const tsData = need('timestep');
   if (sampleData.shape.length !== 4) throw new Error(`${file}: "sample" must be NCHW, got shape [${sampleData.shape}]`);
-  const model = loadUNet2D(dir);
+  const model = loadComponent(dir, 'UNet2DModel');
   const captured = new Map<string, Float32Array>();
   const wanted = new Set([...io.keys()].filter((k) => k.startsWith('block_out.')).map((k) => k.slice('block_out.'.length)));
   if (wanted.size) model.setOutputHook((p, t) => { if (wanted.has(p)) captured.set(p, t.dataSync() as Float32Array); });

@@ -1,30 +1,19 @@
 // `karlo parity` for UnCLIPTextProjModel fixture folders (fixtures README e): config.json + weights + io.safetensors
 // with image_embeddings, prompt_embeds, text_encoder_hidden_states and the two outputs (CFG when the text rows
 // are twice the image rows, as the fixture's call).
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { readJson } from '../io/weights.js';
-import { loadTextProj } from '../models/text_proj.js';
-import { FixtureTensors } from './fixture.js';
+import { FixtureTensors, namesClass } from './fixture.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './registry.js';
+import { loadComponent } from '../loading/load_component.js';
 
-export function isComponentFolder(dir: string, className: string): boolean {
-  const cfg = path.join(dir, 'config.json');
-  if (!fs.existsSync(cfg) || !fs.existsSync(path.join(dir, 'io.safetensors'))) return false;
-  try {
-    return readJson<{ _class_name?: string }>(cfg)._class_name === className;
-  } catch {
-    return false;
-  }
-}
 
 export async function runTextProjParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
   const file = path.join(dir, 'io.safetensors');
   const fx = FixtureTensors.open(file);
   const get = (n: string) => fx.tensor(n);
-  const model = loadTextProj(dir);
+  const model = loadComponent(dir, 'UnCLIPTextProjModel');
   try {
     const out = tf.tidy(() => {
       const imageEmbeddings = get('image_embeddings') as tf.Tensor2D;
@@ -52,6 +41,6 @@ export async function runTextProjParity(dir: string, opts: ParityOptions = {}): 
 
 export const textProjParity: ParityKind = {
   name: 'text_proj',
-  detect: (dir) => isComponentFolder(dir, 'UnCLIPTextProjModel'),
+  detect: (dir) => namesClass(dir, 'UnCLIPTextProjModel', { need: ['io.safetensors'] }),
   run: runTextProjParity,
 };

@@ -12,14 +12,9 @@ import type { GenerateOptions } from '../pipeline/unclip_pipeline.js';
 import type { Comparison } from './compare.js';
 import { pipelineRuns, runPipelineParity } from './pipeline.js';
 import type { ParityKind, ParityOptions } from './registry.js';
+import { namesClass } from './fixture.js';
 
-function isVariationFolder(dir: string): boolean {
-  try {
-    return readJson<{ _class_name?: unknown }>(path.join(dir, 'model_index.json'))._class_name === 'UnCLIPImageVariationPipeline';
-  } catch {
-    return false;
-  }
-}
+const isVariationFolder = (dir: string) => namesClass(dir, 'UnCLIPImageVariationPipeline', { file: 'model_index.json' });
 
 /** The pipeline parity options a vary() call understands, from the shared runner's GenerateOptions. */
 export function varyOptionsOf(o: GenerateOptions) {

@@ -9,29 +9,9 @@ import { ModelFolderError, type ModelFolder } from '../io/model_folder.js';
 import { SafetensorsFile, isFloatDType } from '../io/safetensors.js';
 import { readConfig, safetensorsSource } from '../io/weights.js';
 import { arraysEqual, type Module } from '../layers/module.js';
-import { CLIPTextModelWithProjection, clipTextConfig } from '../models/clip_text.js';
-import { CLIPVisionModelWithProjection, clipVisionConfig } from '../models/clip_vision.js';
-import { PriorTransformer } from '../models/prior_transformer.js';
-import { UnCLIPTextProjModel, textProjConfig } from '../models/text_proj.js';
-import { UNet2DConditionModel, unet2dConditionConfig } from '../models/unet2d_condition.js';
-import { UNet2DModel, type UNet2DConfig } from '../models/unet2d.js';
+import { buildComponent, componentConfig, ignoredKeys, isComponentKind } from '../loading/load_component.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
-
-type Builder = (dir: string, cfgFile: string) => Module;
-
-/** How each model class is built from its component folder's config.json (what its loader does, minus weights). */
-export const MODEL_BUILDERS: Record<string, Builder> = {
-  CLIPTextModelWithProjection: (dir, f) => new CLIPTextModelWithProjection(clipTextConfig(readConfig(dir), f)),
-  CLIPVisionModelWithProjection: (dir, f) => new CLIPVisionModelWithProjection(clipVisionConfig(readConfig(dir), f)),
-  PriorTransformer: (dir, f) => new PriorTransformer(readConfig(dir), f),
-  UnCLIPTextProjModel: (dir, f) => new UnCLIPTextProjModel(textProjConfig(readConfig(dir), f)),
-  UNet2DConditionModel: (dir, f) => new UNet2DConditionModel(unet2dConditionConfig(readConfig(dir), f)),
-  UNet2DModel: (dir, f) => new UNet2DModel(readConfig(dir) as Partial<UNet2DConfig> & Record<string, unknown>, f),
-};
-
-/** State-dict keys a loader ignores (buffers older checkpoints carry). */
-const IGNORED_KEYS = new Set(['text_model.embeddings.position_ids', 'vision_model.embeddings.position_ids']);
 
 const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ').trim();
 
@@ -47,12 +27,12 @@ function fail(component: string, e: unknown): never {
  * the file size) and compares the state-dict names and shapes. Returns the model's parameter count.
  */
 export function checkModelComponent(component: string, className: string, dir: string, weightsFile: string): number {
-  const build = MODEL_BUILDERS[className];
   const cfgFile = path.join(dir, 'config.json');
   let model: Module | undefined;
-  if (build) {
+  // What loadComponent builds, minus the weights (the class check was openModelFolder's).
+  if (isComponentKind(className)) {
     try {
-      model = build(dir, cfgFile);
+      model = buildComponent(className, readConfig(dir), cfgFile);
     } catch (e) {
       fail(component, e);
     }
@@ -65,7 +45,8 @@ export function checkModelComponent(component: string, className: string, dir: s
   }
   try {
     if (!model) return 0;
-    const names = new Set(src.names().filter((n) => !IGNORED_KEYS.has(n)));
+    const ignored = isComponentKind(className) ? ignoredKeys(className) : new Set<string>();
+    const names = new Set(src.names().filter((n) => !ignored.has(n)));
     const params = model.namedParameters();
     const missing: string[] = [];
     const misshaped: string[] = [];
@@ -146,7 +127,7 @@ export function checkModelFolder<C extends string>(
     const cfgFile = path.join(dirs.text_encoder, 'config.json');
     let vocab: number;
     try {
-      vocab = clipTextConfig(readConfig(dirs.text_encoder), cfgFile).vocab_size;
+      vocab = componentConfig(dirs.text_encoder, 'CLIPTextModelWithProjection').vocab_size;
     } catch (e) {
       fail('text_encoder', e);
     }

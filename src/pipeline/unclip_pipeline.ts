@@ -14,11 +14,7 @@ import { Module, type OutputHook } from '../layers/module.js';
 import { readJson } from '../io/weights.js';
 import { TorchGenerator } from '../random/generator.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
-import { loadClipTextModel, type CLIPTextModelWithProjection } from '../models/clip_text.js';
-import { loadPrior } from '../models/prior_transformer.js';
-import { loadTextProj } from '../models/text_proj.js';
-import { loadUNet2DCondition } from '../models/unet2d_condition.js';
-import { loadUNet2D } from '../models/unet2d.js';
+import type { CLIPTextModelWithProjection } from '../models/clip_text.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { MemoryEstimateError, defaultMemoryBound, estimateGenerateMemory, memoryRefusal } from './memory_estimate.js';
 import { encodePrompt } from './encode_prompt.js';
@@ -26,6 +22,7 @@ import { runPrior, type PriorStageOptions } from './prior_stage.js';
 import { runDecoder, type DecoderStageOptions } from './decoder_stage.js';
 import { runSuperRes, type SuperResStageOptions } from './super_res_stage.js';
 import type { StageName, StageOptions, StepCallback, TextOutputs } from './types.js';
+import { loadComponent } from '../loading/load_component.js';
 
 /** Karlo's own sampling presets (karlo t2i `fast` / `default`); guidance 4 / 8 in both. */
 export const KARLO_PRESETS = {
@@ -432,8 +429,8 @@ export async function decodeAndUpscale<S extends string>(
   let image: tf.Tensor4D | undefined;
   try {
     imageSmall = await run.stage('decoder', req.decoderSteps, {
-      text_proj: () => loadTextProj(dirs.text_proj),
-      decoder: () => loadUNet2DCondition(dirs.decoder),
+      text_proj: () => loadComponent(dirs.text_proj, 'UnCLIPTextProjModel'),
+      decoder: () => loadComponent(dirs.decoder, 'UNet2DConditionModel'),
       decoder_scheduler: () => UnCLIPScheduler.fromDir(dirs.decoder_scheduler),
     }, (p) => runDecoder(p.text_proj, p.decoder, p.decoder_scheduler, req.imageEmbeddings, req.text, {
       ...req.stageOptions?.decoder,
@@ -451,9 +448,9 @@ export async function decodeAndUpscale<S extends string>(
     // super_res_last is loaded at the last step, after super_res_first is released (unless keepLoaded), so
     // only one 2.8 GB UNet is held at a time.
     image = await run.stage('super_res', req.superResSteps, {
-      super_res_first: () => loadUNet2D(dirs.super_res_first),
+      super_res_first: () => loadComponent(dirs.super_res_first, 'UNet2DModel'),
       super_res_scheduler: () => UnCLIPScheduler.fromDir(dirs.super_res_scheduler),
-    }, (p, later) => runSuperRes(p.super_res_first, () => later('super_res_last', () => loadUNet2D(dirs.super_res_last)), p.super_res_scheduler, imageSmall!, {
+    }, (p, later) => runSuperRes(p.super_res_first, () => later('super_res_last', () => loadComponent(dirs.super_res_last, 'UNet2DModel')), p.super_res_scheduler, imageSmall!, {
       ...req.stageOptions?.super_res,
       releaseFirst: () => {
         pipe.release({ super_res_first: p.super_res_first });
@@ -586,7 +583,7 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
     try {
       text = await run.stage('text', 1, {
         tokenizer: () => CLIPTokenizer.fromDir(dirs.tokenizer),
-        text_encoder: () => loadClipTextModel(dirs.text_encoder),
+        text_encoder: () => loadComponent(dirs.text_encoder, 'CLIPTextModelWithProjection'),
       }, (p) => encode(p, { settings, classifierFreeGuidance: doCfg, capture: (name, t) => run.capture(name, t) }) as TextOutputs & tf.TensorContainer);
       if (text.promptEmbeds.shape[0] !== (doCfg ? 2 : 1) * batch) {
         throw new Error(`the text stage returned ${text.promptEmbeds.shape[0]} rows, expected ${(doCfg ? 2 : 1) * batch}`);
@@ -596,7 +593,7 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
       text.textMask = run.capture('text_mask', text.textMask);
 
       imageEmbeddings = await run.stage('prior', settings.priorSteps, {
-        prior: () => loadPrior(dirs.prior),
+        prior: () => loadComponent(dirs.prior, 'PriorTransformer'),
         prior_scheduler: () => UnCLIPScheduler.fromDir(dirs.prior_scheduler),
       }, (p) => runPrior(p.prior, p.prior_scheduler, text!, {
         ...opts.stageOptions?.prior,

@@ -10,8 +10,7 @@ import { openModelFolder, VARIATION_PIPELINE, type ModelFolder, type VariationCo
 import { readImage, type RgbImage } from '../io/image.js';
 import { clipPreprocess, readClipProcessorConfig, type PreprocessMode } from '../io/clip_preprocess.js';
 import { readJson } from '../io/weights.js';
-import { clipVisionConfig, loadClipVisionModel } from '../models/clip_vision.js';
-import { loadClipTextModel } from '../models/clip_text.js';
+import { clipVisionConfig } from '../models/clip_vision.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
 import type { TorchGenerator } from '../random/generator.js';
 import { encodePrompt } from './encode_prompt.js';
@@ -22,6 +21,7 @@ import {
 } from './unclip_pipeline.js';
 import type { StageName, StageOptions, TextOutputs } from './types.js';
 import { MemoryEstimateError, defaultMemoryBound, estimateGenerateMemory, memoryRefusal } from './memory_estimate.js';
+import { loadComponent } from '../loading/load_component.js';
 
 /** The stages of a variation call, in order (diffusers encodes the prompt first): text encoder (""), image encoder, decoder, super-res. */
 export type VariationStage = 'image' | 'text' | 'decoder' | 'super_res';
@@ -129,7 +129,7 @@ export class UnCLIPImageVariationPipeline extends StagedPipeline<VariationCompon
     const dirs = this.folder.dirs;
     const embeds = await run.stage('image', 1, {
       feature_extractor: () => readClipProcessorConfig(dirs.feature_extractor),
-      image_encoder: () => loadClipVisionModel(dirs.image_encoder),
+      image_encoder: () => loadComponent(dirs.image_encoder, 'CLIPVisionModelWithProjection'),
     }, (p) => {
       const S = this.dims.imageSize;
       const pre = images.map((im) => clipPreprocess(im, p.feature_extractor, mode));
@@ -200,7 +200,7 @@ export class UnCLIPImageVariationPipeline extends StagedPipeline<VariationCompon
       // diffusers encodes the prompt first, then the image; neither draws random numbers.
       text = await run.stage('text', 1, {
         tokenizer: () => CLIPTokenizer.fromDir(dirs.tokenizer),
-        text_encoder: () => loadClipTextModel(dirs.text_encoder),
+        text_encoder: () => loadComponent(dirs.text_encoder, 'CLIPTextModelWithProjection'),
       }, (p) => encodePrompt(p.tokenizer, p.text_encoder, new Array<string>(B).fill(''), {
         numImagesPerPrompt: n, doClassifierFreeGuidance: doCfg,
       }) as TextOutputs & tf.TensorContainer);

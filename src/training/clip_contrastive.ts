@@ -12,9 +12,10 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { componentDir } from '../io/model_folder.js';
 import { Module } from '../layers/module.js';
-import { loadClipTextModel, type CLIPTextModelWithProjection } from '../models/clip_text.js';
-import { loadClipVisionModel, type CLIPVisionModelWithProjection } from '../models/clip_vision.js';
+import type { CLIPTextModelWithProjection } from '../models/clip_text.js';
+import type { CLIPVisionModelWithProjection } from '../models/clip_vision.js';
 import { CLIP_MEAN, CLIP_STD } from '../io/clip_preprocess.js';
+import { loadComponent } from '../loading/load_component.js';
 
 export const CLIP_DEFAULT_LOGIT_SCALE = 1 / 0.07;
 
@@ -93,10 +94,10 @@ export class ClipPair extends Module {
 
 /** Loads both towers (trainable) from their component folders; refuses towers of different projection widths. */
 export function loadClipPair(textDir: string, imageDir: string): ClipPair {
-  const text = loadClipTextModel(textDir, { trainable: true });
+  const text = loadComponent(textDir, 'CLIPTextModelWithProjection', { trainable: true });
   let vision: CLIPVisionModelWithProjection;
   try {
-    vision = loadClipVisionModel(imageDir, { trainable: true });
+    vision = loadComponent(imageDir, 'CLIPVisionModelWithProjection', { trainable: true });
   } catch (e) {
     text.dispose();
     throw e;

@@ -20,16 +20,15 @@ import { writeFileAtomic } from '../io/png.js';
 import type { ModelFolder } from '../io/model_folder.js';
 import { TorchGenerator } from '../random/generator.js';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
-import { loadClipTextModel } from '../models/clip_text.js';
-import { loadPrior } from '../models/prior_transformer.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { encodePrompt } from '../pipeline/encode_prompt.js';
 import { runPrior } from '../pipeline/prior_stage.js';
 import { CACHE_DIR_NAME, sha256Hex, type DataItem } from './data.js';
 import { createHash } from 'node:crypto';
-import { loadClipVisionModel } from '../models/clip_vision.js';
 import { CLIP_PROCESSOR_DEFAULTS, clipPreprocess, readClipProcessorConfig } from '../io/clip_preprocess.js';
 import { readImage } from '../io/image.js';
+import { loadComponent } from '../loading/load_component.js';
+import type { CLIPTextModelWithProjection } from '../models/clip_text.js';
 
 export interface TextConditioning {
   /** text_embeds [D] */
@@ -233,10 +232,10 @@ export async function prepareConditioning(model: ModelFolder, dataDir: string, i
 
   // Text encoder and tokenizer, loaded on first need and released at the end.
   let tokenizer: CLIPTokenizer | undefined;
-  let textEncoder: ReturnType<typeof loadClipTextModel> | undefined;
+  let textEncoder: CLIPTextModelWithProjection | undefined;
   const textModel = () => {
     tokenizer ??= CLIPTokenizer.fromDir(dirs.tokenizer);
-    textEncoder ??= loadClipTextModel(dirs.text_encoder, { trainable: false });
+    textEncoder ??= loadComponent(dirs.text_encoder, 'CLIPTextModelWithProjection', { trainable: false });
     return { tokenizer, textEncoder };
   };
 
@@ -318,7 +317,7 @@ export async function prepareConditioning(model: ModelFolder, dataDir: string, i
         } else {
           log(`conditioning: no image_encoder/ in ${model.root}: image embeddings are the prior's output for each caption (${missingItems.length} caption(s), ${steps} steps, guidance ${guidance})`);
           const { tokenizer: tok, textEncoder: te } = textModel();
-          const prior = loadPrior(dirs.prior, { trainable: false });
+          const prior = loadComponent(dirs.prior, 'PriorTransformer', { trainable: false });
           const scheduler = UnCLIPScheduler.fromDir(dirs.prior_scheduler);
           try {
             for (const it of missingItems) {
@@ -360,7 +359,7 @@ export async function prepareConditioning(model: ModelFolder, dataDir: string, i
  * image_size). One image at a time, so memory stays at one image.
  */
 async function visionEmbeddings(root: string, items: readonly DataItem[]): Promise<Float32Array[]> {
-  const model = loadClipVisionModel(path.join(root, 'image_encoder'), { trainable: false });
+  const model = loadComponent(path.join(root, 'image_encoder'), 'CLIPVisionModelWithProjection', { trainable: false });
   try {
     const fe = path.join(root, 'feature_extractor');
     const size = model.config.image_size;

@@ -14,7 +14,7 @@ import { ModelFolderError, UNCLIP_COMPONENTS, type ComponentName, type ModelFold
 import { setWeightsReadListener } from '../../io/weights.js';
 import { HubError, parseHubId, resolveModelDir } from '../../io/hub.js';
 import { downloadHubSnapshot } from '../../io/hub_download.js';
-import { MODEL_BUILDERS } from '../../pipeline/check_folder.js';
+import { emptyComponent, type ComponentKind } from '../../loading/load_component.js';
 import { Progress } from '../progress.js';
 import { floatToRgb8, readPngText, writePng } from '../../io/png.js';
 import { PACKAGE_VERSION } from '../../package_root.js';
@@ -81,9 +81,9 @@ const STAGE_COMPONENTS: Record<PipelineStage, ComponentName[]> = {
 function stageProgress(progress: Progress, folder: ModelFolder): { event(e: StageEvent): void; step(): void; dispose(): void } {
   const bytesOf = (c: ComponentName) => {
     const dir = folder.dirs[c];
-    const cls = UNCLIP_COMPONENTS[c].className;
+    const kind = UNCLIP_COMPONENTS[c].className as ComponentKind;
     try {
-      return 4 * MODEL_BUILDERS[cls](dir, path.join(dir, 'config.json')).numParameters();
+      return 4 * emptyComponent(dir, kind).numParameters();
     } catch {
       return 0;
     }
