@@ -9,7 +9,7 @@ import { BackendUnavailableError } from '../errors.js';
 import { registerMemoryTrimmer } from '../memory.js';
 import { loadAddon, poolBudgetMB, type NativeAddon } from './addon.js';
 import { BufferPool, PooledCPUBackend } from './buffer_pool.js';
-import { nativeKernelConfigs } from './kernels.js';
+import { nativeKernelConfigs } from './kernels/index.js';
 import { GROUP_NORM_KERNEL } from '../../ops/group_norm.js';
 
 export { loadAddon, threadCount, poolBudgetMB, type NativeAddon } from './addon.js';
