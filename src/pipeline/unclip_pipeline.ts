@@ -22,7 +22,7 @@ import { runPrior, type PriorStageOptions } from './prior_stage.js';
 import { runDecoder, type DecoderStageOptions } from './decoder_stage.js';
 import { runSuperRes, type SuperResStageOptions } from './super_res_stage.js';
 import type { StageName, StageOptions, StepCallback, TextOutputs } from './types.js';
-import { loadComponent } from '../loading/load_component.js';
+import { StagePrefetch, envPrefetchBytes, stageBudget, type PrefetchTarget } from './stage_prefetch.js';
 
 /** Karlo's own sampling presets (karlo t2i `fast` / `default`); guidance 4 / 8 in both. */
 export const KARLO_PRESETS = {
@@ -152,6 +152,12 @@ export interface LoadOptions {
    * (`karlo generate --lora`). Runs once per load: with keepLoaded, once per pipeline.
    */
   onComponentLoaded?: (name: string, component: unknown) => void;
+  /**
+   * Hidden loading: bytes of the next stage's weights read and converted in a worker thread while a stage computes
+   * (stage_prefetch.ts). Default ($KARLO_PREFETCH_MB unset): the call's estimated peak minus the running stage's
+   * estimate, so the peak stays where the largest stage puts it; 0: no prefetching. Outputs are bit-identical.
+   */
+  prefetchBytes?: number;
 }
 
 /**
@@ -280,12 +286,14 @@ export class PipelineRun<S extends string = PipelineStage> {
 
   /**
    * Runs one stage. `later` loads a component in the middle of the stage (super_res_last at the last step): it is
-   * hooked, released and its seconds counted as loading like the others.
+   * hooked, released and its seconds counted as loading like the others. `onRun` is called once the stage's
+   * components are loaded, before it runs (the pipeline starts reading the next stage's weights there).
    */
   async stage<T extends Loaded, R extends tf.TensorContainer>(
     stage: S, numSteps: number,
     loaders: { [K in keyof T]: () => Promise<T[K]> | T[K] },
     fn: (parts: T, later: LoadLater) => Promise<R> | R,
+    onRun?: () => void,
   ): Promise<R> {
     const onStage = this.hooks.onStage ?? (() => {});
     onStage({ stage, phase: 'load' });
@@ -307,6 +315,8 @@ export class PipelineRun<S extends string = PipelineStage> {
     try {
       for (const [name, part] of Object.entries(parts)) hook(name, part);
       onStage({ stage, phase: 'run', numSteps });
+      // e.g. start reading the next stage's weights while this one computes (hidden loading)
+      onRun?.();
       const t0 = now();
       const result = await scoped(() => fn(parts, later));
       const loadSeconds = seconds + laterSeconds, runSeconds = now() - t0 - laterSeconds;
@@ -338,14 +348,30 @@ export abstract class StagedPipeline<C extends string> {
   readonly keepLoaded: boolean;
   private readonly cache = new Map<string, unknown>();
   private readonly onComponentLoaded?: LoadOptions['onComponentLoaded'];
+  /** The weights the next stage loads, read ahead (hidden loading); loaders take them through prefetch.load. */
+  readonly prefetch = new StagePrefetch();
+  private readonly prefetchBytes?: number;
 
   protected constructor(readonly folder: ModelFolder<C>, opts: LoadOptions) {
     this.keepLoaded = opts.keepLoaded ?? false;
     this.onComponentLoaded = opts.onComponentLoaded;
+    this.prefetchBytes = opts.prefetchBytes ?? envPrefetchBytes();
+    if (this.prefetchBytes !== undefined && !(this.prefetchBytes >= 0)) throw new RangeError(`prefetchBytes must be a number ≥ 0, got ${opts.prefetchBytes}`);
   }
 
-  /** Frees every component kept loaded (keepLoaded). */
+  /**
+   * Starts reading `targets` (the next stage's components, in load order) in a worker within the budget:
+   * prefetchBytes when set, else `stageDefault`. Components kept loaded are skipped.
+   */
+  prefetchNext(targets: (PrefetchTarget & { key: string })[], stageDefault: number): void {
+    const budget = this.prefetchBytes ?? stageDefault;
+    if (!(budget > 0)) return;
+    this.prefetch.start(targets.filter((t) => !this.cache.has(t.key)), budget);
+  }
+
+  /** Frees every component kept loaded (keepLoaded), and what was prefetched and not loaded. */
   dispose(): void {
+    this.prefetch.dispose();
     for (const v of this.cache.values()) {
       if (v && typeof (v as Disposable).dispose === 'function') (v as Disposable).dispose();
     }
@@ -415,6 +441,8 @@ export interface DecodeRequest {
   stageOptions?: GenerateOptions['stageOptions'];
   /** Called when the decoder is done (image_small captured): free the conditioning before super-res. */
   afterDecoder?: () => void;
+  /** The default prefetch budget while the decoder / super-res stage runs (StagedPipeline.prefetchNext); none: 0. */
+  prefetchBudget?: (stage: 'decoder' | 'super_res') => number;
 }
 
 /**
@@ -427,17 +455,21 @@ export async function decodeAndUpscale<S extends string>(
 ): Promise<{ images: Float32Array; shape: [number, number, number, number] }> {
   let imageSmall: tf.Tensor4D | undefined;
   let image: tf.Tensor4D | undefined;
+  const superResTargets = [
+    { key: 'super_res_first', dir: dirs.super_res_first, kind: 'UNet2DModel' as const },
+    { key: 'super_res_last', dir: dirs.super_res_last, kind: 'UNet2DModel' as const },
+  ];
   try {
     imageSmall = await run.stage('decoder', req.decoderSteps, {
-      text_proj: () => loadComponent(dirs.text_proj, 'UnCLIPTextProjModel'),
-      decoder: () => loadComponent(dirs.decoder, 'UNet2DConditionModel'),
+      text_proj: () => pipe.prefetch.load(dirs.text_proj, 'UnCLIPTextProjModel'),
+      decoder: () => pipe.prefetch.load(dirs.decoder, 'UNet2DConditionModel'),
       decoder_scheduler: () => UnCLIPScheduler.fromDir(dirs.decoder_scheduler),
     }, (p) => runDecoder(p.text_proj, p.decoder, p.decoder_scheduler, req.imageEmbeddings, req.text, {
       ...req.stageOptions?.decoder,
       classifierFreeGuidance: req.classifierFreeGuidance,
       steps: req.decoderSteps, guidanceScale: req.decoderGuidance, latents: req.decoderLatents, generator: req.generator,
       onStep: run.stepHook('decoder'), noiseForStep: req.noiseForStep?.decoder,
-    }));
+    }), () => pipe.prefetchNext(superResTargets, req.prefetchBudget?.('decoder') ?? 0));
     imageSmall = run.capture('image_small', imageSmall);
     if (run.hooks.onPreview) {
       const { data, shape } = toUnitNHWC(imageSmall);
@@ -448,9 +480,9 @@ export async function decodeAndUpscale<S extends string>(
     // super_res_last is loaded at the last step, after super_res_first is released (unless keepLoaded), so
     // only one 2.8 GB UNet is held at a time.
     image = await run.stage('super_res', req.superResSteps, {
-      super_res_first: () => loadComponent(dirs.super_res_first, 'UNet2DModel'),
+      super_res_first: () => pipe.prefetch.load(dirs.super_res_first, 'UNet2DModel'),
       super_res_scheduler: () => UnCLIPScheduler.fromDir(dirs.super_res_scheduler),
-    }, (p, later) => runSuperRes(p.super_res_first, () => later('super_res_last', () => loadComponent(dirs.super_res_last, 'UNet2DModel')), p.super_res_scheduler, imageSmall!, {
+    }, (p, later) => runSuperRes(p.super_res_first, () => later('super_res_last', () => pipe.prefetch.load(dirs.super_res_last, 'UNet2DModel')), p.super_res_scheduler, imageSmall!, {
       ...req.stageOptions?.super_res,
       releaseFirst: () => {
         pipe.release({ super_res_first: p.super_res_first });
@@ -458,7 +490,7 @@ export async function decodeAndUpscale<S extends string>(
       },
       steps: req.superResSteps, latents: req.superResLatents, generator: req.generator,
       onStep: run.stepHook('super_res'), noiseForStep: req.noiseForStep?.super_res,
-    }));
+    }), () => pipe.prefetchNext(superResTargets.slice(1), req.prefetchBudget?.('super_res') ?? 0));
 
     // runSuperRes returns NCHW in [0, 1] (x·0.5 + 0.5, clamped): NHWC like output_type="np".
     const nhwc = tf.tidy(() => tf.transpose(image!, [0, 2, 3, 1]));
@@ -564,9 +596,15 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
     const settings = UnCLIPPipeline.resolveSettings(opts);
     const batch = prompts * settings.numImagesPerPrompt;
     // Memory the call needs, from the configs and settings, before anything is allocated (issue 18 item 7).
-    const refusal = memoryRefusal(estimateGenerateMemory(this.folder.root, { prompts, numImagesPerPrompt: settings.numImagesPerPrompt,
-      priorGuidance: settings.priorGuidance, decoderGuidance: settings.decoderGuidance }), opts.maxMemoryBytes ?? defaultMemoryBound(), 'the maxMemoryBytes option');
+    const estimate = estimateGenerateMemory(this.folder.root, { prompts, numImagesPerPrompt: settings.numImagesPerPrompt,
+      priorGuidance: settings.priorGuidance, decoderGuidance: settings.decoderGuidance });
+    const refusal = memoryRefusal(estimate, opts.maxMemoryBytes ?? defaultMemoryBound(), 'the maxMemoryBytes option');
     if (refusal) throw new MemoryEstimateError(refusal);
+    // Hidden loading's default budget while a stage runs: the call's peak estimate minus that stage's.
+    const budgetWhile = (name: string) => {
+      const i = estimate.stages.findIndex((s) => s.stage === name);
+      return i < 0 ? 0 : stageBudget(estimate.stages, i);
+    };
     const d = this.dims;
     checkShape('priorLatents', opts.priorLatents, [batch, d.embeddingDim]);
     checkShape('decoderLatents', opts.decoderLatents, [batch, d.decoderChannels, d.decoderSize, d.decoderSize]);
@@ -581,9 +619,14 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
     let text: TextOutputs | undefined;
     let imageEmbeddings: tf.Tensor2D | undefined;
     try {
+      // The text encoder and the prior from the start: the text stage is too short to hide the 4 GB prior, and
+      // the text encoder itself then loads with two readers (the worker's and this thread).
+      this.prefetchNext([
+        { key: 'text_encoder', dir: dirs.text_encoder, kind: 'CLIPTextModelWithProjection' }, { key: 'prior', dir: dirs.prior, kind: 'PriorTransformer' },
+      ], budgetWhile('text encoder'));
       text = await run.stage('text', 1, {
         tokenizer: () => CLIPTokenizer.fromDir(dirs.tokenizer),
-        text_encoder: () => loadComponent(dirs.text_encoder, 'CLIPTextModelWithProjection'),
+        text_encoder: () => this.prefetch.load(dirs.text_encoder, 'CLIPTextModelWithProjection'),
       }, (p) => encode(p, { settings, classifierFreeGuidance: doCfg, capture: (name, t) => run.capture(name, t) }) as TextOutputs & tf.TensorContainer);
       if (text.promptEmbeds.shape[0] !== (doCfg ? 2 : 1) * batch) {
         throw new Error(`the text stage returned ${text.promptEmbeds.shape[0]} rows, expected ${(doCfg ? 2 : 1) * batch}`);
@@ -593,14 +636,16 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
       text.textMask = run.capture('text_mask', text.textMask);
 
       imageEmbeddings = await run.stage('prior', settings.priorSteps, {
-        prior: () => loadComponent(dirs.prior, 'PriorTransformer'),
+        prior: () => this.prefetch.load(dirs.prior, 'PriorTransformer'),
         prior_scheduler: () => UnCLIPScheduler.fromDir(dirs.prior_scheduler),
       }, (p) => runPrior(p.prior, p.prior_scheduler, text!, {
         ...opts.stageOptions?.prior,
         classifierFreeGuidance: doCfg,
         steps: settings.priorSteps, guidanceScale: settings.priorGuidance, latents: opts.priorLatents, generator,
         onStep: run.stepHook('prior'), noiseForStep: opts.noiseForStep?.prior,
-      }));
+      }), () => this.prefetchNext([
+        { key: 'text_proj', dir: dirs.text_proj, kind: 'UnCLIPTextProjModel' }, { key: 'decoder', dir: dirs.decoder, kind: 'UNet2DConditionModel' },
+      ], budgetWhile('prior')));
       imageEmbeddings = run.capture('image_embeddings', imageEmbeddings);
 
       const { images, shape } = await decodeAndUpscale(this, dirs, run, {
@@ -608,6 +653,7 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
         decoderSteps: settings.decoderSteps, superResSteps: settings.superResSteps, decoderGuidance: settings.decoderGuidance,
         generator, decoderLatents: opts.decoderLatents, superResLatents: opts.superResLatents,
         noiseForStep: opts.noiseForStep, stageOptions: opts.stageOptions,
+        prefetchBudget: (stage) => budgetWhile(stage === 'decoder' ? 'decoder' : 'super-res'),
         afterDecoder: () => {
           tf.dispose([text!.promptEmbeds, text!.textEncHiddenStates, text!.textMask, imageEmbeddings!]);
           text = undefined;
@@ -616,6 +662,8 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
       });
       return serializable({ images, shape, seed, settings, timings: run.timings() });
     } finally {
+      // what was read ahead for a stage that did not run (an error, an interrupted call)
+      this.prefetch.dispose();
       const left: tf.Tensor[] = [];
       if (text) left.push(text.promptEmbeds, text.textEncHiddenStates, text.textMask);
       if (imageEmbeddings) left.push(imageEmbeddings);
