@@ -34,14 +34,18 @@ test(`prefetched stages give the same image bit for bit as direct loading (${bac
   }
 });
 
-test('splitBudget gives each file in load order what is left; stageBudget is the peak minus the running stage', () => {
+test('splitBudget gives each file in load order what is left; stageBudget: the ceiling minus RSS and 4× activations', () => {
   assert.equal(splitBudget([10, 20, 30], 25), [10, 15, 0]);
   assert.equal(splitBudget([10, 20], 100), [10, 20]);
   assert.equal(splitBudget([10], -5), [0]);
-  const stages = [{ weightsBytes: 1, activationBytes: 1 }, { weightsBytes: 4, activationBytes: 1 }, { weightsBytes: 3, activationBytes: 4 }];
-  assert.is(stageBudget(stages, 0), 5);
-  assert.is(stageBudget(stages, 1), 2);
-  assert.is(stageBudget(stages, 2), 0);
+  const GB = 1e9;
+  const stages = [{ weightsBytes: 4 * GB, activationBytes: 0.1 * GB }, { weightsBytes: 2.8 * GB, activationBytes: 1.25 * GB }];
+  // 8 GB ceiling on a 24 GB machine
+  assert.ok(Math.abs(stageBudget(stages, 0, { peakBytes: 5 * GB, rssBytes: 4.5 * GB, totalMem: 24 * GB }) - 3.1 * GB) < 1);
+  assert.is(stageBudget(stages, 1, { peakBytes: 5 * GB, rssBytes: 3.5 * GB, totalMem: 24 * GB }), 0);
+  // a larger estimated peak raises the ceiling, half the machine caps it
+  assert.ok(Math.abs(stageBudget(stages, 0, { peakBytes: 10 * GB, rssBytes: 4.5 * GB, totalMem: 24 * GB }) - 5.1 * GB) < 1);
+  assert.ok(Math.abs(stageBudget(stages, 0, { peakBytes: 5 * GB, rssBytes: 1 * GB, totalMem: 8 * GB }) - 2.6 * GB) < 1);
 });
 
 test('KARLO_PREFETCH_MB: MB to bytes, unset is undefined, nonsense is an error naming it', () => {

@@ -1,9 +1,9 @@
 // Which weights the stage runner prefetches, and with how much memory: when a stage starts running, the
 // components of the next stage are read and converted in worker threads (prefetch.ts) within a byte budget, and
-// their loaders take them through loadComponent's `source`. The default budget keeps the call's peak where it
-// was: the estimated peak of the largest stage (memory_estimate.ts) minus the estimate of the stage now running,
-// so prefetching fills memory the largest stage needs later anyway. `prefetchBytes` (LoadOptions) or
-// KARLO_PREFETCH_MB sets a fixed budget instead (0: no prefetching).
+// their loaders take them through loadComponent's `source`. The default budget (stageBudget) keeps the process
+// under 8 GB (or the call's estimated peak when larger): what is left after the resident memory when the stage
+// starts and its activations. `prefetchBytes` (LoadOptions) or KARLO_PREFETCH_MB sets a fixed budget instead
+// (0: no prefetching).
 import * as fs from 'node:fs';
 import { findWeightsFile } from '../io/weights.js';
 import { COMPONENT_KINDS, componentConfig, loadComponent, type ComponentKind, type ComponentModel } from '../loading/load_component.js';
@@ -37,11 +37,19 @@ export function splitBudget(sizes: number[], budget: number): number[] {
   });
 }
 
-/** The default budget while a stage runs: the call's peak stage estimate minus the running stage's (≥ 0). */
-export function stageBudget(stages: { weightsBytes: number; activationBytes: number }[], running: number): number {
-  const total = (s: { weightsBytes: number; activationBytes: number }) => s.weightsBytes + s.activationBytes;
-  const peak = Math.max(...stages.map(total));
-  return Math.max(0, peak - total(stages[running]));
+/** The memory the default budget lets a call reach: 8 GB (issue 21's bound at real size) or the call's estimated peak when larger, at most half the machine. */
+export const PREFETCH_CEILING_BYTES = 8e9;
+
+/**
+ * The default budget while stage `running` runs: what is left under the ceiling (max(8 GB, the call's estimated
+ * peak), at most half of `totalMem`) after the process's resident memory now (the stage's weights are loaded) and
+ * four times the stage's activation estimate (the estimate is low: measured real-size peaks are 3-4× it above the
+ * weights). ≥ 0.
+ */
+export function stageBudget(stages: { weightsBytes: number; activationBytes: number }[], running: number,
+  opts: { peakBytes: number; rssBytes: number; totalMem: number }): number {
+  const ceiling = Math.min(Math.max(PREFETCH_CEILING_BYTES, opts.peakBytes), opts.totalMem / 2);
+  return Math.max(0, ceiling - opts.rssBytes - 4 * stages[running].activationBytes);
 }
 
 export class StagePrefetch {

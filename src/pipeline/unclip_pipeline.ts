@@ -3,6 +3,7 @@
 // Stages are the separate functions of this folder; this file loads components stage by stage (peak memory ≈ the
 // largest stage, not the sum), shares one torch-compatible generator across stages in diffusers' draw order,
 // reports per-step progress, previews and timings, and leaves tf.memory() as it found it, also on errors.
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { trimBackendMemory } from '../backend/memory.js';
@@ -154,8 +155,9 @@ export interface LoadOptions {
   onComponentLoaded?: (name: string, component: unknown) => void;
   /**
    * Hidden loading: bytes of the next stage's weights read and converted in a worker thread while a stage computes
-   * (stage_prefetch.ts). Default ($KARLO_PREFETCH_MB unset): the call's estimated peak minus the running stage's
-   * estimate, so the peak stays where the largest stage puts it; 0: no prefetching. Outputs are bit-identical.
+   * (stage_prefetch.ts). Default ($KARLO_PREFETCH_MB unset): what keeps the process under 8 GB (or the call's
+   * estimated peak when larger, at most half the machine) given its resident memory and the stage's activations;
+   * 0: no prefetching. Outputs are bit-identical either way.
    */
   prefetchBytes?: number;
 }
@@ -600,10 +602,10 @@ export class UnCLIPPipeline extends StagedPipeline<ComponentName> {
       priorGuidance: settings.priorGuidance, decoderGuidance: settings.decoderGuidance });
     const refusal = memoryRefusal(estimate, opts.maxMemoryBytes ?? defaultMemoryBound(), 'the maxMemoryBytes option');
     if (refusal) throw new MemoryEstimateError(refusal);
-    // Hidden loading's default budget while a stage runs: the call's peak estimate minus that stage's.
+    // Hidden loading's default budget while a stage runs (stage_prefetch.ts stageBudget).
     const budgetWhile = (name: string) => {
       const i = estimate.stages.findIndex((s) => s.stage === name);
-      return i < 0 ? 0 : stageBudget(estimate.stages, i);
+      return i < 0 ? 0 : stageBudget(estimate.stages, i, { peakBytes: estimate.bytes, rssBytes: process.memoryUsage.rss(), totalMem: os.totalmem() });
     };
     const d = this.dims;
     checkShape('priorLatents', opts.priorLatents, [batch, d.embeddingDim]);
