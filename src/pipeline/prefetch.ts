@@ -38,7 +38,11 @@ const POSTED = 0, DEMAND = 1, TAKEN_KIB = 2, WAKE = 3, STOP = 4, NEXT = 5;
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads');
 const fs = require('node:fs');
-const { port, file, tasks, budget } = workerData;
+const { port, file, tasks, budget, duty } = workerData;
+// Before the loader asks, this thread only takes what the computing stage leaves: lowest priority (on Linux
+// setpriority applies to the calling thread alone), and busy at most a duty share of the time (a process already
+// at nice 19 cannot go lower).
+try { require('node:os').setPriority(19); } catch {}
 const ctl = new Int32Array(workerData.ctl);
 const held = () => produced - Atomics.load(ctl, ${TAKEN_KIB}) * 1024;
 let produced = 0;
@@ -55,6 +59,7 @@ try {
     }
     const t = tasks[Atomics.add(ctl, ${NEXT}, 1)];
     if (!t) break;
+    const started = performance.now();
     const bytes = t.end - t.begin;
     const src = new Float32Array(bytes / 4);
     const u8 = new Uint8Array(src.buffer);
@@ -79,6 +84,10 @@ try {
     port.postMessage({ name: t.name, buffer: out.buffer, nonFinite, layout: t.conv2d ? 'tfjs' : undefined }, [out.buffer]);
     Atomics.add(ctl, ${POSTED}, 1);
     Atomics.notify(ctl, ${POSTED});
+    if (!Atomics.load(ctl, ${DEMAND}) && duty < 1) {
+      // rest (duty⁻¹ − 1) × the time that tensor took; the loader's demand wakes it
+      Atomics.wait(ctl, ${WAKE}, Atomics.load(ctl, ${WAKE}), (performance.now() - started) * (1 / duty - 1));
+    }
   }
 } catch (e) {
   port.postMessage({ error: String(e && e.message || e) });
@@ -109,7 +118,7 @@ class FilePrefetch {
   private error: string | undefined;
   readonly stats: PrefetchStats;
 
-  constructor(readonly file: string, items: PrefetchItem[], budgetBytes: number) {
+  constructor(readonly file: string, items: PrefetchItem[], budgetBytes: number, duty: number) {
     this.stats = { file, prefetchedBytes: 0, loaderBytes: 0, directBytes: 0, waitedSeconds: 0 };
     // Validate the header on this thread (the reader's checks); the worker only reads F32 data ranges.
     const f = SafetensorsFile.open(file);
@@ -131,7 +140,7 @@ class FilePrefetch {
     this.port = port1;
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { port: port2, file, tasks, budget: budgetBytes, ctl: this.ctl.buffer },
+      workerData: { port: port2, file, tasks, budget: budgetBytes, duty, ctl: this.ctl.buffer },
       transferList: [port2],
     });
     this.worker.unref();
@@ -246,10 +255,18 @@ class FilePrefetch {
 export class WeightPrefetcher {
   private readonly files = new Map<string, FilePrefetch>();
 
+  /**
+   * `duty`: the share of time a worker may be busy before its file is asked for (the rest it sleeps), so that a
+   * computing stage keeps its cores; 1: no throttle. Workers also run at the lowest priority until then.
+   */
+  constructor(readonly duty = 0.25) {
+    if (!(duty > 0 && duty <= 1)) throw new RangeError(`duty must be in (0, 1], got ${duty}`);
+  }
+
   /** Starts prefetching `file` (a no-op when already started). */
   start(file: string, items: PrefetchItem[], budgetBytes: number): void {
     if (this.files.has(file)) return;
-    this.files.set(file, new FilePrefetch(file, items, Math.max(0, budgetBytes)));
+    this.files.set(file, new FilePrefetch(file, items, Math.max(0, budgetBytes), this.duty));
   }
 
   has(file: string): boolean {
