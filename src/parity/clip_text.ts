@@ -9,7 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors, type TensorData } from '../io/safetensors.js';
 import type { CLIPTextOutput } from '../models/clip_text.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 import { loadComponent } from '../loading/load_component.js';
 
 /** Fixtures README: single-module outputs and per-block outputs abs ≤ 1e-4 · max(1, max|ref|). */

@@ -13,7 +13,7 @@ import { readImage, type RgbImage } from '../io/image.js';
 import { decodePng } from '../io/png.js';
 import { clipPreprocess, pilResizeBicubic, readClipProcessorConfig } from '../io/clip_preprocess.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 import { loadComponent } from '../loading/load_component.js';
 
 const ATOL = 1e-4;

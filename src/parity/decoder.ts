@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors, type TensorData } from '../io/safetensors.js';
 import type { UNet2DConditionModel } from '../models/unet2d_condition.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 import { namesClass } from './fixture.js';
 import { loadComponent } from '../loading/load_component.js';
 

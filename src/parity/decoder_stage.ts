@@ -17,7 +17,7 @@ import { TorchGenerator } from '../random/generator.js';
 import { decoderConditioning, decoderPredict, runDecoder } from '../pipeline/decoder_stage.js';
 import { denoiseStep } from '../samplers/denoise.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityOptions } from './registry.js';
+import type { ParityOptions } from './types.js';
 import { loadComponent } from '../loading/load_component.js';
 
 export interface DecoderStageParityOptions extends ParityOptions {

@@ -8,6 +8,31 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readJson } from '../io/weights.js';
 import { configClass } from '../io/config_class.js';
+import type { StageName } from '../pipeline/types.js';
+import type { RecordedStep } from './ill_conditioned.js';
+
+const STAGE_OF: Record<string, StageName> = { prior_scheduler: 'prior', decoder_scheduler: 'decoder', super_res_scheduler: 'super_res' };
+
+/** The stage a scheduler folder name belongs to (prior_scheduler → prior, ...). */
+export const stageOfScheduler = (scheduler: string): StageName => STAGE_OF[scheduler];
+
+/** A run*.json's `scheduler_steps` ("<iii>:<scheduler>:t=<T>", in call order); `file` names the file in errors. */
+export function recordedSteps(entries: unknown, file: string): RecordedStep[] {
+  return ((entries ?? []) as string[]).map((s) => {
+    const m = /^(\d+):(\w+):t=(\d+)$/.exec(s);
+    if (!m) throw new Error(`${file}: bad scheduler_steps entry ${JSON.stringify(s)}`);
+    return { index: m[1], scheduler: m[2], t: Number(m[3]), stage: STAGE_OF[m[2]] };
+  });
+}
+
+/** A run*.json's `randn_draw_order` ("<iii>:<site>:...") as the reference tensor names randn.<iii>.<site>. */
+export function recordedDraws(entries: unknown, file: string): string[] {
+  return ((entries ?? []) as string[]).map((s) => {
+    const m = /^(\d+):(\w+):/.exec(s);
+    if (!m) throw new Error(`${file}: bad randn_draw_order entry ${JSON.stringify(s)}`);
+    return `randn.${m[1]}.${m[2]}`;
+  });
+}
 
 /**
  * Whether `dir/<file>` (config.json, or model_index.json for a pipeline) names `className` (io/config_class.ts:

@@ -17,7 +17,7 @@ import { readJson } from '../io/weights.js';
 import { oihwToHwio, type Module, type Parameter } from '../layers/module.js';
 import { bicubicResize } from '../layers/interpolate.js';
 import type { PriorTransformer } from '../models/prior_transformer.js';
-import { type UNet2DConditionModel } from '../models/unet2d_condition.js';
+import type { UNet2DConditionModel } from '../models/unet2d_condition.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { AdamW } from '../training/adamw.js';
 import { applyLora } from '../training/lora.js';
@@ -26,7 +26,8 @@ import {
   type DecoderNoisyBatch,
 } from '../training/losses.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import { FixtureTensors } from './fixture.js';
+import type { ParityKind, ParityOptions } from './types.js';
 import { loadComponent } from '../loading/load_component.js';
 
 interface ModuleIndex {
@@ -47,32 +48,19 @@ export interface GradsIndex {
   alphas_cumprod_at?: Record<string, number>;
 }
 
-/** One fixture file with readable errors. */
-export class GradsFixture {
-  readonly tensors: Map<string, TensorData>;
-  constructor(readonly file: string) {
-    this.tensors = loadSafetensors(file);
-  }
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-  get(name: string): TensorData {
-    const t = this.tensors.get(name);
-    if (!t) throw new Error(`${this.file}: tensor "${name}" is missing`);
-    return t;
-  }
-  tensor(name: string): tf.Tensor {
-    const t = this.get(name);
-    return tf.tensor(t.data, t.shape, t.dtype);
+/** A grads fixture file: FixtureTensors plus the scalar / timestep / prefix readers the grads checks use. */
+export class GradsFixture extends FixtureTensors {
+  constructor(file: string) {
+    super(file, loadSafetensors(file));
   }
   scalar(name: string): number {
-    return this.get(name).data[0];
+    return this.need(name).data[0];
   }
   timesteps(name = 'timesteps'): number[] {
-    return Array.from(this.get(name).data);
+    return Array.from(this.need(name).data);
   }
   names(prefix: string): string[] {
-    return [...this.tensors.keys()].filter((k) => k.startsWith(prefix));
+    return this.keys().filter((k) => k.startsWith(prefix));
   }
 }
 
@@ -130,10 +118,10 @@ function compareParamGrads(label: string, model: Module, grads: Map<string, tf.T
     if (!g) ourNoGrad.push(k);
     if (sparse.has(k)) {
       out.push(...compareSparse(`${label}: sparse_grad.${k}`, g ? gradToTorch(p, g) : new Float32Array(p.torchShape.reduce((a, b) => a * b, 1)), p.torchShape,
-        fx.get(`sparse_${prefix}${k}.indices`), fx.get(`sparse_${prefix}${k}.values`), global, rtol));
+        fx.need(`sparse_${prefix}${k}.indices`), fx.need(`sparse_${prefix}${k}.values`), global, rtol));
       continue;
     }
-    const ref = fx.get(`${prefix}${k}`);
+    const ref = fx.need(`${prefix}${k}`);
     const ours = g ? gradToTorch(p, g) : new Float32Array(ref.data.length);
     out.push(compareGrad(`${label}: ${prefix}${k}`, ours, ref, global, rtol));
   }
@@ -176,7 +164,7 @@ function inputVars(inputs: Record<string, tf.Tensor>): Map<string, tf.Variable> 
 
 function compareInputGrads(label: string, grads: Map<string, tf.Tensor>, names: string[], fx: GradsFixture, global: number, rtol = 1e-4): Comparison[] {
   return names.map((n) => {
-    const ref = fx.get(`grad_input.${n}`);
+    const ref = fx.need(`grad_input.${n}`);
     const g = grads.get(`input.${n}`);
     return compareGrad(`${label}: grad_input.${n}`, g ? (g.dataSync() as Float32Array) : new Float32Array(ref.data.length), ref, global, rtol);
   });
@@ -238,7 +226,7 @@ export function runClipTextGrads(ctx: GradsContext): Comparison[] {
       const inputIds = fx.tensor('input_ids') as tf.Tensor2D;
       const target = fx.tensor('target') as tf.Tensor2D;
       const embeds = model.forward(inputIds).textEmbeds;
-      const out = [compareOutput(`${label}: text_embeds`, data(embeds), fx.get('text_embeds'))];
+      const out = [compareOutput(`${label}: text_embeds`, data(embeds), fx.need('text_embeds'))];
       const { value, grads } = valueAndGrads(() => clipTextLoss(model, { inputIds, target }), paramVars(model));
       out.push(compareLoss(`${label}: loss`, value.dataSync()[0], fx.scalar('loss')));
       out.push(...compareParamGrads(label, model, grads, fx, idx, 'grad.', ctx.rtol));
@@ -279,11 +267,11 @@ export function runPriorGrads(ctx: GradsContext): Comparison[] {
     return scoped(() => {
       const b = priorInputs(ctx, prior, fx);
       const out = [
-        compareOutput(`${label}: x0`, data(b.x0), fx.get('x0')),
-        compareOutput(`${label}: x_t`, data(b.noisy), fx.get('x_t')),
+        compareOutput(`${label}: x0`, data(b.x0), fx.need('x0')),
+        compareOutput(`${label}: x_t`, data(b.noisy), fx.need('x_t')),
       ];
       const pred = prior.forward(b.noisy, tf.tensor1d(b.timesteps, 'int32'), b.projEmbedding, b.encoderHiddenStates, b.attentionMask);
-      out.push(compareOutput(`${label}: predicted_image_embedding`, data(pred), fx.get('predicted_image_embedding')));
+      out.push(compareOutput(`${label}: predicted_image_embedding`, data(pred), fx.need('predicted_image_embedding')));
       const inputs = inputVars({ x_t: b.noisy, proj_embedding: b.projEmbedding, encoder_hidden_states: b.encoderHiddenStates });
       const vars = new Map([...paramVars(prior), ...inputs]);
       const { value, grads } = valueAndGrads(() => priorSampleLoss(prior, {
@@ -329,8 +317,8 @@ export function runDecoderGrads(ctx: GradsContext): Comparison[] {
   try {
     return scoped(() => {
       const b = decoderBatch(ctx, fx);
-      const out = [compareOutput(`${label}: x_t`, data(b.noisySample), fx.get('x_t'))];
-      out.push(compareOutput(`${label}: output`, data(decoderOutput(decoder, b)), fx.get('output')));
+      const out = [compareOutput(`${label}: x_t`, data(b.noisySample), fx.need('x_t'))];
+      out.push(compareOutput(`${label}: output`, data(decoderOutput(decoder, b)), fx.need('output')));
       const inputs = inputVars({ sample: b.noisySample, encoder_hidden_states: b.encoderHiddenStates, class_labels: b.classLabels! });
       const { value, grads } = valueAndGrads(() => decoderEpsilonLoss(decoder, {
         ...b,
@@ -364,8 +352,8 @@ export function runTextProjGrads(ctx: GradsContext): Comparison[] {
       const textEncoderHiddenStates = fx.tensor('text_encoder_hidden_states') as tf.Tensor3D;
       const tp = textProj.forward({ imageEmbeddings, promptEmbeds, textEncoderHiddenStates, doClassifierFreeGuidance: true });
       const out = [
-        compareOutput(`${label}: out_encoder_hidden_states`, data(tp.textEncoderHiddenStates), fx.get('out_encoder_hidden_states')),
-        compareOutput(`${label}: out_class_labels`, data(tp.additiveClipTimeEmbeddings), fx.get('out_class_labels')),
+        compareOutput(`${label}: out_encoder_hidden_states`, data(tp.textEncoderHiddenStates), fx.need('out_encoder_hidden_states')),
+        compareOutput(`${label}: out_class_labels`, data(tp.additiveClipTimeEmbeddings), fx.need('out_class_labels')),
       ];
       // The decoder loss back-propagated through text_proj (decoder frozen).
       const b = decoderBatch(ctx, dfx);
@@ -390,7 +378,7 @@ export function runTextProjGrads(ctx: GradsContext): Comparison[] {
       }, paramVars(textProj));
       for (const [k, p] of textProj.namedParameters()) {
         const g = up.grads.get(k);
-        const ref = fx.get(`grad.${k}`);
+        const ref = fx.need(`grad.${k}`);
         out.push(compareGrad(`${label} (upstream grads): grad.${k}`, g ? gradToTorch(p, g) : new Float32Array(ref.data.length), ref, global, ctx.rtol));
       }
       return out;
@@ -416,10 +404,10 @@ export function runSuperResGrads(ctx: GradsContext, label = 'super_res_first'): 
       const xt = ctx.scheduler.addNoise(x0, noise, timesteps);
       const sample = tf.concat([xt, upscaled], 1) as tf.Tensor4D;
       const out = [
-        compareOutput(`${label}: upscaled`, data(upscaled), fx.get('upscaled')),
-        compareOutput(`${label}: x_t`, data(xt), fx.get('x_t')),
-        compareOutput(`${label}: sample`, data(sample), fx.get('sample')),
-        compareOutput(`${label}: output`, data(sr.forward(sample, tf.tensor1d(timesteps, 'int32'))), fx.get('output')),
+        compareOutput(`${label}: upscaled`, data(upscaled), fx.need('upscaled')),
+        compareOutput(`${label}: x_t`, data(xt), fx.need('x_t')),
+        compareOutput(`${label}: sample`, data(sample), fx.need('sample')),
+        compareOutput(`${label}: output`, data(sr.forward(sample, tf.tensor1d(timesteps, 'int32'))), fx.need('output')),
       ];
       const inputs = inputVars({ sample });
       const { value, grads } = valueAndGrads(() => superResEpsilonLoss(sr, {
@@ -445,14 +433,14 @@ function adamwFromIndex(idx: ModuleIndex, params: Map<string, tf.Variable>): Ada
 /** Recorded torch-layout gradients `<prefix><param>` as tfjs-layout tensors, except the parameters without one. */
 function recordedGrads(model: Module, fx: GradsFixture, prefix: string, noGrad: Set<string>): Map<string, tf.Tensor> {
   const out = new Map<string, tf.Tensor>();
-  for (const [k, p] of model.namedParameters()) if (!noGrad.has(k)) out.set(k, torchToParamLayout(p, fx.get(`${prefix}${k}`)));
+  for (const [k, p] of model.namedParameters()) if (!noGrad.has(k)) out.set(k, torchToParamLayout(p, fx.need(`${prefix}${k}`)));
   return out;
 }
 
 function compareParams(label: string, model: Module, fx: GradsFixture, prefix: string, atol: (k: string) => number): Comparison[] {
   return model.namedParameters().map(([k, p]) => {
     const t = p.toTorch();
-    const c = compareAbs(`${label}: ${prefix}${k}`, t.dataSync() as Float32Array, fx.get(`${prefix}${k}`), atol(k));
+    const c = compareAbs(`${label}: ${prefix}${k}`, t.dataSync() as Float32Array, fx.need(`${prefix}${k}`), atol(k));
     t.dispose();
     return c;
   });
@@ -466,7 +454,7 @@ function compareMoments(label: string, opt: AdamW, fx: GradsFixture, model: Modu
     for (const name of fx.names(`${kind}${n}.`)) {
       const k = name.slice(`${kind}${n}.`.length);
       const t = s.tensors.get(`${kind}.${k}`);
-      const ref = fx.get(name);
+      const ref = fx.need(name);
       out.push(compareAbs(`${label}: ${name}`, t ? gradToTorch(byName.get(k)!, t) : new Float32Array(ref.data.length).fill(NaN), ref, atol));
     }
   }
@@ -503,7 +491,7 @@ export function runPriorAdamW(ctx: GradsContext): Comparison[] {
       for (const [k, p] of prior.namedParameters()) {
         if (noGrad.has(k)) continue;
         const g = grads.get(k);
-        const ref = fx.get(`grad2.${k}`);
+        const ref = fx.need(`grad2.${k}`);
         res.push(compareGrad(`${label}: grad2.${k} (ours at adamw1)`, g ? gradToTorch(p, g) : new Float32Array(ref.data.length), ref, pidx.grad_global_max_abs ?? 0, ctx.rtol));
       }
       return res;
@@ -580,27 +568,27 @@ export function runDecoderLora(ctx: GradsContext): Comparison[] {
     const same = ours.length === modules.length && [...ours].sort().every((m, i) => m === [...modules].sort()[i]);
     out.push({ ...result(`${label}: adapted modules (${ours.length}) = index.json modules (${modules.length})`, same ? 0 : 1, 0, 0), maxRel: same ? 0 : 1 });
     for (const a of lora.adapters) {
-      a.down.setFromTorch(fx.get(`lora.${a.module}.down.weight`).data as Float32Array, true);
-      a.up.setFromTorch(fx.get(`lora.${a.module}.up.weight`).data as Float32Array, true);
+      a.down.setFromTorch(fx.need(`lora.${a.module}.down.weight`).data as Float32Array, true);
+      a.up.setFromTorch(fx.need(`lora.${a.module}.up.weight`).data as Float32Array, true);
     }
-    const refGrads = lora.adapters.flatMap((a) => [fx.get(`grad.lora.${a.module}.down.weight`), fx.get(`grad.lora.${a.module}.up.weight`)]);
+    const refGrads = lora.adapters.flatMap((a) => [fx.need(`grad.lora.${a.module}.down.weight`), fx.need(`grad.lora.${a.module}.up.weight`)]);
     let global = 0;
     for (const t of refGrads) for (const v of t.data) global = Math.max(global, Math.abs(v));
     const base = new Map(decoder.namedParameters().map(([k, p]) => [k, data(p.value).slice()]));
     out.push(...scoped(() => {
       const b = decoderBatch(ctx, gfx);
-      const res = [compareOutput(`${label}: lora.output`, data(decoderOutput(decoder, b)), fx.get('lora.output'))];
+      const res = [compareOutput(`${label}: lora.output`, data(decoderOutput(decoder, b)), fx.need('lora.output'))];
       const { value, grads } = valueAndGrads(() => decoderEpsilonLoss(decoder, b), lora.variables());
       res.push(compareLoss(`${label}: lora.loss`, value.dataSync()[0], fx.scalar('lora.loss')));
       for (const a of lora.adapters) {
         for (const [p, kind] of [[a.down, 'down'], [a.up, 'up']] as const) {
-          const ref = fx.get(`grad.lora.${a.module}.${kind}.weight`);
+          const ref = fx.need(`grad.lora.${a.module}.${kind}.weight`);
           const g = grads.get(p.name);
           res.push(compareGrad(`${label}: grad.lora.${a.module}.${kind}.weight`, g ? data(g) : new Float32Array(ref.data.length), ref, global, ctx.rtol));
         }
       }
       lora.merge();
-      res.push(compareOutput(`${label}: lora.output (merged into the base weights)`, data(decoderOutput(decoder, b)), fx.get('lora.output')));
+      res.push(compareOutput(`${label}: lora.output (merged into the base weights)`, data(decoderOutput(decoder, b)), fx.need('lora.output')));
       lora.unmerge();
       return res;
     }));

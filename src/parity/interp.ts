@@ -7,7 +7,7 @@ import { loadSafetensors } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { bicubicResize } from '../layers/interpolate.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 
 /** Interpolation tolerance of the fixtures README (abs ≤ 1e-5). */
 export const INTERP_ATOL = 1e-5;

@@ -16,7 +16,7 @@ import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
 import { componentDir } from '../io/model_folder.js';
 import { compareArrays, type Comparison } from './compare.js';
 import { runPipelineParity } from './pipeline.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 
 interface InterpRun {
   start_prompt: string;

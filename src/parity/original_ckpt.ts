@@ -10,7 +10,7 @@ import { SafetensorsFile, loadSafetensors } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { convertOriginal } from '../../tools/convert/convert.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 import { loadComponent } from '../loading/load_component.js';
 
 const COMPONENTS = ['prior', 'text_proj', 'decoder', 'super_res_first', 'super_res_last', 'text_encoder'];

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { TensorData } from '../io/safetensors.js';
 import { FixtureTensors, namesClass } from './fixture.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 import { loadComponent } from '../loading/load_component.js';
 
 const isPriorDir = (dir: string) => namesClass(dir, 'PriorTransformer', { need: ['io.safetensors'] });

@@ -11,7 +11,7 @@ import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
 import { TorchGenerator } from '../random/generator.js';
 import { runPrior } from '../pipeline/prior_stage.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityOptions } from './registry.js';
+import type { ParityOptions } from './types.js';
 import { loadComponent } from '../loading/load_component.js';
 
 export interface PriorStageParityOptions extends ParityOptions {

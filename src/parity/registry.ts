@@ -1,6 +1,6 @@
 // Fixture-folder kinds that `karlo parity DIR` understands. Each kind detects its folder layout (the format of
 // the fixtures README) and returns one Comparison per compared tensor.
-import type { Comparison } from './compare.js';
+import type { ParityKind } from './types.js';
 import { pipelineParity } from './pipeline.js';
 import { schedulersParity } from './schedulers.js';
 import { priorParity } from './prior.js';
@@ -17,18 +17,7 @@ import { clipVisionParity } from './clip_vision.js';
 import { variationParity } from './variation.js';
 import { interpolationParity } from './interpolation.js';
 
-export interface ParityOptions {
-  /** Absolute tolerance factor (the project default 1e-4 · max(1, max|ref|)). */
-  atol?: number;
-  log?: (line: string) => void;
-}
-
-export interface ParityKind {
-  name: string;
-  /** True when DIR looks like this kind's fixture folder. */
-  detect(dir: string): boolean;
-  run(dir: string, opts: ParityOptions): Promise<Comparison[]>;
-}
+export type { ParityKind, ParityOptions } from './types.js';
 
 export const PARITY_KINDS: ParityKind[] = [
   gradsParity,

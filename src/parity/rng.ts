@@ -7,7 +7,7 @@ import { SafetensorsFile } from '../io/safetensors.js';
 import { readJson } from '../io/weights.js';
 import { TorchGenerator, type VectorMath } from '../random/generator.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 
 export interface RngEntry {
   name: string;

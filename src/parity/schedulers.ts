@@ -11,7 +11,7 @@ import { TorchGenerator } from '../random/generator.js';
 import { UnCLIPScheduler, type UnCLIPSchedulerConfig } from '../samplers/unclip_scheduler.js';
 import { denoise } from '../samplers/denoise.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 
 /** Tolerances of the fixtures README (h): tables abs ≤ 1e-7, timesteps exact, steps abs ≤ 1e-5. */
 const TABLE_ATOL = 1e-7;

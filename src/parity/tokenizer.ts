@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { CLIPTokenizer } from '../tokenizer/clip_tokenizer.js';
 import { readJson } from '../io/weights.js';
 import { compareArrays, type Comparison } from './compare.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 
 interface TokenizerCase {
   text: string;

@@ -11,7 +11,7 @@ import { UnCLIPImageVariationPipeline } from '../pipeline/variation_pipeline.js'
 import type { GenerateOptions } from '../pipeline/unclip_pipeline.js';
 import type { Comparison } from './compare.js';
 import { pipelineRuns, runPipelineParity } from './pipeline.js';
-import type { ParityKind, ParityOptions } from './registry.js';
+import type { ParityKind, ParityOptions } from './types.js';
 import { namesClass } from './fixture.js';
 
 const isVariationFolder = (dir: string) => namesClass(dir, 'UnCLIPImageVariationPipeline', { file: 'model_index.json' });
