@@ -44,6 +44,22 @@ const { port, file, tasks, budget, duty } = workerData;
 // at nice 19 cannot go lower).
 try { require('node:os').setPriority(19); } catch {}
 const ctl = new Int32Array(workerData.ctl);
+// The hot loops live in functions: V8 optimises those, not loops at a script's top level.
+function countNonFinite(a) {
+  let n = 0;
+  for (let i = 0; i < a.length; i++) { const v = a[i]; if (v !== v || v === Infinity || v === -Infinity) n++; }
+  return n;
+}
+// PyTorch [O, I, kh, kw] -> tfjs [kh, kw, I, O], as Parameter.setFromTorch does it
+function oihwToHwio(src, shape) {
+  const O = shape[0], I = shape[1], K = shape[2] * shape[3];
+  const out = new Float32Array(src.length);
+  for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) {
+    const s0 = (o * I + i) * K;
+    for (let k = 0; k < K; k++) out[(k * I + i) * O + o] = src[s0 + k];
+  }
+  return out;
+}
 const held = () => produced - Atomics.load(ctl, ${TAKEN_KIB}) * 1024;
 let produced = 0;
 let fd;
@@ -68,18 +84,8 @@ try {
       if (got <= 0) throw new Error('unexpected end of file reading ' + t.name);
       done += got;
     }
-    let nonFinite = 0;
-    for (let i = 0; i < src.length; i++) { const v = src[i]; if (v !== v || v === Infinity || v === -Infinity) nonFinite++; }
-    let out = src;
-    if (t.conv2d) {
-      // PyTorch [O, I, kh, kw] -> tfjs [kh, kw, I, O]
-      const [O, I, KH, KW] = t.shape, K = KH * KW;
-      out = new Float32Array(src.length);
-      for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) {
-        const s0 = (o * I + i) * K;
-        for (let k = 0; k < K; k++) out[(k * I + i) * O + o] = src[s0 + k];
-      }
-    }
+    const nonFinite = countNonFinite(src);
+    const out = t.conv2d ? oihwToHwio(src, t.shape) : src;
     produced += bytes;
     port.postMessage({ name: t.name, buffer: out.buffer, nonFinite, layout: t.conv2d ? 'tfjs' : undefined }, [out.buffer]);
     Atomics.add(ctl, ${POSTED}, 1);
@@ -197,8 +203,9 @@ class FilePrefetch {
         this.planned.delete(name);
         return undefined;
       }
-      // Not started by the worker yet: read the next unclaimed tensor here instead of waiting.
-      if (Atomics.load(this.ctl, NEXT) <= p.index) {
+      // Not ready: rather than wait, read the next unclaimed tensor here (it is `name` itself when the worker has
+      // not got that far, else one needed soon after).
+      if (Atomics.load(this.ctl, NEXT) < this.order.length) {
         const k = Atomics.add(this.ctl, NEXT, 1);
         if (k < this.order.length) {
           this.readHere(this.order[k]);
