@@ -7,13 +7,13 @@ import { loadSafetensors } from '../src/io/safetensors.js';
 import { readJson } from '../src/io/weights.js';
 import { CLIPTextModelWithProjection, clipTextConfig, CLIP_TEXT_DEFAULTS } from '../src/models/clip_text.js';
 import { PARITY_KINDS } from '../src/parity/registry.js';
-import { assertClose, backendsUnderTest, fixture, useBackend } from './helpers.js';
+import { assertClose, parityBackends, fixture, useBackend } from './helpers.js';
 import { loadComponent } from '../src/loading/load_component.js';
 
 const io = loadSafetensors(fixture('clip_text', 'io.safetensors'));
 const ids = io.get('input_ids')!;
 const mask = io.get('attention_mask')!;
-const backends = await backendsUnderTest();
+const backends = await parityBackends();
 
 for (const b of backends) {
   test(`[${b}] clip_text: last_hidden_state, text_embeds, hidden_states.* and masked__* within 1e-4`, async () => {

@@ -5,7 +5,6 @@ import * as path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { availableBackends } from '../src/backend/index.js';
 import { loadSafetensors } from '../src/io/safetensors.js';
 import { readJson } from '../src/io/weights.js';
 import { readImage } from '../src/io/image.js';
@@ -14,13 +13,13 @@ import * as fs from 'node:fs';
 import { clipPreprocess, clipProcessorConfig, pilResizeBicubic, readClipProcessorConfig, shortestEdgeSize } from '../src/io/clip_preprocess.js';
 import { clipVisionConfig } from '../src/models/clip_vision.js';
 import { PARITY_KINDS } from '../src/parity/registry.js';
-import { assertClose, backendsUnderTest, fixture, useBackend } from './helpers.js';
+import { assertClose, fixture, parityBackends, useBackend } from './helpers.js';
 import { loadComponent } from '../src/loading/load_component.js';
 
 const dir = fixture('clip_vision');
 const io = loadSafetensors(path.join(dir, 'io.safetensors'));
 const pre = loadSafetensors(path.join(dir, 'preprocess.safetensors'));
-const backends = [...new Set([...(await backendsUnderTest()), ...(process.env.KARLO_TEST_BACKENDS ? [] : await availableBackends(['wasm']))])];
+const backends = await parityBackends();
 
 for (const b of backends) {
   test(`[${b}] clip_vision: image_embeds, last_hidden_state, pooler_output, hidden_states.* within 1e-4; no leak`, async () => {

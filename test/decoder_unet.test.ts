@@ -1,12 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { fixture, backendsUnderTest, useBackend } from './helpers.js';
+import { fixture, parityBackends, useBackend } from './helpers.js';
 import { runDecoderParity } from '../src/parity/decoder.js';
 import { UNet2DConditionModel, unet2dConditionConfig } from '../src/models/unet2d_condition.js';
 import { readConfig } from '../src/io/weights.js';
 
-for (const backend of await backendsUnderTest()) {
+for (const backend of await parityBackends()) {
   test(`[${backend}] UNet2DConditionModel matches diffusers on fixtures/decoder: output, every block_out.*, nomask call; tensors freed`, async () => {
     await useBackend(backend);
     const before = tf.memory().numTensors;

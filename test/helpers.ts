@@ -44,6 +44,17 @@ export function nativeUnavailableTest(test: (name: string, fn: () => void) => vo
   });
 }
 
+/**
+ * The backends the per-model parity tests run on: backendsUnderTest() plus wasm where it is available (DESIGN: all
+ * backends run the parity tests; the tiny fixtures take about a second each on wasm). KARLO_TEST_BACKENDS, when
+ * set, is the whole list.
+ */
+export async function parityBackends(): Promise<Exclude<BackendName, 'auto'>[]> {
+  const base = await backendsUnderTest();
+  if (process.env.KARLO_TEST_BACKENDS) return base;
+  return [...new Set([...base, ...(await availableBackends(['wasm']))])];
+}
+
 /** The backends the tests run on by default: native (failing with its reason when unavailable) and cpu. */
 export const DEFAULT_TEST_BACKENDS = ['native', 'cpu'] as const;
 

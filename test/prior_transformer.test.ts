@@ -7,7 +7,7 @@ import { PriorTransformer, priorTransformerConfig } from '../src/models/prior_tr
 import { readConfig, readJson } from '../src/io/weights.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import { runPriorParity } from '../src/parity/prior.js';
-import { fixture, backendsUnderTest, useBackend } from './helpers.js';
+import { fixture, parityBackends, useBackend } from './helpers.js';
 import { loadComponent } from '../src/loading/load_component.js';
 
 test('parameter names and shapes are exactly the diffusers state dict of the tiny prior', () => {
@@ -37,7 +37,7 @@ test('unsupported config values are errors naming the field', () => {
   assert.throws(() => priorTransformerConfig({ num_attention_heads: 0 }), /num_attention_heads/);
 });
 
-for (const backend of await backendsUnderTest()) {
+for (const backend of await parityBackends()) {
   test(`[${backend}] prior output (t=999, t=437), every block output and post_process_latents match diffusers within 1e-4`, async () => {
     await useBackend(backend);
     const before = tf.memory().numTensors;

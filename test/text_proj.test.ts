@@ -1,12 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { fixture, backendsUnderTest, useBackend } from './helpers.js';
+import { fixture, parityBackends, useBackend } from './helpers.js';
 import { runTextProjParity } from '../src/parity/text_proj.js';
 import { textProjConfig } from '../src/models/text_proj.js';
 import { loadComponent } from '../src/loading/load_component.js';
 
-for (const backend of await backendsUnderTest()) {
+for (const backend of await parityBackends()) {
   test(`[${backend}] UnCLIPTextProjModel matches diffusers on fixtures/text_proj (CFG), tensors freed`, async () => {
     await useBackend(backend);
     const before = tf.memory().numTensors;

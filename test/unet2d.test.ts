@@ -1,12 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs-core';
-import { fixture, backendsUnderTest, useBackend } from './helpers.js';
+import { fixture, parityBackends, useBackend } from './helpers.js';
 import { runSuperResParity } from '../src/parity/super_res.js';
 import { UNet2DModel, unet2dConfig } from '../src/models/unet2d.js';
 import { readConfig } from '../src/io/weights.js';
 
-for (const backend of await backendsUnderTest()) {
+for (const backend of await parityBackends()) {
   test(`[${backend}] UNet2DModel super_res_first (output + every block_out.*) and super_res_last match diffusers, tensors freed`, async () => {
     await useBackend(backend);
     const before = tf.memory().numTensors;
