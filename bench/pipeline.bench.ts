@@ -48,6 +48,8 @@ interface ChildResult {
   finite: boolean;
   shape: number[];
   loadavg: number[];
+  /** Hidden loading: per prefetched file, MB the worker read ahead / the loader's thread read / read directly, s waited. */
+  prefetch: { component: string; workerMB: number; loaderMB: number; directMB: number; waitedS: number }[];
 }
 
 interface Args {
@@ -106,6 +108,10 @@ async function child(dir: string, args: Args): Promise<void> {
     },
     onStep: (i) => process.stderr.write(`    ${i.stage} step ${i.step + 1}/${i.numSteps}\n`),
   });
+  const prefetch = pipe.prefetch.stats.map((p) => ({
+    component: path.basename(path.dirname(p.file)), workerMB: Math.round(p.prefetchedBytes / 1e6), loaderMB: Math.round(p.loaderBytes / 1e6),
+    directMB: Math.round(p.directBytes / 1e6), waitedS: +p.waitedSeconds.toFixed(2),
+  }));
   pipe.dispose();
   if (args.out) fs.writeFileSync(args.out, new Uint8Array(r.images.buffer, r.images.byteOffset, r.images.byteLength));
   const stages = {} as ChildResult['stages'];
@@ -114,7 +120,7 @@ async function child(dir: string, args: Args): Promise<void> {
     backend: choice.name,
     steps: { text: 1, prior: r.settings.priorSteps, decoder: r.settings.decoderSteps, super_res: r.settings.superResSteps },
     stages, totalSeconds: r.timings.totalSeconds, peakRssMB: Math.round(r.timings.peakRssMB),
-    finite: r.images.every(Number.isFinite), shape: r.shape, loadavg: os.loadavg(),
+    finite: r.images.every(Number.isFinite), shape: r.shape, loadavg: os.loadavg(), prefetch,
   };
   console.log(`RESULT ${JSON.stringify(out)}`);
 }
@@ -164,11 +170,12 @@ async function runTorchPipeline(dir: string, args: Args, out: string): Promise<{
 function report(r: ChildResult, loadavgBefore: number[], torch?: SideFigures): void {
   const ours = ourFigures(r);
   console.log(sideBySideTable(ours, torch));
+  const load = STAGES.reduce((a, s) => a + r.stages[s].loadSeconds, 0);
+  console.log(`loading on the critical path: ${f(load, 1)} s; hidden loading (KARLO_PREFETCH_MB=${process.env.KARLO_PREFETCH_MB ?? 'default'}): ${r.prefetch.length ? r.prefetch.map((p) => `${p.component} ${p.workerMB} MB read ahead + ${p.loaderMB} MB at load (waited ${f(p.waitedS, 1)} s)`).join(', ') : 'nothing prefetched'}`);
   console.log(`backend ${r.backend}; image ${r.shape.join('×')} ${r.finite ? 'finite' : 'NOT FINITE'}; run ${f(r.totalSeconds, 1)} s; load average before ${loadavgBefore.map((x) => f(x)).join(' ')}, after ${r.loadavg.map((x) => f(x)).join(' ')}; ${os.cpus().length} CPUs, ${f(os.totalmem() / 2 ** 30, 1)} GiB RAM`);
   const full = STAGES.every((s) => r.steps[s] === DEFAULT_STEPS[s]);
   const at = { prior: DEFAULT_STEPS.prior, decoder: DEFAULT_STEPS.decoder, super_res: DEFAULT_STEPS.super_res };
   const oursAt = extrapolate(ours, at);
-  const load = STAGES.reduce((a, s) => a + r.stages[s].loadSeconds, 0);
   let line = `${full ? 'measured at' : 'extrapolated to'} 25/25/7 steps: ours ${f(oursAt, 0)} s of sampling (+ ${f(load, 0)} s loading)`;
   if (torch) {
     const torchAt = extrapolate(torch, at);
