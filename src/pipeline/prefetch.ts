@@ -50,14 +50,21 @@ function countNonFinite(a) {
   for (let i = 0; i < a.length; i++) { const v = a[i]; if (v !== v || v === Infinity || v === -Infinity) n++; }
   return n;
 }
-// PyTorch [O, I, kh, kw] -> tfjs [kh, kw, I, O], as Parameter.setFromTorch does it
-function oihwToHwio(src, shape) {
+// PyTorch [O, I, kh, kw] -> tfjs [kh, kw, I, O], as Parameter.setFromTorch does it, counting non-finite values
+// in the same pass
+function oihwToHwio(src, shape, counted) {
   const O = shape[0], I = shape[1], K = shape[2] * shape[3];
   const out = new Float32Array(src.length);
+  let n = 0;
   for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) {
     const s0 = (o * I + i) * K;
-    for (let k = 0; k < K; k++) out[(k * I + i) * O + o] = src[s0 + k];
+    for (let k = 0; k < K; k++) {
+      const v = src[s0 + k];
+      if (v !== v || v === Infinity || v === -Infinity) n++;
+      out[(k * I + i) * O + o] = v;
+    }
   }
+  counted.n = n;
   return out;
 }
 const held = () => produced - Atomics.load(ctl, ${TAKEN_KIB}) * 1024;
@@ -84,8 +91,9 @@ try {
       if (got <= 0) throw new Error('unexpected end of file reading ' + t.name);
       done += got;
     }
-    const nonFinite = countNonFinite(src);
-    const out = t.conv2d ? oihwToHwio(src, t.shape) : src;
+    const counted = { n: 0 };
+    const out = t.conv2d ? oihwToHwio(src, t.shape, counted) : src;
+    const nonFinite = t.conv2d ? counted.n : countNonFinite(src);
     produced += bytes;
     port.postMessage({ name: t.name, buffer: out.buffer, nonFinite, layout: t.conv2d ? 'tfjs' : undefined }, [out.buffer]);
     Atomics.add(ctl, ${POSTED}, 1);
