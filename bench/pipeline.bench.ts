@@ -12,6 +12,8 @@
 //   karlo bench pipeline [--backend B] [--compare-torch]      (default steps 2/2/2)
 //   npx tsx bench/pipeline.bench.ts [--tiny] [--model DIR] [--backend B] [--steps 25/25/7 | --prior-steps 2
 //                                   --decoder-steps 2 --sr-steps 2] [--keep-loaded] [--allow-slow] [--compare-torch]
+// --max-diff=N (with --compare-torch): exit 1 when the two images differ by more than N/255 anywhere (the parity
+// guard after a speed change; issue 21 item 2).
 // Through npm run bench, give values with "=" (--steps=25/25/7): bare words there are benchmark names.
 // --steps N or P/D/S (also P,D,S): the step counts of all three stages at once. --tiny: the same code path at
 // models/karlo-tiny's configs (seconds; the side-by-side smoke test). --model DIR: time an existing folder instead
@@ -189,7 +191,7 @@ async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const ci = argv.indexOf('--child');
   if (ci >= 0) return child(argv[ci + 1], parseArgs(argv));
-  checkBenchArgs('pipeline', { string: ['model', 'steps', 'prior-steps', 'decoder-steps', 'sr-steps'], boolean: ['tiny', 'keep-loaded', 'allow-slow', 'compare-torch'], positionals: false });
+  checkBenchArgs('pipeline', { string: ['model', 'steps', 'prior-steps', 'decoder-steps', 'sr-steps', 'max-diff'], boolean: ['tiny', 'keep-loaded', 'allow-slow', 'compare-torch'], positionals: false });
   const args = parseArgs(argv);
   const loadavgBefore = os.loadavg();
   const freeGiB = os.freemem() / 2 ** 30;
@@ -241,7 +243,17 @@ async function main(): Promise<void> {
     if (!('why' in t)) {
       const a = new Float32Array(new Uint8Array(fs.readFileSync(oursOut)).buffer);
       const b = new Float32Array(new Uint8Array(fs.readFileSync(torchOut)).buffer);
-      console.log(`final images, ours vs PyTorch (${ours.shape.join('×')}, seed 0): ${describeDifference(imageDifference(a, b))}`);
+      const d = imageDifference(a, b);
+      console.log(`final images, ours vs PyTorch (${ours.shape.join('×')}, seed 0): ${describeDifference(d)}`);
+      const maxDiff = argv.find((x) => x.startsWith('--max-diff'));
+      if (maxDiff) {
+        const limit = Number(maxDiff.includes('=') ? maxDiff.split('=')[1] : argv[argv.indexOf(maxDiff) + 1]);
+        if (!(limit >= 0)) throw new Error(`--max-diff takes a number of 1/255 steps ≥ 0, got ${maxDiff}`);
+        if (!(d.max255 <= limit) || d.nonFinite) {
+          console.log(`FAIL: the images differ by ${d.max255.toFixed(2)}/255 > --max-diff ${limit}/255`);
+          process.exitCode = 1;
+        } else console.log(`parity: within --max-diff ${limit}/255`);
+      }
     }
   } finally {
     cleanup();
