@@ -13,7 +13,7 @@ import { fixture, registerNativeOrWhy, useBackend } from './helpers.js';
 import { registerGradients } from '../src/backend/gradients.js';
 import type { Module } from '../src/layers/module.js';
 import type { PriorTransformer } from '../src/models/prior_transformer.js';
-import { trimNativeBufferPool } from '../src/backend/native/index.js';
+import { trimBackendMemory } from '../src/backend/memory.js';
 import { TorchGenerator, randnTensor } from '../src/random/generator.js';
 import { UnCLIPScheduler } from '../src/samplers/unclip_scheduler.js';
 import { AdamW } from '../src/training/adamw.js';
@@ -32,7 +32,7 @@ v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 /** RSS after a full garbage collection, with the native backend's recycled buffers given back. */
 function settled(): { rss: number; heap: number } {
-  trimNativeBufferPool();
+  trimBackendMemory();
   gc();
   const m = process.memoryUsage();
   return { rss: m.rss / 2 ** 20, heap: m.heapUsed / 2 ** 20 };

@@ -6,23 +6,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import type { TensorData } from '../io/safetensors.js';
+import { FixtureTensors, compareToFixture, namesClass } from './fixture.js';
 import type { CLIPTextOutput } from '../models/clip_text.js';
-import { compareArrays, type Comparison } from './compare.js';
+import type { Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './types.js';
 import { loadComponent } from '../loading/load_component.js';
 
 /** Fixtures README: single-module outputs and per-block outputs abs ≤ 1e-4 · max(1, max|ref|). */
 const ATOL = 1e-4;
-
-function isClipTextConfig(file: string): boolean {
-  try {
-    const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { architectures?: string[]; model_type?: string };
-    return !!j.architectures?.includes('CLIPTextModelWithProjection') || j.model_type === 'clip_text_model';
-  } catch {
-    return false;
-  }
-}
 
 function intTensor(d: TensorData, file: string, key: string): tf.Tensor2D {
   if (d.shape.length !== 2) throw new Error(`${file}: "${key}" must be [batch, seq], got [${d.shape}]`);
@@ -32,9 +24,8 @@ function intTensor(d: TensorData, file: string, key: string): tf.Tensor2D {
 export async function runClipTextParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
   const ioFile = path.join(dir, 'io.safetensors');
   if (!fs.existsSync(ioFile)) throw new Error(`${dir}: no io.safetensors (inputs and reference outputs)`);
-  const io = loadSafetensors(ioFile);
-  const idsData = io.get('input_ids');
-  if (!idsData) throw new Error(`${ioFile}: tensor "input_ids" is missing`);
+  const io = FixtureTensors.open(ioFile);
+  const idsData = io.need('input_ids');
   const model = loadComponent(dir, 'CLIPTextModelWithProjection');
   const atol = opts.atol ?? ATOL;
   const out: Comparison[] = [];
@@ -48,15 +39,7 @@ export async function runClipTextParity(dir: string, opts: ParityOptions = {}): 
         [`${prefix}text_embeds`, res.textEmbeds],
         ...res.hiddenStates.map((h, i) => [`${prefix}hidden_states.${i}`, h] as [string, tf.Tensor]),
       ]);
-      for (const [name, t] of produced) {
-        const ref = io.get(name);
-        if (!ref) continue;
-        const c = compareArrays(name, t.dataSync(), ref.data, { atol });
-        c.shape = ref.shape;
-        if (t.shape.join(',') !== ref.shape.join(',')) c.ok = false;
-        out.push(c);
-        opts.log?.(`${c.ok ? 'ok  ' : 'FAIL'} ${name} [${ref.shape}] max abs ${c.maxAbs.toExponential(2)}`);
-      }
+      out.push(...compareToFixture(io, produced, atol, opts.log));
     };
     const plain = model.forward(ids);
     compareRun('', plain);
@@ -79,6 +62,6 @@ export async function runClipTextParity(dir: string, opts: ParityOptions = {}): 
 
 export const clipTextParity: ParityKind = {
   name: 'clip_text',
-  detect: (dir) => fs.existsSync(path.join(dir, 'io.safetensors')) && isClipTextConfig(path.join(dir, 'config.json')),
+  detect: (dir) => namesClass(dir, 'CLIPTextModelWithProjection', { modelType: 'clip_text_model', need: ['io.safetensors'] }),
   run: runClipTextParity,
 };

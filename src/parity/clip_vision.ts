@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import { FixtureTensors, compareToFixture, namesClass } from './fixture.js';
 import { readImage, type RgbImage } from '../io/image.js';
 import { decodePng } from '../io/png.js';
 import { clipPreprocess, pilResizeBicubic, readClipProcessorConfig } from '../io/clip_preprocess.js';
@@ -19,15 +20,6 @@ import { loadComponent } from '../loading/load_component.js';
 const ATOL = 1e-4;
 /** Fixtures README: pixel_values abs ≤ 1e-6 (one uint8 step is 0.0146 after normalisation). */
 const PIXEL_ATOL = 1e-6;
-
-function isClipVisionConfig(file: string): boolean {
-  try {
-    const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { architectures?: string[]; model_type?: string };
-    return !!j.architectures?.includes('CLIPVisionModelWithProjection') || j.model_type === 'clip_vision_model';
-  } catch {
-    return false;
-  }
-}
 
 /** Exact uint8 comparison, reported as a Comparison whose maxAbs is the largest byte difference. */
 function compareBytes(name: string, ours: Uint8Array, ref: ArrayLike<number>, shape: number[]): Comparison {
@@ -104,9 +96,8 @@ export async function runClipVisionParity(dir: string, opts: ParityOptions = {})
   const out: Comparison[] = [];
   const ioFile = path.join(dir, 'io.safetensors');
   if (fs.existsSync(ioFile)) {
-    const io = loadSafetensors(ioFile);
-    const pv = io.get('pixel_values');
-    if (!pv) throw new Error(`${ioFile}: tensor "pixel_values" is missing`);
+    const io = FixtureTensors.open(ioFile);
+    const pv = io.need('pixel_values');
     if (pv.shape.length !== 4) throw new Error(`${ioFile}: "pixel_values" must be [batch, channels, size, size], got [${pv.shape}]`);
     const model = loadComponent(dir, 'CLIPVisionModelWithProjection');
     const x = tf.tensor4d(Float32Array.from(pv.data as Float32Array), pv.shape as [number, number, number, number]);
@@ -117,15 +108,7 @@ export async function runClipVisionParity(dir: string, opts: ParityOptions = {})
         ['image_embeds', res.imageEmbeds], ['last_hidden_state', res.lastHiddenState], ['pooler_output', res.poolerOutput],
         ...res.hiddenStates.map((h, i) => [`hidden_states.${i}`, h] as [string, tf.Tensor]),
       ]);
-      for (const [name, t] of produced) {
-        const ref = io.get(name);
-        if (!ref) continue;
-        const c = compareArrays(name, t.dataSync(), ref.data, { atol });
-        c.shape = ref.shape;
-        if (t.shape.join(',') !== ref.shape.join(',')) c.ok = false;
-        out.push(c);
-        log(`${c.ok ? 'ok  ' : 'FAIL'} ${name} [${ref.shape}] max abs ${c.maxAbs.toExponential(2)}`);
-      }
+      out.push(...compareToFixture(io, produced, atol, log));
       tf.dispose([...produced.values()]);
       const unmatched = [...io.keys()].filter((k) => k !== 'pixel_values' && !produced.has(k));
       if (unmatched.length) log(`note: not compared (no counterpart): ${unmatched.join(', ')}`);
@@ -141,6 +124,6 @@ export async function runClipVisionParity(dir: string, opts: ParityOptions = {})
 
 export const clipVisionParity: ParityKind = {
   name: 'clip_vision',
-  detect: (dir) => isClipVisionConfig(path.join(dir, 'config.json')) && (fs.existsSync(path.join(dir, 'io.safetensors')) || fs.existsSync(path.join(dir, 'index.json'))),
+  detect: (dir) => namesClass(dir, 'CLIPVisionModelWithProjection', { modelType: 'clip_vision_model' }) && (fs.existsSync(path.join(dir, 'io.safetensors')) || fs.existsSync(path.join(dir, 'index.json'))),
   run: runClipVisionParity,
 };

@@ -3,11 +3,11 @@
 // per-block activations block_out.* (NCHW) and optionally a second call nomask_* (no attention mask).
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadSafetensors, type TensorData } from '../io/safetensors.js';
+import type { TensorData } from '../io/safetensors.js';
 import type { UNet2DConditionModel } from '../models/unet2d_condition.js';
 import { compareArrays, type Comparison } from './compare.js';
 import type { ParityKind, ParityOptions } from './types.js';
-import { namesClass } from './fixture.js';
+import { FixtureTensors, namesClass } from './fixture.js';
 import { loadComponent } from '../loading/load_component.js';
 
 /** Hook outputs (the models hand them over in PyTorch layout) copied by path, for the paths asked for. */
@@ -27,17 +27,12 @@ function toTensor(t: TensorData): tf.Tensor {
 /** One UNet call on the fixture's inputs under `prefix` ('' or 'nomask_'); returns its comparisons. */
 export function compareUNetCall(
   model: UNet2DConditionModel,
-  io: Map<string, TensorData>,
-  file: string,
+  io: FixtureTensors,
   prefix: string,
   withBlocks: boolean,
   atol: number,
 ): Comparison[] {
-  const get = (n: string) => {
-    const t = io.get(prefix + n);
-    if (!t) throw new Error(`${file}: tensor "${prefix + n}" is missing`);
-    return t;
-  };
+  const get = (n: string) => io.need(prefix + n);
   const blockNames = withBlocks ? [...io.keys()].filter((n) => n.startsWith('block_out.')) : [];
   const cap = captureOutputs(model, new Set(blockNames.map((n) => n.slice('block_out.'.length))));
   let out: Float32Array;
@@ -69,12 +64,12 @@ export function compareUNetCall(
 
 export async function runDecoderParity(dir: string, opts: ParityOptions = {}): Promise<Comparison[]> {
   const file = path.join(dir, 'io.safetensors');
-  const io = loadSafetensors(file);
+  const io = FixtureTensors.open(file);
   const model = loadComponent(dir, 'UNet2DConditionModel');
   const atol = opts.atol ?? 1e-4;
   try {
-    const res = compareUNetCall(model, io, file, '', true, atol);
-    if (io.has('nomask_sample')) res.push(...compareUNetCall(model, io, file, 'nomask_', false, atol));
+    const res = compareUNetCall(model, io, '', true, atol);
+    if (io.has('nomask_sample')) res.push(...compareUNetCall(model, io, 'nomask_', false, atol));
     return res;
   } finally {
     model.dispose();

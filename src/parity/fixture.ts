@@ -10,6 +10,7 @@ import { readJson } from '../io/weights.js';
 import { configClass } from '../io/config_class.js';
 import type { StageName } from '../pipeline/types.js';
 import type { RecordedStep } from './ill_conditioned.js';
+import { compareArrays, type Comparison } from './compare.js';
 
 const STAGE_OF: Record<string, StageName> = { prior_scheduler: 'prior', decoder_scheduler: 'decoder', super_res_scheduler: 'super_res' };
 
@@ -39,11 +40,14 @@ export function recordedDraws(entries: unknown, file: string): string[] {
  * diffusers _class_name, transformers architectures), and every file in `need` exists beside it. A parity kind's
  * detect(): false, never an error, for anything else.
  */
-export function namesClass(dir: string, className: string, opts: { file?: string; need?: string[] } = {}): boolean {
+export function namesClass(dir: string, className: string, opts: { file?: string; need?: string[]; modelType?: string } = {}): boolean {
   const file = path.join(dir, opts.file ?? 'config.json');
   if (!fs.existsSync(file) || !(opts.need ?? []).every((n) => fs.existsSync(path.join(dir, n)))) return false;
   try {
-    return configClass(readJson(file)) === className;
+    const cfg = readJson(file);
+    // transformers configs: `architectures` may list several classes; a bare config says only its model_type
+    if (Array.isArray(cfg.architectures) && cfg.architectures.includes(className)) return true;
+    return configClass(cfg) === className || (opts.modelType !== undefined && cfg.model_type === opts.modelType);
   } catch {
     return false;
   }
@@ -59,6 +63,11 @@ export class FixtureTensors {
 
   has(name: string): boolean {
     return this.tensors.has(name);
+  }
+
+  /** The tensor's data, or undefined when the file has none of that name. */
+  get(name: string): TensorData | undefined {
+    return this.tensors.get(name);
   }
 
   keys(): string[] {
@@ -77,6 +86,25 @@ export class FixtureTensors {
     const t = this.need(name);
     return tf.tensor(t.data, t.shape, t.dtype);
   }
+}
+
+/**
+ * Our tensors against the fixture's tensors of the same names (names the fixture lacks are skipped): one
+ * Comparison each (a shape mismatch fails it), logged as `ok`/`FAIL` lines.
+ */
+export function compareToFixture(io: FixtureTensors, produced: Iterable<[string, tf.Tensor]>, atol: number,
+  log?: (line: string) => void): Comparison[] {
+  const out: Comparison[] = [];
+  for (const [name, t] of produced) {
+    const ref = io.get(name);
+    if (!ref) continue;
+    const c = compareArrays(name, t.dataSync(), ref.data, { atol });
+    c.shape = ref.shape;
+    if (t.shape.join(',') !== ref.shape.join(',')) c.ok = false;
+    out.push(c);
+    log?.(`${c.ok ? 'ok  ' : 'FAIL'} ${name} [${ref.shape}] max abs ${c.maxAbs.toExponential(2)}`);
+  }
+  return out;
 }
 
 /** A recorded UnCLIPPipeline run: run*.safetensors and the call's settings from the .json next to it (if any). */

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { loadSafetensors } from '../io/safetensors.js';
+import { FixtureTensors } from './fixture.js';
 import { readJson } from '../io/weights.js';
 import { bicubicResize } from '../layers/interpolate.js';
 import { compareArrays, type Comparison } from './compare.js';
@@ -16,12 +16,11 @@ export async function runInterpParity(dir: string, opts: ParityOptions = {}): Pr
   const file = path.join(dir, 'interp.safetensors');
   const cases = readJson<{ input_shape: number[]; size: [number, number] }[]>(path.join(dir, 'index.json'));
   if (!Array.isArray(cases)) throw new Error(`${path.join(dir, 'index.json')}: expected a list of cases`);
-  const io = loadSafetensors(file);
+  const io = FixtureTensors.open(file);
   const atol = opts.atol ?? INTERP_ATOL;
   const res: Comparison[] = [];
   cases.forEach((c, k) => {
-    const input = io.get(`case${k}.input`);
-    if (!input) throw new Error(`${file}: tensor "case${k}.input" is missing`);
+    const input = io.need(`case${k}.input`);
     for (const [variant, antialias] of [['bicubic_aa', true], ['bicubic_noaa', false]] as const) {
       const ref = io.get(`case${k}.${variant}`);
       if (!ref) continue;

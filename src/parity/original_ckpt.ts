@@ -6,7 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { SafetensorsFile, loadSafetensors } from '../io/safetensors.js';
+import { SafetensorsFile } from '../io/safetensors.js';
+import { FixtureTensors } from './fixture.js';
 import { readJson } from '../io/weights.js';
 import { convertOriginal } from '../../tools/convert/convert.js';
 import { compareArrays, type Comparison } from './compare.js';
@@ -63,12 +64,8 @@ export async function runOriginalCkptParity(dir: string, opts: ParityOptions = {
     }
     // (3) our modules on the converted weights vs the reference modules' outputs.
     const ioFile = path.join(dir, 'checks', 'io.safetensors');
-    const io = loadSafetensors(ioFile);
-    const T = (n: string) => {
-      const t = io.get(n);
-      if (!t) throw new Error(`${ioFile}: tensor "${n}" is missing`);
-      return tf.tensor(t.data, t.shape, t.dtype);
-    };
+    const io = FixtureTensors.open(ioFile);
+    const T = (n: string) => io.tensor(n);
     const atol = opts.atol ?? 1e-4;
     const cmp = (name: string, t: tf.Tensor, ref: string) => {
       const c = compareArrays(name, t.dataSync(), io.get(ref)!.data, { atol });
