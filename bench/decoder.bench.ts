@@ -14,7 +14,7 @@
 // average, since wall time on a shared machine overstates the cost.
 import * as fs from 'node:fs';
 import { maxRssMB, resetPeakRss, statusMB } from './memory.js';
-import { runBackends, timeLaterSteps, warmStepsOption } from './steps.js';
+import { runBackends, afterFirstStep, warmStepsOption } from './steps.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -131,11 +131,7 @@ async function child(backend: string, dir: string, size: number, warmSteps: numb
   // CPU seconds of the step (all threads): on a shared, loaded machine wall time overstates the cost.
   const stepCpuS = (cpu1.user + cpu1.system) / 1e6;
   const stepPeakMB = peakResettable ? statusMB('VmHWM') : NaN;
-  if (!out.every(Number.isFinite)) throw new Error('non-finite values in the step result');
-  latents.dispose();
-  latents = next as tf.Tensor4D;
-  if (tf.memory().numTensors !== base) throw new Error(`tensor leak: ${tf.memory().numTensors - base} tensors after the step`);
-  const later = timeLaterSteps(warmSteps, latents, stepAt);
+  const later = afterFirstStep(out, latents, next as tf.Tensor4D, base, warmSteps, stepAt);
   latents = later.latents;
   const warmStepS = later.meanS;
   const gf = unet2dConditionGflop(decoder, size, size, 2, cond.encoderHiddenStates.shape[1]);

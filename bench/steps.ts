@@ -35,6 +35,18 @@ export function timeLaterSteps<T extends tf.Tensor>(n: number, latents: T, step:
 }
 
 /**
+ * After the first step (result `next`, read back as `out`): checks it is finite and that no tensor leaked (`base`:
+ * the count before it), frees `prev`, then times steps 1..n (timeLaterSteps).
+ */
+export function afterFirstStep<T extends tf.Tensor>(out: ArrayLike<number>, prev: T, next: T, base: number, n: number,
+  step: (i: number, latents: T) => T): { latents: T; meanS: number | undefined } {
+  for (let i = 0; i < out.length; i++) if (!Number.isFinite(out[i])) throw new Error('non-finite values in the step result');
+  prev.dispose();
+  if (tf.memory().numTensors !== base) throw new Error(`tensor leak: ${tf.memory().numTensors - base} tensors after the step`);
+  return timeLaterSteps(n, next, step);
+}
+
+/**
  * Runs `script --child <backend> ...args` once per backend (each in its own process); prints the table row `row`
  * makes of its JSON result and the JSON line itself, or one line saying why the child failed.
  */

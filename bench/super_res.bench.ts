@@ -12,7 +12,7 @@
 // it runs only with --allow-slow. wasm cannot hold 2.77 GB of weights plus ~2 GB of activations in its 4 GB heap.
 import * as fs from 'node:fs';
 import { maxRssMB, resetPeakRss, statusMB } from './memory.js';
-import { runBackends, timeLaterSteps, warmStepsOption } from './steps.js';
+import { runBackends, afterFirstStep, warmStepsOption } from './steps.js';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -118,11 +118,7 @@ async function child(backend: string, dir: string, size: number, warmSteps: numb
   const out = next.dataSync();
   const stepS = (performance.now() - t1) / 1000;
   const stepPeakMB = peakResettable ? statusMB('VmHWM') : NaN;
-  if (!out.every(Number.isFinite)) throw new Error('non-finite values in the step result');
-  latents.dispose();
-  latents = next as tf.Tensor4D;
-  if (tf.memory().numTensors !== base) throw new Error(`tensor leak: ${tf.memory().numTensors - base} tensors after the step`);
-  const later = timeLaterSteps(warmSteps, latents, stepAt);
+  const later = afterFirstStep(out, latents, next as tf.Tensor4D, base, warmSteps, stepAt);
   latents = later.latents;
   const warmStepS = later.meanS;
   const gf = unet2dGflop(cfg, size, size);
