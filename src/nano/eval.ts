@@ -159,14 +159,13 @@ function superResSize(model: string): number {
 export async function clipScores(model: string, captions: string[], images: RgbU8[]): Promise<NanoEvalReport['clipScore']> {
   const encDir = path.join(model, 'image_encoder');
   if (!fs.existsSync(path.join(encDir, 'config.json')) || captions.length < 2) return null;
-  const { loadClipVisionModel } = await import('../models/clip_vision.js');
-  const { loadClipTextModel } = await import('../models/clip_text.js');
+  const { loadComponent } = await import('../loading/load_component.js');
   const { clipPreprocess, readClipProcessorConfig, CLIP_PROCESSOR_DEFAULTS } = await import('../io/clip_preprocess.js');
   const { CLIPTokenizer } = await import('../tokenizer/clip_tokenizer.js');
   const fe = path.join(model, 'feature_extractor');
   const cfg = fs.existsSync(fe) ? readClipProcessorConfig(fe) : CLIP_PROCESSOR_DEFAULTS;
-  const vision = loadClipVisionModel(encDir);
-  const text = loadClipTextModel(path.join(model, 'text_encoder'));
+  const vision = loadComponent(encDir, 'CLIPVisionModelWithProjection');
+  const text = loadComponent(path.join(model, 'text_encoder'), 'CLIPTextModelWithProjection');
   const tok = CLIPTokenizer.fromDir(path.join(model, 'tokenizer'));
   try {
     const px = images.map((im) => clipPreprocess({ width: im.width, height: im.height, data: im.data }, cfg).pixelValues);

@@ -13,12 +13,12 @@ import { readImage } from '../io/image.js';
 import { componentDir } from '../io/model_folder.js';
 import { loadSafetensors, saveSafetensors, type SafetensorsDType, type TensorToWrite } from '../io/safetensors.js';
 import { findWeightsFile } from '../io/weights.js';
-import { loadClipVisionModel } from '../models/clip_vision.js';
+import { loadComponent } from '../loading/load_component.js';
 import { IMAGE_EXTENSIONS } from '../training/data.js';
 
 /** Per-dimension mean and std (population) of the image embeddings of every image in `imagesDir`. */
 export async function imageEmbeddingStats(model: string, imagesDir: string, batch = 64): Promise<{ mean: Float32Array; std: Float32Array; n: number }> {
-  const vision = loadClipVisionModel(path.join(model, 'image_encoder'));
+  const vision = loadComponent(path.join(model, 'image_encoder'), 'CLIPVisionModelWithProjection');
   const cfg = readClipProcessorConfig(path.join(model, 'feature_extractor'));
   const files = fs.readdirSync(imagesDir).filter((f) => IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase())).sort();
   if (!files.length) throw new Error(`${imagesDir}: no images`);

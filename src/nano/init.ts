@@ -12,10 +12,10 @@ import { saveSafetensors, type SafetensorsDType, type TensorToWrite } from '../i
 import type { Module } from '../layers/module.js';
 import { CLIPTextModelWithProjection, clipTextConfig } from '../models/clip_text.js';
 import { CLIPVisionModelWithProjection, clipVisionConfig } from '../models/clip_vision.js';
-import { PriorTransformer } from '../models/prior_transformer.js';
+import { PriorTransformer, priorTransformerConfig } from '../models/prior_transformer.js';
 import { UnCLIPTextProjModel, textProjConfig } from '../models/text_proj.js';
 import { UNet2DConditionModel, unet2dConditionConfig } from '../models/unet2d_condition.js';
-import { UNet2DModel } from '../models/unet2d.js';
+import { UNet2DModel, unet2dConfig } from '../models/unet2d.js';
 import { BUNDLED_TOKENIZER_DIR } from '../tokenizer/clip_tokenizer.js';
 import {
   NANO_MODEL_COMPONENTS, nanoComponentConfig, nanoFeatureExtractorConfig, nanoModelIndex, nanoSchedulerConfigs, type NanoModelComponent,
@@ -27,10 +27,10 @@ export function nanoShell(name: NanoModelComponent, cfg: Record<string, unknown>
   switch (name) {
     case 'text_encoder': return new CLIPTextModelWithProjection(clipTextConfig(cfg));
     case 'image_encoder': return new CLIPVisionModelWithProjection(clipVisionConfig(cfg));
-    case 'prior': return new PriorTransformer(cfg);
+    case 'prior': return new PriorTransformer(priorTransformerConfig(cfg));
     case 'text_proj': return new UnCLIPTextProjModel(textProjConfig(cfg));
     case 'decoder': return new UNet2DConditionModel(unet2dConditionConfig(cfg));
-    default: return new UNet2DModel(cfg);
+    default: return new UNet2DModel(unet2dConfig(cfg));
   }
 }
 

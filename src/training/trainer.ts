@@ -21,11 +21,12 @@ import { registerGradients } from '../backend/gradients.js';
 import { openModelFolder, type ComponentName, type ModelFolder } from '../io/model_folder.js';
 import { readConfig } from '../io/weights.js';
 import type { Module } from '../layers/module.js';
-import { loadClipTextModel, type CLIPTextModelWithProjection } from '../models/clip_text.js';
-import { loadPrior, type PriorTransformer } from '../models/prior_transformer.js';
-import { loadTextProj, type UnCLIPTextProjModel } from '../models/text_proj.js';
-import { loadUNet2DCondition, type UNet2DConditionModel } from '../models/unet2d_condition.js';
-import { loadUNet2D, type UNet2DModel } from '../models/unet2d.js';
+import type { CLIPTextModelWithProjection } from '../models/clip_text.js';
+import type { PriorTransformer } from '../models/prior_transformer.js';
+import type { UnCLIPTextProjModel } from '../models/text_proj.js';
+import type { UNet2DConditionModel } from '../models/unet2d_condition.js';
+import type { UNet2DModel } from '../models/unet2d.js';
+import { loadComponent as loadModel } from '../loading/load_component.js';
 import { bicubicResize } from '../layers/interpolate.js';
 import { TorchGenerator } from '../random/generator.js';
 import { UnCLIPScheduler } from '../samplers/unclip_scheduler.js';
@@ -294,10 +295,10 @@ function textRows(c: Conditioning, b: BatchData) {
 function loadComponent(component: TrainComponent, dir: string, imageDir?: string): Module {
   switch (component) {
     case 'clip': return loadClipPair(dir, imageDir!);
-    case 'decoder': return loadUNet2DCondition(dir);
-    case 'super_res': case 'super_res_last': return loadUNet2D(dir);
-    case 'prior': return loadPrior(dir);
-    case 'text_encoder': return loadClipTextModel(dir);
+    case 'decoder': return loadModel(dir, 'UNet2DConditionModel', { trainable: true });
+    case 'super_res': case 'super_res_last': return loadModel(dir, 'UNet2DModel');
+    case 'prior': return loadModel(dir, 'PriorTransformer', { trainable: true });
+    case 'text_encoder': return loadModel(dir, 'CLIPTextModelWithProjection');
   }
 }
 
@@ -333,7 +334,7 @@ function makeSetup(
   switch (component) {
     case 'decoder': {
       const decoder = module as UNet2DConditionModel;
-      const textProj: UnCLIPTextProjModel = loadTextProj(so.textProjDir, { trainable: so.textProj });
+      const textProj: UnCLIPTextProjModel = loadModel(so.textProjDir, 'UnCLIPTextProjModel', { trainable: so.textProj });
       const size = sampleSize(dirs.decoder, 'decoder');
       const ch = decoder.config.in_channels;
       const scheduler = UnCLIPScheduler.fromDir(dirs.decoder_scheduler);

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/backend/index.js';
 import { registerGradients } from '../../src/backend/gradients.js';
-import { loadUNet2D } from '../../src/models/unet2d.js';
+import { loadComponent } from '../../src/loading/load_component.js';
 import { superResEpsilonLoss, valueAndGrads } from '../../src/training/losses.js';
 
 const args = process.argv.slice(2);
@@ -16,7 +16,7 @@ if (!dir) { process.stderr.write('usage: profile-step.ts MODEL_DIR [batch] [--ba
 const B = Number(b);
 process.stderr.write(`${(await initBackend(backend)).message}\n`);
 await registerGradients();
-const sr = loadUNet2D(path.join(dir, 'super_res_first'));
+const sr = loadComponent(path.join(dir, 'super_res_first'), 'UNet2DModel');
 const vars = new Map(sr.namedParameters().map(([k, p]) => [k, p.value]));
 const size = sr.config.sample_size as number;
 const sample = tf.randomUniform([B, sr.config.in_channels, size, size], -1, 1) as tf.Tensor4D;
