@@ -84,4 +84,4 @@ export { compareTraceFiles } from './parity/trace.js';
 export { PARITY_KINDS, type ParityKind, type ParityOptions } from './parity/registry.js';
 
 // Package facts
-export { PACKAGE_VERSION, BUNDLED_MODEL_DIR } from './package_root.js';
+export { PACKAGE_VERSION, BUNDLED_MODEL_DIR, DEFAULT_MODEL_DIR } from './package_root.js';

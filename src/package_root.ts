@@ -30,3 +30,11 @@ export const PACKAGE_ROOT = found.root;
 export const PACKAGE_VERSION = found.version;
 /** The bundled tiny random-weight Karlo folder, with the recorded diffusers runs (`karlo parity models/karlo-tiny`). */
 export const BUNDLED_MODEL_DIR = path.join(PACKAGE_ROOT, 'models', 'karlo-tiny');
+/**
+ * The default `--model` of generate, vary, interpolate, trace, batch and worker: karlo-nano, a tiny unCLIP trained
+ * from scratch by this project's own `npm run train:nano` on a world of coloured shapes (docs/karlo-nano.md).
+ */
+export const DEFAULT_MODEL_DIR = path.join(PACKAGE_ROOT, 'models', 'karlo-nano');
+/** The note printed when no --model is given. */
+export const DEFAULT_MODEL_NOTE = 'note: no --model given, using the bundled karlo-nano (trained here on coloured shapes on plain backgrounds: ' +
+  'it draws prompts like "a red star on a black background"; docs/karlo-nano.md). For real images pass --model with the kakaobrain/karlo-v1-alpha folder.';

@@ -1,4 +1,4 @@
-// `karlo generate` on the bundled tiny model: writes a valid PNG equal to the pipeline's output (decoded and
+// `karlo generate` on the default model (karlo-nano) and the bundled tiny model: writes a valid PNG equal to the pipeline's output (decoded and
 // compared pixel by pixel), --json, refuses to overwrite without --force, bad arguments → one line, exit 2.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import { decodePng, encodePng, floatToRgb8, readPng } from '../src/io/png.js';
 import { UnCLIPPipeline } from '../src/pipeline/unclip_pipeline.js';
 import { BUNDLED_MODEL_DIR, outputPaths } from '../src/cli/commands/generate.js';
+import { DEFAULT_MODEL_DIR } from '../src/package_root.js';
 import { backendsUnderTest, useBackend } from './helpers.js';
 import { availableBackends } from '../src/backend/index.js';
 
@@ -56,13 +57,13 @@ test('generate: writes a PNG equal to the pipeline output (same seed and setting
   assert.equal(j.images, [out]);
   for (const s of ['text', 'prior', 'decoder', 'super_res']) assert.ok(j.timings.stages[s].totalSeconds > 0, s);
   assert.ok(j.timings.peakRssMB > 0);
-  assert.match(r.stderr, /random/i, 'says the bundled model is random');
+  assert.match(r.stderr, /no --model given, using the bundled karlo-nano/, 'names the default model');
   assert.match(r.stderr, /^decoder: 2\/2 steps/m, 'a progress line per stage');
   const png = readPng(out);
-  const size = JSON.parse(fs.readFileSync(path.join(BUNDLED_MODEL_DIR, 'super_res_first', 'config.json'), 'utf8')).sample_size;
+  const size = JSON.parse(fs.readFileSync(path.join(DEFAULT_MODEL_DIR, 'super_res_first', 'config.json'), 'utf8')).sample_size;
   assert.equal([png.width, png.height, png.channels], [size, size, 3]);
   await useBackend(backend);
-  const res = await (await UnCLIPPipeline.load(BUNDLED_MODEL_DIR)).generate(['a red frog'], { seed: 3, priorSteps: 2, decoderSteps: 2, superResSteps: 2 });
+  const res = await (await UnCLIPPipeline.load(DEFAULT_MODEL_DIR)).generate(['a red frog'], { seed: 3, priorSteps: 2, decoderSteps: 2, superResSteps: 2 });
   assert.equal(Array.from(png.data), Array.from(floatToRgb8(res.images, res.shape, 0).data));
   assert.equal(fs.readdirSync(tmp).filter((n) => n.endsWith('.tmp')), [], 'no temporary files left');
 });

@@ -1,7 +1,7 @@
 // Interpolation: the community text interpolation vs diffusers on fixtures/interpolation (slerp restated on the
 // recorded inputs ≤ 1e-6, linspace exact, the whole run through the `karlo parity` kind), the proper slerp's
 // properties (norm kept, great circle, exact ends), image → image (end frames = `vary` of each input with the same
-// seed, embeddings' norm kept), and the `karlo vary` / `karlo interpolate` commands on the bundled tiny models.
+// seed, embeddings' norm kept), and the `karlo vary` / `karlo interpolate` commands on the default model.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -140,7 +140,7 @@ test('contact sheet: frames in a row, white background, a label under each; labe
   assert.equal(frameLabels([0, 0.001, 1]), ['t=0.000', 't=0.001', 't=1.000']);
 });
 
-test('karlo vary and karlo interpolate write their images on the bundled tiny models', () => {
+test('karlo vary and karlo interpolate write their images on the default model (karlo-nano, one folder for both)', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-interp-cli-'));
   const karlo = (args: string[]) => spawnSync(process.execPath, [path.join(ROOT, 'bin', 'karlo.js'), ...args], { cwd: tmp, encoding: 'utf8', timeout: 180_000 });
   try {
@@ -149,13 +149,13 @@ test('karlo vary and karlo interpolate write their images on the bundled tiny mo
     assert.is(r.status, 0, r.stderr);
     const j = JSON.parse(r.stdout);
     assert.equal(j.images, ['v.png']);
-    assert.is(readPng(path.join(tmp, 'v.png')).width, 64);
-    assert.match(r.stderr, /bundled tiny image-variation model/);
+    assert.is(readPng(path.join(tmp, 'v.png')).width, 128);
+    assert.match(r.stderr, /no --model given, using the bundled karlo-nano/);
     r = karlo(['interpolate', '--from', 'a frog', '--to', 'a fox', '--steps', '3', '--prior-steps', '2', '--decoder-steps', '2', '--sr-steps', '2', '--out', 'i.png', '--seed', '2']);
     assert.is(r.status, 0, r.stderr);
-    for (const f of ['i-0.png', 'i-1.png', 'i-2.png']) assert.is(readPng(path.join(tmp, f)).width, 64);
+    for (const f of ['i-0.png', 'i-1.png', 'i-2.png']) assert.is(readPng(path.join(tmp, f)).width, 128);
     const sheet = readPng(path.join(tmp, 'i-sheet.png'));
-    assert.ok(sheet.width > 3 * 64 && sheet.height > 64);
+    assert.ok(sheet.width > 3 * 128 && sheet.height > 128);
     assert.match(r.stdout, /slerp proper · t = 0\.000, 0\.500, 1\.000/);
     // one line, exit 2: a text-to-image folder for vary, both modes at once, an existing output
     r = karlo(['vary', img, '--model', fixture('pipeline_tiny'), '--out', 'w.png']);

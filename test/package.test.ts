@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { readPng } from '../src/io/png.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-pkg-'));
@@ -35,18 +36,20 @@ const consumer = path.join(tmp, 'consumer');
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-test('npm pack: builds dist/, a tarball under 25 MB with the JS + .d.ts, bin, bundled model with its recorded runs, LICENSE, NOTICE; no tests, sources or benchmarks', () => {
+test('npm pack: builds dist/, a tarball under 40 MB with the JS + .d.ts, bin, the default model (karlo-nano), the tiny model with its recorded runs, LICENSE, NOTICE; no tests, sources or benchmarks', () => {
   const r = sh(NPM, ['pack', '--json', '--pack-destination', tmp], { cwd: ROOT });
   assert.is(r.code, 0, `npm pack failed: ${r.stderr.slice(-2000)}`);
   packed = JSON.parse(r.stdout)[0];
   tarball = path.join(tmp, packed!.filename);
   assert.ok(fs.existsSync(tarball));
   const size = fs.statSync(tarball).size;
-  assert.ok(size < 25e6, `tarball is ${(size / 1e6).toFixed(1)} MB`);
+  // ~17 MB of code, native sources and the tiny model, plus karlo-nano's 18 MB of float16 weights (which hardly compress).
+  assert.ok(size < 40e6, `tarball is ${(size / 1e6).toFixed(1)} MB`);
   const files = new Set(packed!.files.map((f) => f.path));
   for (const f of ['package.json', 'LICENSE', 'NOTICE', 'README.md', 'bin/karlo.js', 'dist/src/index.js', 'dist/src/index.d.ts',
     'dist/src/cli/main.js', 'dist/tools/convert/convert.js', 'models/karlo-tiny/model_index.json',
     'models/karlo-tiny/tokenizer/vocab.json', 'models/karlo-tiny/run.json', 'models/karlo-tiny/run.safetensors',
+    'models/karlo-nano/model_index.json', 'models/karlo-nano/decoder/diffusion_pytorch_model.safetensors', 'models/karlo-nano/README.md',
     'native/binding.gyp', 'native/build.mjs']) {
     assert.ok(files.has(f), `${f} is not in the tarball`);
   }
@@ -113,6 +116,12 @@ test('installed tarball: ESM consumer typechecks and runs `import { UnCLIPPipeli
   assert.is(parity.code, 0, `${parity.stdout.slice(-1500)}${parity.stderr.slice(-1500)}`);
   const m = /pipeline: (\d+)\/(\d+) OK/.exec(parity.stdout);
   assert.ok(m && m[1] === m[2] && Number(m[1]) > 50, parity.stdout.slice(-500));
+
+  // The README's first generate command: no --model, the bundled karlo-nano.
+  const gen = sh(NPX, ['--no-install', 'karlo', 'generate', 'a red star on a black background', '--seed', '0', '--out', 'star.png'], { cwd: consumer });
+  assert.is(gen.code, 0, gen.stderr.slice(-1500));
+  assert.match(gen.stderr, /using the bundled karlo-nano/);
+  assert.is(readPng(path.join(consumer, 'star.png')).width, 128);
 });
 
 test.run();

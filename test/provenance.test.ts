@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { decodePng, encodePng, readPng, readPngText } from '../src/io/png.js';
 import { openModelFolder } from '../src/io/model_folder.js';
-import { PACKAGE_VERSION } from '../src/package_root.js';
+import { DEFAULT_MODEL_DIR, PACKAGE_VERSION } from '../src/package_root.js';
 import { UnCLIPPipeline } from '../src/pipeline/unclip_pipeline.js';
 import { modelConfigHash, parseProvenance } from '../src/pipeline/provenance.js';
 
@@ -45,7 +45,8 @@ test('generate writes provenance per image; --json maps images to prompt and ind
   assert.equal(j.outputs.map((o: { file: string; prompt: string; promptIndex: number; imageIndex: number }) => [path.basename(o.file), o.prompt, o.promptIndex, o.imageIndex]), [
     ['g-0.png', 'a frog ünïcode', 0, 0], ['g-1.png', 'a frog ünïcode', 0, 1], ['g-2.png', '-a toad', 1, 0], ['g-3.png', '-a toad', 1, 1],
   ]);
-  const hash = modelConfigHash(openModelFolder(TINY));
+  // No --model: the default model (karlo-nano) is what the provenance names.
+  const hash = modelConfigHash(openModelFolder(DEFAULT_MODEL_DIR));
   for (const [i, o] of j.outputs.entries()) {
     const p = parseProvenance(readPngText(fs.readFileSync(o.file)).parameters, o.file);
     assert.is(p.prompt, o.prompt);
@@ -55,7 +56,7 @@ test('generate writes provenance per image; --json maps images to prompt and ind
     assert.is(p.seed, '42');
     assert.equal(p.steps, { prior: 2, decoder: 2, superRes: 2 });
     assert.equal(p.guidance, { prior: 4, decoder: 8 });
-    assert.is(p.model, TINY);
+    assert.is(p.model, DEFAULT_MODEL_DIR);
     assert.is(p.modelConfigHash, hash);
     assert.is(p.backend, j.timings.backend);
     assert.is(p.version, PACKAGE_VERSION, `image ${i}`);

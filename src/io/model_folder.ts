@@ -33,6 +33,12 @@ export interface ComponentSpec {
 export interface PipelineSpec<C extends string> {
   className: string;
   components: Record<C, ComponentSpec>;
+  /**
+   * Other _class_name values whose folders this pipeline can also run, when they list every component above
+   * (an UnCLIPPipeline folder with image_encoder/ and feature_extractor/, like models/karlo-nano, runs image
+   * variation too).
+   */
+  alsoRuns?: string[];
   /** Where such a folder comes from, for error messages. */
   example: string;
 }
@@ -74,6 +80,7 @@ export const VARIATION_PIPELINE: PipelineSpec<VariationComponentName> = {
     image_encoder: { className: 'CLIPVisionModelWithProjection', kind: 'model' },
     feature_extractor: { className: 'CLIPImageProcessor', kind: 'processor' },
   },
+  alsoRuns: ['UnCLIPPipeline'],
   example: 'kakaobrain/karlo-v1-alpha-image-variations (the text-to-image components plus image_encoder/ and feature_extractor/)',
 };
 
@@ -150,7 +157,8 @@ export function openModelFolder<C extends string>(dir: string, spec: PipelineSpe
     throw new ModelFolderError(`${indexFile}: missing; is ${dir} a diffusers-layout Karlo folder (e.g. ${spec.example})?`);
   }
   const index = readJsonOrFail(indexFile, 'pipeline index');
-  if (index._class_name !== spec.className) {
+  const alsoRuns = spec.alsoRuns?.includes(index._class_name as string) && Object.keys(spec.components).every((c) => index[c] !== undefined);
+  if (index._class_name !== spec.className && !alsoRuns) {
     throw new ModelFolderError(`${indexFile}: _class_name is ${JSON.stringify(index._class_name)}, expected "${spec.className}" (e.g. ${spec.example})`);
   }
   const pipelineSpec = spec;

@@ -6,7 +6,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
 import { Progress, formatSeconds } from '../progress.js';
 import { addGenerationOptions, parseSeedArg, readGenerationArgs, type GenerationArgs } from '../generation_options.js';
-import { BUNDLED_MODEL_DIR } from './generate.js';
+import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_NOTE } from '../../package_root.js';
 import { BatchInputError, buildJobs, readSeedsFile, type BatchJob } from '../../batch/jobs.js';
 import { ModelHashError, modelConfigHash } from '../../batch/model_hash.js';
 import { OutputDir, OutputDirError } from '../../batch/output.js';
@@ -56,8 +56,8 @@ function loadJobs(argv: BatchArgs): { jobs: BatchJob[]; modelDir: string; modelH
   const { opts } = readGenerationArgs(argv);
   if (argv.seed !== undefined && argv.seeds !== undefined) throw new UsageError('give --seed or --seeds, not both');
   const seed = parseSeedArg(argv.seed);
-  const modelDir = argv.model ?? BUNDLED_MODEL_DIR;
-  if (!argv.model) say(`note: no --model given, using the bundled tiny model (${path.relative(process.cwd(), BUNDLED_MODEL_DIR) || BUNDLED_MODEL_DIR}): random weights, coloured noise.`);
+  const modelDir = argv.model ?? DEFAULT_MODEL_DIR;
+  if (!argv.model) say(DEFAULT_MODEL_NOTE);
   let modelHash: string;
   try {
     modelHash = modelConfigHash(modelDir);

@@ -2,7 +2,7 @@
 // atomically and never over an existing file without --force; progress per stage on stderr; a timing table at the end.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { BUNDLED_MODEL_DIR } from '../../package_root.js';
+import { BUNDLED_MODEL_DIR, DEFAULT_MODEL_DIR, DEFAULT_MODEL_NOTE } from '../../package_root.js';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UsageError, isExpectedError } from '../errors.js';
 import { addGenerationOptions, parseSeedArg, readGenerationArgs } from '../generation_options.js';
@@ -179,7 +179,7 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
   // Memory the call needs, from the configs and arguments, before anything is allocated (--max-memory raises it).
   const maxMemory = argv['max-memory'] === undefined ? defaultMemoryBound() : parseBytes(String(argv['max-memory']));
   if (maxMemory === null) throw new UsageError(`--max-memory must be an amount of bytes such as 64G or 512M, got "${argv['max-memory']}"`);
-  const estimate = estimateGenerateMemory(argv.model ?? BUNDLED_MODEL_DIR, { prompts: prompts.length, numImagesPerPrompt: settings.numImagesPerPrompt, priorGuidance: settings.priorGuidance, decoderGuidance: settings.decoderGuidance });
+  const estimate = estimateGenerateMemory(argv.model ?? DEFAULT_MODEL_DIR, { prompts: prompts.length, numImagesPerPrompt: settings.numImagesPerPrompt, priorGuidance: settings.priorGuidance, decoderGuidance: settings.decoderGuidance });
   const refusal = memoryRefusal(estimate, maxMemory);
   if (refusal) throw new UsageError(refusal);
 
@@ -223,11 +223,8 @@ async function run(argv: ArgumentsCamelCase<GenerateArgs>): Promise<void> {
     loras.push(l);
   }
 
-  const modelDir = argv.model ?? BUNDLED_MODEL_DIR;
-  if (!argv.model) {
-    process.stderr.write(`note: no --model given, using the bundled tiny model (${path.relative(process.cwd(), BUNDLED_MODEL_DIR) || BUNDLED_MODEL_DIR}). ` +
-      'Its weights are random: it makes coloured noise, not pictures. For real images pass --model with the kakaobrain/karlo-v1-alpha folder.\n');
-  }
+  const modelDir = argv.model ?? DEFAULT_MODEL_DIR;
+  if (!argv.model) process.stderr.write(`${DEFAULT_MODEL_NOTE}\n`);
 
   // The whole folder is checked before the backend starts or any weights are read (seconds, one line on error).
   let pipe: UnCLIPPipeline;
@@ -324,7 +321,7 @@ const command: CommandModule<object, GenerateArgs> = {
     .positional('prompts', { type: 'string', array: true, describe: 'one or more prompts' })
     .option('download', { type: 'boolean', describe: 'with --model owner/name[@revision] not in the cache: download its configs, tokenizer and safetensors into the Hugging Face cache first ($HF_ENDPOINT or huggingface.co)' })
     .option('from', { type: 'string', describe: 're-run the call recorded in a PNG made by karlo generate (options given here override it)' })
-    .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder (model_index.json), or a Hub id owner/name[@revision] found in the Hugging Face cache; default: the bundled tiny random model' })
+    .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder (model_index.json), or a Hub id owner/name[@revision] found in the Hugging Face cache; default: the bundled karlo-nano (models/karlo-nano)' })
     .option('out', { type: 'string', default: 'karlo.png', describe: 'output PNG (several images: NAME-0.png, NAME-1.png, …)' })
     .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default: random, printed)' }))
     .option('save-intermediates', { type: 'boolean', describe: 'also write the decoder (64×64) and super-res latents after every step as PNGs to NAME.intermediates/' })

@@ -9,12 +9,12 @@ import { addGenerationOptions, parseSeedArg, readGenerationArgs, type Generation
 import { ModelFolderError } from '../../io/model_folder.js';
 import { floatToRgb8, writePng, type RawImage } from '../../io/png.js';
 import { blit, createImage, drawText, textHeight, textWidth, BLACK, WHITE } from '../../io/raster.js';
-import { BUNDLED_MODEL_DIR } from '../../package_root.js';
+import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_NOTE } from '../../package_root.js';
 import { UnCLIPPipeline } from '../../pipeline/unclip_pipeline.js';
 import { interpolateImages, interpolateText, SLERP_MODES, type SlerpMode } from '../../pipeline/interpolation.js';
 import type { VaryOptions } from '../../pipeline/variation_pipeline.js';
 import {
-  BUNDLED_VARIATION_DIR, StageProgress, checkOutputs, loadVariationPipeline, numberArg, readInputImages, resolveVaryArgs, stageTimingTable,
+  StageProgress, checkOutputs, loadVariationPipeline, numberArg, readInputImages, resolveVaryArgs, stageTimingTable,
 } from './vary.js';
 
 /** "t=0.25": the label of a frame (two decimals; more when two frames would read the same). */
@@ -98,8 +98,8 @@ async function run(argv: ArgumentsCamelCase<InterpolateArgs>): Promise<void> {
   let order: string[];
   if (text) {
     const { opts } = readGenerationArgs(argv);
-    const modelDir = argv.model ?? BUNDLED_MODEL_DIR;
-    if (!argv.model) process.stderr.write('note: no --model given, using the bundled tiny model (random weights: coloured noise, not pictures).\n');
+    const modelDir = argv.model ?? DEFAULT_MODEL_DIR;
+    if (!argv.model) process.stderr.write(`${DEFAULT_MODEL_NOTE}\n`);
     process.stderr.write(`seed ${seed}\n`);
     let pipe: UnCLIPPipeline;
     try {
@@ -122,8 +122,8 @@ async function run(argv: ArgumentsCamelCase<InterpolateArgs>): Promise<void> {
     for (const k of ['decoder-steps', 'sr-steps', 'decoder-guidance'] as const) numberArg(k, argv[k]);
     resolveVaryArgs(vopts);
     const [a, b] = await readInputImages([argv['from-image']!, argv['to-image']!]);
-    const modelDir = argv.model ?? BUNDLED_VARIATION_DIR;
-    if (!argv.model) process.stderr.write('note: no --model given, using the bundled tiny image-variation model (random weights: coloured noise, not pictures).\n');
+    const modelDir = argv.model ?? DEFAULT_MODEL_DIR;
+    if (!argv.model) process.stderr.write(`${DEFAULT_MODEL_NOTE}\n`);
     process.stderr.write(`seed ${seed}\n`);
     const pipe = await loadVariationPipeline(modelDir, argv.backend);
     try {
@@ -157,7 +157,7 @@ const command: CommandModule<object, InterpolateArgs> = {
     .option('to-image', { type: 'string', describe: 'end image, PNG/JPEG (image interpolation)' })
     .option('steps', { type: 'number', describe: 'frames, both ends included (default 5)' })
     .option('slerp', { type: 'string', choices: SLERP_MODES, describe: "proper: great-circle slerp of directions, norm interpolated (default); diffusers: the community pipelines' elementwise slerp, reproduced exactly" })
-    .option('model', { type: 'string', describe: 'Karlo folder: text-to-image for prompts, image-variation for images; default: the bundled tiny random models' })
+    .option('model', { type: 'string', describe: 'Karlo folder: text-to-image for prompts, image-variation for images; default: the bundled karlo-nano (it has both)' })
     .option('out', { type: 'string', default: 'interpolation.png', describe: 'frames go to NAME-0.png … NAME-{N-1}.png, the contact sheet to NAME-sheet.png' })
     .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default: random, printed)' })
     .option('preprocess', { type: 'string', choices: ['clip', 'karlo'], describe: 'image preprocessing for --from-image/--to-image (see karlo vary)' })

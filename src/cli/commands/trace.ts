@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { BUNDLED_MODEL_DIR } from '../../package_root.js';
+import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_NOTE } from '../../package_root.js';
 import { UsageError } from '../errors.js';
 import { ModelFolderError } from '../../io/model_folder.js';
 import { UnCLIPPipeline, type GenerateOptions, type PipelineStage } from '../../pipeline/unclip_pipeline.js';
@@ -94,8 +94,8 @@ export function generateOptions(argv: RunArgs): GenerateOptions {
 
 /** Initialises the backend and opens the model folder (the bundled tiny model by default), with one-line errors. */
 export async function openPipeline(argv: RunArgs): Promise<{ pipe: UnCLIPPipeline; modelDir: string }> {
-  const modelDir = argv.model ?? BUNDLED_MODEL_DIR;
-  if (!argv.model) process.stderr.write('note: no --model given, using the bundled tiny random-weight model\n');
+  const modelDir = argv.model ?? DEFAULT_MODEL_DIR;
+  if (!argv.model) process.stderr.write(`${DEFAULT_MODEL_NOTE}\n`);
   const { initBackend } = await import('../../backend/index.js');
   try {
     process.stderr.write(`${(await initBackend(argv.backend)).message}\n`);
@@ -114,7 +114,7 @@ export async function openPipeline(argv: RunArgs): Promise<{ pipe: UnCLIPPipelin
 export function runOptions<T>(y: Argv<T>): Argv<T> {
   return y
     .positional('prompts', { type: 'string', array: true, describe: 'one or more prompts' })
-    .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder; default: the bundled tiny random model' })
+    .option('model', { type: 'string', describe: 'diffusers-layout Karlo folder; default: the bundled karlo-nano' })
     .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default 0)' })
     .option('prior-steps', { type: 'number', describe: 'prior denoising steps (default 25)' })
     .option('decoder-steps', { type: 'number', describe: 'decoder denoising steps (default 25)' })

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { PACKAGE_ROOT } from '../../package_root.js';
+import { DEFAULT_MODEL_DIR, DEFAULT_MODEL_NOTE, PACKAGE_ROOT } from '../../package_root.js';
 import { UsageError } from '../errors.js';
 import { parseSeedArg } from '../generation_options.js';
 import { ImageError, readImage, type RgbImage } from '../../io/image.js';
@@ -194,17 +194,14 @@ async function run(argv: ArgumentsCamelCase<VaryArgs>): Promise<void> {
   // Memory the call needs, before anything is allocated (issue 18 item 7).
   const maxMemory = argv['max-memory'] === undefined ? defaultMemoryBound() : parseBytes(String(argv['max-memory']));
   if (maxMemory === null) throw new UsageError(`--max-memory must be an amount of bytes such as 64G or 512M, got "${argv['max-memory']}"`);
-  const refusal = memoryRefusal(estimateGenerateMemory(argv.model ?? BUNDLED_VARIATION_DIR, { prompts: inputs.length, numImagesPerPrompt: opts.numImagesPerPrompt ?? 1, decoderGuidance: opts.decoderGuidance }, VARIATION_PIPELINE as never), maxMemory);
+  const refusal = memoryRefusal(estimateGenerateMemory(argv.model ?? DEFAULT_MODEL_DIR, { prompts: inputs.length, numImagesPerPrompt: opts.numImagesPerPrompt ?? 1, decoderGuidance: opts.decoderGuidance }, VARIATION_PIPELINE as never), maxMemory);
   if (refusal) throw new UsageError(refusal);
   const out = String(argv.out);
   const files = outputPaths(out, inputs.length * (opts.numImagesPerPrompt ?? 1));
   checkOutputs(files, argv.force);
   const images = await readInputImages(inputs);
-  const modelDir = argv.model ?? BUNDLED_VARIATION_DIR;
-  if (!argv.model) {
-    process.stderr.write(`note: no --model given, using the bundled tiny image-variation model (${path.relative(process.cwd(), modelDir) || modelDir}). ` +
-      'Its weights are random: it makes coloured noise, not pictures. For real variations pass --model with the kakaobrain/karlo-v1-alpha-image-variations folder.\n');
-  }
+  const modelDir = argv.model ?? DEFAULT_MODEL_DIR;
+  if (!argv.model) process.stderr.write(`${DEFAULT_MODEL_NOTE}\n`);
   process.stderr.write(`seed ${seed}\n`);
   const pipe = await loadVariationPipeline(modelDir, argv.backend);
   const progress = new StageProgress();
@@ -229,7 +226,7 @@ const command: CommandModule<object, VaryArgs> = {
   describe: 'image → variations (UnCLIPImageVariationPipeline: CLIP image embedding → decoder → super-res)',
   builder: (y: Argv) => y
     .positional('images', { type: 'string', array: true, describe: 'one or more PNG/JPEG images' })
-    .option('model', { type: 'string', describe: 'image-variation Karlo folder (kakaobrain/karlo-v1-alpha-image-variations layout); default: the bundled tiny random model' })
+    .option('model', { type: 'string', describe: 'image-variation Karlo folder (kakaobrain/karlo-v1-alpha-image-variations layout); default: the bundled karlo-nano' })
     .option('out', { type: 'string', default: 'variation.png', describe: 'output PNG (several images: NAME-0.png, NAME-1.png, …; image-major)' })
     .option('seed', { type: 'string', describe: 'seed of the torch-compatible generator (default: random, printed)' })
     .option('num-images', { type: 'number', describe: 'variations per input image (default 1)' })

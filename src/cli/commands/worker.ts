@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { UsageError } from '../errors.js';
-import { BUNDLED_MODEL_DIR } from './generate.js';
+import { DEFAULT_MODEL_DIR } from '../../package_root.js';
 import { ModelHashError, modelConfigHash } from '../../batch/model_hash.js';
 import { defaultWorkerName } from '../../batch/render.js';
 
@@ -72,7 +72,7 @@ async function run(argv: ArgumentsCamelCase<WorkerArgs>): Promise<void> {
     if (e instanceof QueueUrlError) throw new UsageError(e.message);
     throw e;
   }
-  const modelDir = argv.model ?? BUNDLED_MODEL_DIR;
+  const modelDir = argv.model ?? DEFAULT_MODEL_DIR;
   let modelHash: string;
   try {
     modelHash = modelConfigHash(modelDir);
