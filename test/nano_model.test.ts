@@ -18,7 +18,10 @@ import { evaluateNano } from '../src/nano/eval.js';
 import { readPng } from '../src/io/png.js';
 import { useBackend } from './helpers.js';
 
-await useBackend('native').catch(() => useBackend('cpu'));
+// The suite runner imports every test file before running any: set the backend when this file's tests start.
+test.before(async () => {
+  await useBackend('native').catch(() => useBackend('cpu'));
+});
 const dir = DEFAULT_MODEL_DIR;
 
 test('models/karlo-nano: the Karlo classes, float16 weights, at most 20 MB', () => {

@@ -27,7 +27,10 @@ import { useBackend } from './helpers.js';
 import { makeDataFolder, tinyModelCopy } from './train_helpers.js';
 import { loadComponent } from '../src/loading/load_component.js';
 
-await useBackend('native').catch(() => useBackend('cpu'));
+// The suite runner imports every test file before running any: set the backend when this file's tests start.
+test.before(async () => {
+  await useBackend('native').catch(() => useBackend('cpu'));
+});
 await registerGradients();
 const scheduler = UnCLIPScheduler.fromDir(path.join(BUNDLED_MODEL_DIR, 'decoder_scheduler'));
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-hybrid-'));
