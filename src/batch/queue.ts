@@ -242,7 +242,8 @@ export async function collectJobs(queue: Queue, jobs: BatchJob[], out: OutputDir
     const w = out.write(bj, pngs, { worker: r.worker, backend: r.backend, seconds: r.seconds });
     const fileAt = Date.now();
     byHash.delete(id);
-    // Statistics only (not exact: a collector killed right after writing does not count that result).
+    // Statistics only (not exact: a collector killed right after writing does not count that result; one killed
+    // before its job leaves the queue has it collected and counted again by the next collector).
     if (w.written) await client.hincrby(keys.stats, 'collected', 1);
     await job.remove().catch((e: Error) => log(`could not remove job ${id.slice(0, 8)} from the queue: ${e.message}`));
     opts.onCollected?.({
