@@ -220,7 +220,7 @@ async function main(): Promise<void> {
     if (args.model) dir = path.resolve(args.model);
     else {
       dir = path.join(work, 'model');
-      const w = writeRandomKarloFolder(args.tiny ? TINY : REAL_CONFIGS, TINY, dir, (name, bytes, s) => console.log(`  wrote ${name} ${f(bytes / 1e9)} GB in ${f(s, 1)} s`));
+      const w = writeRandomKarloFolder(args.tiny ? TINY : REAL_CONFIGS, path.join(TINY, 'tokenizer'), dir, (name, bytes, s) => console.log(`  wrote ${name} ${f(bytes / 1e9)} GB in ${f(s, 1)} s`));
       const params = Object.values(w.params).reduce((a, b) => a + b, 0);
       console.log(`wrote ${dir}: ${params.toLocaleString('en')} parameters, ${f(w.bytes / 1e9)} GB in ${f(w.seconds, 1)} s`);
       if (real) {
