@@ -53,11 +53,16 @@ export interface DecoderNoisyBatch {
   attentionMask?: tf.Tensor2D | null;
 }
 
+/** The decoder's whole output on x_t with the batch's conditioning, [B, 2C, H, W] for a learned-range decoder. */
+function decoderOutput(decoder: UNet2DConditionModel, b: DecoderNoisyBatch): tf.Tensor4D {
+  return decoder.forward(b.noisySample, timestepTensor(b.timesteps, b.noisySample.shape[0], 'decoder loss'),
+    b.encoderHiddenStates, { classLabels: b.classLabels ?? null, attentionMask: b.attentionMask ?? null }) as tf.Tensor4D;
+}
+
 /** Decoder ε-MSE given x_t: mean((decoder(x_t, t, ...)[:, :3] − noise)²). */
 export function decoderEpsilonLoss(decoder: UNet2DConditionModel, b: DecoderNoisyBatch): tf.Scalar {
   return tf.tidy(() => {
-    const out = decoder.forward(b.noisySample, timestepTensor(b.timesteps, b.noisySample.shape[0], 'decoder loss'),
-      b.encoderHiddenStates, { classLabels: b.classLabels ?? null, attentionMask: b.attentionMask ?? null });
+    const out = decoderOutput(decoder, b);
     const c = b.noise.shape[1];
     if (out.shape[1] < c) throw new Error(`decoder loss: the decoder outputs ${out.shape[1]} channels, the noise has ${c}`);
     const eps = out.shape[1] === c ? out : tf.slice(out, [0, 0, 0, 0], [-1, c, -1, -1]);
@@ -82,8 +87,7 @@ export function decoderLoss(decoder: UNet2DConditionModel, scheduler: UnCLIPSche
     if (!b.vlbWeight) return decoderEpsilonLoss(decoder, { ...b, noisySample: xt });
     if (!Array.isArray(b.timesteps)) throw new Error('decoder loss: vlbWeight needs the timesteps as an array of numbers (its coefficients are per timestep)');
     const ts = b.timesteps;
-    const out = decoder.forward(xt, timestepTensor(b.timesteps, xt.shape[0], 'decoder loss'), b.encoderHiddenStates,
-      { classLabels: b.classLabels ?? null, attentionMask: b.attentionMask ?? null });
+    const out = decoderOutput(decoder, { ...b, noisySample: xt });
     const c = b.noise.shape[1];
     if (out.shape[1] !== 2 * c) throw new Error(`decoder loss: vlbWeight needs the learned-range decoder's ${2 * c} output channels, it has ${out.shape[1]}`);
     const eps = tf.slice(out, [0, 0, 0, 0], [-1, c, -1, -1]) as tf.Tensor4D;

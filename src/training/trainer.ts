@@ -270,8 +270,8 @@ interface ComponentSetup {
   loss: (b: BatchData) => tf.Scalar;
   /** Shape of one sample's noise. */
   noiseShape: number[];
-  /** Super-res --crop: crop size and the image size it is cut from (0: no cropping). */
-  crop: { size: number; from: number };
+  /** Super-res --crop: the crop size, cut from images at `resolution` (0: no cropping). */
+  crop: number;
   /** Variables trained beside the module's (text_proj.* with --text-proj), by name. */
   extraVars: Map<string, tf.Variable>;
   scheduler: UnCLIPScheduler;
@@ -330,7 +330,7 @@ function makeSetup(
   component: TrainComponent, module: Module, folder: ModelFolder, pixels: () => Float32Array[], cond: () => Conditioning, so: SetupOptions,
 ): ComponentSetup {
   const dirs = folder.dirs;
-  const none = { crop: { size: 0, from: 0 }, extraVars: new Map<string, tf.Variable>() };
+  const none = { crop: 0, extraVars: new Map<string, tf.Variable>() };
   switch (component) {
     case 'decoder': {
       const decoder = module as UNet2DConditionModel;
@@ -376,7 +376,7 @@ function makeSetup(
       if (so.crop > size) throw new TrainArgumentError(`--crop ${so.crop} is larger than ${component}'s sample_size ${size}`);
       const c = so.crop || size;
       return {
-        ...none, crop: { size: so.crop, from: size },
+        ...none, crop: so.crop,
         module, extra: [], needsText: false, needsImageEmbeds: false, resolution: size, noiseShape: [ch, c, c], scheduler,
         loss: (b) => {
           const x0 = stack(b.indices.map((i) => pixels()[i]), [3, size, size]) as tf.Tensor4D;
@@ -598,7 +598,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
         const noise = setup.noiseShape.length ? tf.tensor(gen.randn(noiseShape), noiseShape, 'float32') : tf.zeros([0]);
         // Drawn only when asked for, so runs without --cond-drop keep their random stream.
         const drop = condDrop > 0 ? Array.from(gen.rand([o.batch]), (u) => u < condDrop) : indices.map(() => false);
-        const { size: cs, from } = setup.crop;
+        const cs = setup.crop, from = setup.resolution;
         const crops = cs ? indices.map((): [number, number] => [gen.nextU32() % (from - cs + 1), gen.nextU32() % (from - cs + 1)]) : [];
         const batch: BatchData = { indices, timesteps, noise, drop, crops };
         const { value, grads } = valueAndGrads(() => setup!.loss(batch), vars);
