@@ -11,7 +11,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { registerGradients } from '../src/backend/gradients.js';
 import { enableNativeStats, nativeStats } from '../src/backend/native/index.js';
 import { groupNorm } from '../src/ops/group_norm.js';
-import { nearestUpsample2x } from '../src/layers/resnet.js';
+import { avgPool2x, nearestUpsample2x } from '../src/layers/resnet.js';
 import { nativeUnavailableTest, registerNativeOrWhy } from './helpers.js';
 
 await registerGradients();
@@ -157,8 +157,9 @@ if (unavailable) {
     await record('SplitV axis 1', gradSame('concat axis 1', (a, b, c) => tf.concat([a, b, c], 1), [{ shape: [4, 20, 64] }, { shape: [4, 5, 64] }, { shape: [4, 11, 64] }], ['SplitV']));
   });
 
-  test('ResizeNearestNeighbor 2x (the UNet upsampler, batch 2) and fused GroupNorm (+SiLU) / LayerNorm: gradients equal cpu', async () => {
+  test('ResizeNearestNeighbor 2x (the UNet upsampler, batch 2), the 2x2 average pool gradient and fused GroupNorm (+SiLU) / LayerNorm: gradients equal cpu', async () => {
     await record('ResizeNearestNeighbor', gradSame('nearestUpsample2x', (x) => nearestUpsample2x(x as tf.Tensor4D), [{ shape: [2, 16, 16, 32] }], ['ResizeNearestNeighbor']));
+    await record('AvgPoolGrad', gradSame('avgPool2x (the resnet downsampler)', (x) => avgPool2x(x as tf.Tensor4D), [{ shape: [2, 16, 16, 32] }], ['AvgPoolGrad']));
     for (const silu of [false, true]) {
       await record(`GroupNorm silu=${silu}`, gradSame(`GroupNorm silu=${silu}`, (x, w, b) => groupNorm(x, w, b, 8, 1e-5, { silu }),
         [{ shape: [2, 16, 16, 32] }, { shape: [32], lo: 0.5, hi: 1.5 }, { shape: [32] }], ['KarloGroupNorm']));

@@ -274,7 +274,7 @@ if (unavailable) {
     ranNative('SplitV');
   });
 
-  test('unary ops, reductions (incl. GroupNorm moments) and softmax equal cpu', async () => {
+  test('unary ops, pow by 2, reductions (incl. whole 1-D tensors and GroupNorm moments) and softmax equal cpu', async () => {
     const shape = [2, 24, 24, 16];
     const ops: [string, (x: tf.Tensor) => tf.Tensor, number, number][] = [
       ['Sigmoid', tf.sigmoid, -8, 8], ['Exp', tf.exp, -5, 5], ['Rsqrt', tf.rsqrt, 0.01, 4], ['Sqrt', tf.sqrt, 0, 4],
@@ -298,6 +298,18 @@ if (unavailable) {
         await same(`min ${axes} ${keep}`, () => tf.min(T(shape, i), axes, keep));
       }
     }
+    // Whole 1-D tensors (tf.norm, gradient clipping): the one-dim path, small and large enough to use both threads.
+    for (const n of [5000, 65536, 300001]) {
+      i++;
+      await same(`sum 1-D ${n}`, () => tf.sum(T([n], i)));
+      await same(`mean 1-D ${n}`, () => tf.mean(T([n], i)));
+      await same(`max 1-D ${n}`, () => tf.max(T([n], i)));
+      await same(`min 1-D ${n}`, () => tf.min(T([n], i)));
+      await same(`norm 1-D ${n}`, () => tf.norm(T([n], i)));
+    }
+    await same('pow by 2 (int32 and float32 exponent)', () => [tf.pow(T(shape, 91, -3, 3), tf.scalar(2, 'int32')), tf.pow(T(shape, 92, -3, 3), tf.scalar(2))]);
+    ranNative('Pow');
+    await same('pow by 3 (runs on cpu)', () => tf.pow(T(shape, 93, -3, 3), tf.scalar(3, 'int32')));
     await same('moments as GroupNorm uses them', () => {
       const m = tf.moments(T([2, 576, 4, 4], 77), [1, 3], true);
       return [m.mean, m.variance];

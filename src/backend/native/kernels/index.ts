@@ -11,13 +11,14 @@ import { kernelContext, type NativeKernelOptions } from './context.js';
 import { matMulKernels } from './MatMul.js';
 import { conv2DKernels } from './Conv2D.js';
 import { binaryKernels } from './binary.js';
-import { unaryKernels } from './unary.js';
+import { powKernel, unaryKernels } from './unary.js';
 import { reduceKernels } from './reduce.js';
 import { softmaxKernel } from './Softmax.js';
 import { groupNormKernel } from './GroupNorm.js';
 import { transposeKernel } from './Transpose.js';
 import { resizeNearestNeighborKernel } from './ResizeNearestNeighbor.js';
 import { splitVKernel } from './SplitV.js';
+import { avgPoolGradKernel } from './AvgPoolGrad.js';
 
 export type { NativeKernelOptions } from './context.js';
 
@@ -30,11 +31,13 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     ...conv2DKernels(ctx),
     ...binaryKernels(ctx),
     ...unaryKernels(ctx),
+    powKernel(ctx),
     ...reduceKernels(ctx),
     softmaxKernel(ctx),
     groupNormKernel(ctx),
     transposeKernel(ctx),
     resizeNearestNeighborKernel(ctx),
     splitVKernel(ctx),
+    avgPoolGradKernel(ctx),
   ];
 }

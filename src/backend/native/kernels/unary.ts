@@ -16,3 +16,23 @@ export function unaryKernels(ctx: KernelContext): KernelConfig[] {
     return out(backend, x.shape, y);
   }));
 }
+
+/**
+ * Pow by a scalar exponent of exactly 2 (tf.norm's square, e.g. in gradient clipping) as Square: the float32 x·x,
+ * the same correctly rounded value the cpu kernel stores from Math.pow(x, 2). Any other exponent runs on cpu.
+ */
+export function powKernel(ctx: KernelContext): KernelConfig {
+  const { addon, alloc, count, cpu, f32, out } = ctx;
+  return ctx.config('Pow', (args) => {
+    const { inputs, backend } = args as unknown as Args;
+    const { a, b } = inputs;
+    const size = util.sizeFromShape(a.shape);
+    if (a.dtype !== 'float32' || size < MIN_ELEMENTWISE || util.sizeFromShape(b.shape) !== 1 || b.shape.length > a.shape.length ||
+      (backend.readSync(b.dataId) as ArrayLike<number>)[0] !== 2) return cpu('Pow', args as unknown as Args);
+    const y = alloc(size);
+    addon.unary(UN_OP.Square, f32(backend, a), y);
+    count('Pow', true);
+    return out(backend, a.shape, y);
+  });
+}
+
