@@ -162,10 +162,10 @@ if (unavailable) {
     await record('AvgPoolGrad', gradSame('avgPool2x (the resnet downsampler)', (x) => avgPool2x(x as tf.Tensor4D), [{ shape: [2, 16, 16, 32] }], ['AvgPoolGrad']));
     for (const silu of [false, true]) {
       await record(`GroupNorm silu=${silu}`, gradSame(`GroupNorm silu=${silu}`, (x, w, b) => groupNorm(x, w, b, 8, 1e-5, { silu }),
-        [{ shape: [2, 16, 16, 32] }, { shape: [32], lo: 0.5, hi: 1.5 }, { shape: [32] }], ['KarloGroupNorm']));
+        [{ shape: [2, 16, 16, 32] }, { shape: [32], lo: 0.5, hi: 1.5 }, { shape: [32] }], ['KarloGroupNorm', 'KarloGroupNormGrad']));
     }
     await record('LayerNorm', gradSame('LayerNorm (groupNorm, one group over [tokens, 1, C])', (x, w, b) => tf.reshape(groupNorm(tf.reshape(x, [-1, 1, 64]), w, b, 1, 1e-5), x.shape),
-      [{ shape: [4, 81, 64] }, { shape: [64], lo: 0.5, hi: 1.5 }, { shape: [64] }], ['KarloGroupNorm']));
+      [{ shape: [4, 81, 64] }, { shape: [64], lo: 0.5, hi: 1.5 }, { shape: [64] }], ['KarloGroupNorm', 'KarloGroupNormGrad']));
   });
 }
 

@@ -291,6 +291,27 @@ napi_value GroupNorm(napi_env env, napi_callback_info info) {
   });
 }
 
+// groupNormGrad(x, gamma, beta, dy, dx, dgamma, dbeta, n, s, c, groups, eps, silu)
+napi_value GroupNormGrad(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args A(env, info, 13);
+    size_t lx, lgm, lbt, ldy, ldx, ldg, ldb;
+    const float* x = A.f32(0, &lx);
+    const float* gamma = A.f32(1, &lgm);
+    const float* beta = A.f32(2, &lbt);
+    const float* dy = A.f32(3, &ldy);
+    float* dx = A.f32(4, &ldx);
+    float* dgamma = A.f32(5, &ldg);
+    float* dbeta = A.f32(6, &ldb);
+    const int64_t n = A.i64(7), s = A.i64(8), c = A.i64(9), g = A.i64(10);
+    if (g < 1 || c % g != 0) throw JsError("groupNormGrad: channels must divide into groups");
+    for (auto [len, what] : {std::pair{lx, "x"}, std::pair{ldy, "dy"}, std::pair{ldx, "dx"}}) need(len, n * s * c, what);
+    for (auto [len, what] : {std::pair{lgm, "gamma"}, std::pair{lbt, "beta"}, std::pair{ldg, "dgamma"}, std::pair{ldb, "dbeta"}}) need(len, c, what);
+    karlo::groupNormGrad(x, gamma, beta, dy, dx, dgamma, dbeta, n, s, c, g, static_cast<float>(A.num(11)), A.flag(12));
+    return undef(env);
+  });
+}
+
 napi_value ReleaseWeights(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Args A(env, info, 1);
@@ -391,6 +412,7 @@ napi_value Init(napi_env env, napi_value exports) {
              {"reduce", Reduce},
              {"softmax", Softmax},
              {"groupNorm", GroupNorm},
+             {"groupNormGrad", GroupNormGrad},
              {"releaseWeights", ReleaseWeights},
              {"weightCache", WeightCache},
              {"setThreads", SetThreads},

@@ -388,4 +388,119 @@ void groupNorm(const float* x, const float* gamma, const float* beta, float* y, 
   }
 }
 
+
+// The gradient of groupNorm (+ SiLU): with x̂ = (x − mean)·rstd, z = x̂·γ + β and dz = dy (or dy·σ(z)(1 + z(1 − σ(z)))
+// after SiLU): dβ = Σ dz, dγ = Σ dz·x̂ over (n, spatial); dx = rstd·(dz·γ − mean_g(dz·γ) − x̂·mean_g(dz·γ·x̂)) with
+// the means over each (n, group). Three passes instead of ~20 tfjs kernels; sums in double.
+void groupNormGrad(const float* x, const float* gamma, const float* beta, const float* dy, float* dx, float* dgamma,
+                   float* dbeta, int64_t n, int64_t s, int64_t c, int64_t g, float eps, bool silu) {
+  const int64_t cg = c / g;
+  const int T = n * s * c < kParallelMin ? 1 : omp_get_max_threads();
+  // Pass 1: the forward's statistics (same sums, same order as groupNorm above).
+  std::vector<double> part(static_cast<size_t>(T) * n * g * 2, 0.0);
+#pragma omp parallel num_threads(T)
+  {
+    const int t = omp_get_thread_num();
+    double* acc = part.data() + static_cast<size_t>(t) * n * g * 2;
+    for (int64_t b = 0; b < n; b++) {
+      const int64_t r0 = s * t / T, r1 = s * (t + 1) / T;
+      double* ab = acc + b * g * 2;
+      for (int64_t r = r0; r < r1; r++) {
+        const float* row = x + (b * s + r) * c;
+        for (int64_t k = 0; k < g; k++) {
+          double sum = 0, sq = 0;
+          const float* p = row + k * cg;
+          for (int64_t j = 0; j < cg; j++) {
+            sum += p[j];
+            sq += static_cast<double>(p[j]) * p[j];
+          }
+          ab[2 * k] += sum;
+          ab[2 * k + 1] += sq;
+        }
+      }
+    }
+  }
+  const double cnt = static_cast<double>(s * cg);
+  std::vector<double> mean(n * g), rstd(n * g);
+  for (int64_t b = 0; b < n; b++) {
+    for (int64_t k = 0; k < g; k++) {
+      double sum = 0, sq = 0;
+      for (int t = 0; t < T; t++) {
+        sum += part[(static_cast<size_t>(t) * n * g + b * g + k) * 2];
+        sq += part[(static_cast<size_t>(t) * n * g + b * g + k) * 2 + 1];
+      }
+      mean[b * g + k] = sum / cnt;
+      const double var = std::max(0.0, sq / cnt - mean[b * g + k] * mean[b * g + k]);
+      rstd[b * g + k] = 1.0 / std::sqrt(var + eps);
+    }
+  }
+  // Pass 2: dz (kept in dx) and per-(n, channel) Σ dz, Σ dz·x̂, per-thread partials over spatial rows.
+  std::vector<double> sums(static_cast<size_t>(T) * n * c * 2, 0.0);
+#pragma omp parallel num_threads(T)
+  {
+    const int t = omp_get_thread_num();
+    for (int64_t b = 0; b < n; b++) {
+      const int64_t r0 = s * t / T, r1 = s * (t + 1) / T;
+      double* acc = sums.data() + (static_cast<size_t>(t) * n + b) * c * 2;
+      for (int64_t r = r0; r < r1; r++) {
+        const int64_t off = (b * s + r) * c;
+        for (int64_t j = 0; j < c; j++) {
+          const int64_t k = j / cg;
+          const double xh = (x[off + j] - mean[b * g + k]) * rstd[b * g + k];
+          double d = dy[off + j];
+          if (silu) {
+            const double z = xh * (gamma ? gamma[j] : 1.0) + (beta ? beta[j] : 0.0);
+            const double sg = 1.0 / (1.0 + std::exp(-z));
+            d *= sg * (1.0 + z * (1.0 - sg));
+          }
+          dx[off + j] = static_cast<float>(d);
+          acc[2 * j] += d;
+          acc[2 * j + 1] += d * xh;
+        }
+      }
+    }
+  }
+  std::vector<double> sdz(n * c, 0.0), sdzx(n * c, 0.0);
+  for (int t = 0; t < T; t++) {
+    for (int64_t i = 0; i < n * c; i++) {
+      sdz[i] += sums[(static_cast<size_t>(t) * n * c + i) * 2];
+      sdzx[i] += sums[(static_cast<size_t>(t) * n * c + i) * 2 + 1];
+    }
+  }
+  for (int64_t j = 0; j < c; j++) {
+    double db = 0, dg = 0;
+    for (int64_t b = 0; b < n; b++) {
+      db += sdz[b * c + j];
+      dg += sdzx[b * c + j];
+    }
+    if (dbeta) dbeta[j] = static_cast<float>(db);
+    if (dgamma) dgamma[j] = static_cast<float>(dg);
+  }
+  // Per (n, group): m1 = mean(dz·γ), m2 = mean(dz·γ·x̂).
+  std::vector<double> m1(n * g, 0.0), m2(n * g, 0.0);
+  for (int64_t b = 0; b < n; b++) {
+    for (int64_t j = 0; j < c; j++) {
+      const double gj = gamma ? gamma[j] : 1.0;
+      m1[b * g + j / cg] += gj * sdz[b * c + j];
+      m2[b * g + j / cg] += gj * sdzx[b * c + j];
+    }
+  }
+  for (int64_t i = 0; i < n * g; i++) {
+    m1[i] /= cnt;
+    m2[i] /= cnt;
+  }
+  // Pass 3: dx from dz.
+  const int64_t rows = n * s;
+#pragma omp parallel for num_threads(T) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t b = r / s;
+    const int64_t off = r * c;
+    for (int64_t j = 0; j < c; j++) {
+      const int64_t k = b * g + j / cg;
+      const double xh = (x[off + j] - mean[k]) * rstd[k];
+      dx[off + j] = static_cast<float>(rstd[k] * (dx[off + j] * (gamma ? gamma[j] : 1.0) - m1[k] - xh * m2[k]));
+    }
+  }
+}
+
 }  // namespace karlo

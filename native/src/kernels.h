@@ -57,6 +57,8 @@ void reduce(int op, int rank, const int64_t* shape, const bool* reduced, const f
 // GroupNorm over channels-last x [n, s, c] with g groups, per-channel gamma/beta (nullable), then SiLU if asked.
 void groupNorm(const float* x, const float* gamma, const float* beta, float* y, int64_t n, int64_t s, int64_t c,
                int64_t g, float eps, bool silu);
+void groupNormGrad(const float* x, const float* gamma, const float* beta, const float* dy, float* dx, float* dgamma,
+                   float* dbeta, int64_t n, int64_t s, int64_t c, int64_t g, float eps, bool silu);
 // Softmax over the last axis of [rows, cols].
 void softmaxLastAxis(const float* x, float* y, int64_t rows, int64_t cols);
 

@@ -4,6 +4,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 export const GROUP_NORM_KERNEL = 'KarloGroupNorm';
+/** Its gradient as one kernel (registered by the native backend next to it); tfjs ops where it is missing. */
+export const GROUP_NORM_GRAD_KERNEL = 'KarloGroupNormGrad';
 
 /** torch.nn.GroupNorm from tfjs ops on channels-last x ([N, ..., C]), then SiLU if asked. */
 export function groupNormComposite(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, groups: number, eps: number,
@@ -37,14 +39,16 @@ export function groupNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, grou
     const value = tf.engine().runKernel(GROUP_NORM_KERNEL, { x: xx, weight: w, bias: b }, { groups, eps, silu }) as tf.Tensor;
     return {
       value,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => groupNormGrad(dy, saved[0], saved[1], saved[2], groups, eps, silu),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => (tf.getKernel(GROUP_NORM_GRAD_KERNEL, 'native') && tf.getBackend() === 'native'
+        ? tf.engine().runKernel(GROUP_NORM_GRAD_KERNEL, { dy, x: saved[0], weight: saved[1], bias: saved[2] }, { groups, eps, silu }) as tf.Tensor[]
+        : groupNormGrad(dy, saved[0], saved[1], saved[2], groups, eps, silu)),
     };
   });
   return f(x, weight, bias);
 }
 
-/** d/dx, d/dweight, d/dbias of groupNorm (+ SiLU) for upstream gradient dy. */
-function groupNormGrad(dy: tf.Tensor, x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, groups: number, eps: number,
+/** d/dx, d/dweight, d/dbias of groupNorm (+ SiLU) for upstream gradient dy, from tfjs ops. */
+export function groupNormGrad(dy: tf.Tensor, x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, groups: number, eps: number,
   silu: boolean): tf.Tensor[] {
   return tf.tidy(() => {
     const shape = x.shape;

@@ -37,6 +37,8 @@ export interface NativeAddon {
   /** GroupNorm over channels-last x [n, s, c] (g groups), per-channel gamma/beta, then SiLU if asked. */
   groupNorm(x: Float32Array, gamma: Float32Array | null, beta: Float32Array | null, y: Float32Array, n: number, s: number,
     c: number, groups: number, eps: number, silu: boolean): void;
+  groupNormGrad(x: Float32Array, gamma: Float32Array, beta: Float32Array, dy: Float32Array, dx: Float32Array, dgamma: Float32Array,
+    dbeta: Float32Array, n: number, s: number, c: number, groups: number, eps: number, silu: boolean): void;
   setThreads(n: number): void;
   getThreads(): number;
   describe(): string;

@@ -10,7 +10,7 @@ import { registerMemoryTrimmer } from '../memory.js';
 import { loadAddon, poolBudgetMB, type NativeAddon } from './addon.js';
 import { BufferPool, PooledCPUBackend } from './buffer_pool.js';
 import { nativeKernelConfigs } from './kernels/index.js';
-import { GROUP_NORM_KERNEL } from '../../ops/group_norm.js';
+import { GROUP_NORM_GRAD_KERNEL, GROUP_NORM_KERNEL } from '../../ops/group_norm.js';
 
 export { loadAddon, threadCount, poolBudgetMB, type NativeAddon } from './addon.js';
 export { BufferPool, PooledCPUBackend } from './buffer_pool.js';
@@ -134,7 +134,7 @@ export async function registerNativeBackend(): Promise<void> {
   const copied = new Set(getKernelsForBackend(NATIVE_BACKEND).map((k) => k.kernelName));
   for (const config of configs) {
     // A kernel tfjs-cpu lacks is left to tfjs, except our own fused ones (reached only through src/ops).
-    if (!cpuKernels.has(config.kernelName) && config.kernelName !== GROUP_NORM_KERNEL) continue;
+    if (!cpuKernels.has(config.kernelName) && config.kernelName !== GROUP_NORM_KERNEL && config.kernelName !== GROUP_NORM_GRAD_KERNEL) continue;
     if (copied.has(config.kernelName)) unregisterKernel(config.kernelName, NATIVE_BACKEND);
     registerKernel({ ...config, kernelFunc: profiled(config.kernelName, config.kernelFunc) });
   }

@@ -14,7 +14,7 @@ import { binaryKernels } from './binary.js';
 import { powKernel, unaryKernels } from './unary.js';
 import { reduceKernels } from './reduce.js';
 import { softmaxKernel } from './Softmax.js';
-import { groupNormKernel } from './GroupNorm.js';
+import { groupNormGradKernel, groupNormKernel } from './GroupNorm.js';
 import { transposeKernel } from './Transpose.js';
 import { resizeNearestNeighborKernel } from './ResizeNearestNeighbor.js';
 import { splitVKernel } from './SplitV.js';
@@ -35,6 +35,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     ...reduceKernels(ctx),
     softmaxKernel(ctx),
     groupNormKernel(ctx),
+    groupNormGradKernel(ctx),
     transposeKernel(ctx),
     resizeNearestNeighborKernel(ctx),
     splitVKernel(ctx),
