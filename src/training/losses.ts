@@ -26,6 +26,37 @@ export function mse(a: tf.Tensor, b: tf.Tensor): tf.Scalar {
   return tf.tidy(() => tf.mean(tf.squaredDifference(a, b)) as tf.Scalar);
 }
 
+/**
+ * Min-SNR-γ loss weights for ε-prediction (Hang et al. 2023, as diffusers' training scripts' --snr_gamma):
+ * snr = (√ᾱ_t / √(1 − ᾱ_t))², weight = min(snr, γ) / snr, in float32 like torch's tensors. Down-weights the
+ * low-noise timesteps, whose fine detail otherwise dominates the gradient.
+ */
+export function minSnrWeights(scheduler: UnCLIPScheduler, timesteps: readonly number[], gamma: number): Float32Array {
+  const f = Math.fround;
+  return Float32Array.from(timesteps, (t) => {
+    const ac = scheduler.alphasCumprod[t];
+    const snr = f(f(f(Math.sqrt(ac)) / f(Math.sqrt(f(1 - ac)))) ** 2);
+    return f(Math.min(snr, f(gamma)) / snr);
+  });
+}
+
+/** mean_b(w_b · mean((a_b − b_b)²)): per-sample MSE over every non-batch axis, weighted, then the batch mean. */
+export function weightedMse(a: tf.Tensor, b: tf.Tensor, w: Float32Array): tf.Scalar {
+  if (a.shape.join(',') !== b.shape.join(',')) throw new Error(`weighted mse: shapes differ: [${a.shape}] vs [${b.shape}]`);
+  if (w.length !== a.shape[0]) throw new Error(`weighted mse: ${w.length} weights for a batch of ${a.shape[0]}`);
+  return tf.tidy(() => {
+    const per = tf.mean(tf.squaredDifference(a, b), a.shape.slice(1).map((_, i) => i + 1));
+    return tf.mean(tf.mul(per, tf.tensor1d(w))) as tf.Scalar;
+  });
+}
+
+/** The ε-MSE, Min-SNR-γ weighted when snrGamma is given (needs the timesteps as numbers). */
+function epsilonMse(eps: tf.Tensor, noise: tf.Tensor, scheduler: UnCLIPScheduler | undefined, timesteps: Timesteps, snrGamma: number | undefined, what: string): tf.Scalar {
+  if (!snrGamma) return mse(eps, noise);
+  if (!scheduler || !Array.isArray(timesteps)) throw new Error(`${what}: snrGamma needs the scheduler and the timesteps as an array of numbers`);
+  return weightedMse(eps, noise, minSnrWeights(scheduler, timesteps, snrGamma));
+}
+
 function timestepTensor(t: Timesteps, batch: number, what: string): tf.Tensor1D {
   const n = Array.isArray(t) ? t.length : t.shape[0];
   if (n !== batch) throw new Error(`${what}: ${n} timesteps for a batch of ${batch}`);
@@ -60,13 +91,13 @@ function decoderOutput(decoder: UNet2DConditionModel, b: DecoderNoisyBatch): tf.
 }
 
 /** Decoder ε-MSE given x_t: mean((decoder(x_t, t, ...)[:, :3] − noise)²). */
-export function decoderEpsilonLoss(decoder: UNet2DConditionModel, b: DecoderNoisyBatch): tf.Scalar {
+export function decoderEpsilonLoss(decoder: UNet2DConditionModel, b: DecoderNoisyBatch, weighting?: { scheduler: UnCLIPScheduler; snrGamma?: number }): tf.Scalar {
   return tf.tidy(() => {
     const out = decoderOutput(decoder, b);
     const c = b.noise.shape[1];
     if (out.shape[1] < c) throw new Error(`decoder loss: the decoder outputs ${out.shape[1]} channels, the noise has ${c}`);
     const eps = out.shape[1] === c ? out : tf.slice(out, [0, 0, 0, 0], [-1, c, -1, -1]);
-    return mse(eps, b.noise);
+    return epsilonMse(eps, b.noise, weighting?.scheduler, b.timesteps, weighting?.snrGamma, 'decoder loss');
   });
 }
 
@@ -75,6 +106,8 @@ export interface DecoderBatch extends Omit<DecoderNoisyBatch, 'noisySample'> {
   x0: tf.Tensor4D;
   /** Weight of the learned-range variance term (vlb.ts); 0 or absent: the ε-MSE alone (the fixtures' loss). */
   vlbWeight?: number;
+  /** Min-SNR-γ weighting of the ε-MSE (minSnrWeights); absent or 0: unweighted. The VLB term stays unweighted. */
+  snrGamma?: number;
 }
 
 /**
@@ -84,7 +117,7 @@ export interface DecoderBatch extends Omit<DecoderNoisyBatch, 'noisySample'> {
 export function decoderLoss(decoder: UNet2DConditionModel, scheduler: UnCLIPScheduler, b: DecoderBatch): tf.Scalar {
   return tf.tidy(() => {
     const xt = scheduler.addNoise(b.x0, b.noise, b.timesteps) as tf.Tensor4D;
-    if (!b.vlbWeight) return decoderEpsilonLoss(decoder, { ...b, noisySample: xt });
+    if (!b.vlbWeight) return decoderEpsilonLoss(decoder, { ...b, noisySample: xt }, { scheduler, snrGamma: b.snrGamma });
     if (!Array.isArray(b.timesteps)) throw new Error('decoder loss: vlbWeight needs the timesteps as an array of numbers (its coefficients are per timestep)');
     const ts = b.timesteps;
     const out = decoderOutput(decoder, { ...b, noisySample: xt });
@@ -93,7 +126,7 @@ export function decoderLoss(decoder: UNet2DConditionModel, scheduler: UnCLIPSche
     const eps = tf.slice(out, [0, 0, 0, 0], [-1, c, -1, -1]) as tf.Tensor4D;
     const v = tf.slice(out, [0, c, 0, 0], [-1, c, -1, -1]) as tf.Tensor4D;
     const vlb = learnedRangeVlb(scheduler, { x0: b.x0, xt, eps, v, timesteps: ts });
-    return tf.add(mse(eps, b.noise), tf.mul(vlb, b.vlbWeight)) as tf.Scalar;
+    return tf.add(epsilonMse(eps, b.noise, scheduler, ts, b.snrGamma, 'decoder loss'), tf.mul(vlb, b.vlbWeight)) as tf.Scalar;
   });
 }
 
@@ -132,10 +165,10 @@ export interface SuperResNoisyBatch {
 }
 
 /** Super-res ε-MSE given its 6-channel input: mean((sr(sample, t) − noise)²) over all output channels. */
-export function superResEpsilonLoss(sr: UNet2DModel, b: SuperResNoisyBatch): tf.Scalar {
+export function superResEpsilonLoss(sr: UNet2DModel, b: SuperResNoisyBatch, weighting?: { scheduler: UnCLIPScheduler; snrGamma?: number }): tf.Scalar {
   return tf.tidy(() => {
     const out = sr.forward(b.sample, timestepTensor(b.timesteps, b.sample.shape[0], 'super-res loss'));
-    return mse(out, b.noise);
+    return epsilonMse(out, b.noise, weighting?.scheduler, b.timesteps, weighting?.snrGamma, 'super-res loss');
   });
 }
 
@@ -148,6 +181,8 @@ export interface SuperResBatch {
   upscaled?: tf.Tensor4D;
   /** Low-resolution images [B, 3, h, w]: upscaled as the pipeline does (bicubic, antialias, align_corners False). */
   lowres?: tf.Tensor4D;
+  /** Min-SNR-γ weighting of the ε-MSE (minSnrWeights); absent or 0: unweighted. */
+  snrGamma?: number;
 }
 
 /** Super-res loss from clean images: x_t = addNoise(x0, noise, t); sample = cat([x_t, upscaled], 1). */
@@ -157,7 +192,7 @@ export function superResLoss(sr: UNet2DModel, scheduler: UnCLIPScheduler, b: Sup
     const up = b.upscaled ?? (b.lowres ? bicubicResize(b.lowres, [H, W], { antialias: true }) : null);
     if (!up) throw new Error('super-res loss: give upscaled or lowres');
     const xt = scheduler.addNoise(b.x0, b.noise, b.timesteps);
-    return superResEpsilonLoss(sr, { sample: tf.concat([xt, up], 1) as tf.Tensor4D, noise: b.noise, timesteps: b.timesteps });
+    return superResEpsilonLoss(sr, { sample: tf.concat([xt, up], 1) as tf.Tensor4D, noise: b.noise, timesteps: b.timesteps }, { scheduler, snrGamma: b.snrGamma });
   });
 }
 

@@ -87,6 +87,11 @@ export interface TrainOptions {
   /** Decoder only: weight of the learned-range variance term (vlb.ts; Improved DDPM's hybrid loss is 1). Default 0. */
   vlbWeight?: number;
   /**
+   * Decoder and super-res (ε-prediction): Min-SNR-γ weighting of the ε-MSE (losses.ts minSnrWeights; diffusers'
+   * --snr_gamma, 5 recommended). Default: unweighted.
+   */
+  snrGamma?: number;
+  /**
    * Super-res only: train on random crops of this size (x0 and its upscaled low-res copy cropped alike; the
    * UNet2DModel has no attention, so a crop sees what the full image would). Default: the whole image.
    */
@@ -251,6 +256,8 @@ function checkOptions(o: TrainOptions): void {
   if (o.textProj && o.loraRank !== undefined) throw new TrainArgumentError('--text-proj trains text_proj fully; it cannot be combined with --lora-rank');
   if (o.vlbWeight !== undefined && !(Number.isFinite(o.vlbWeight) && o.vlbWeight >= 0)) throw new TrainArgumentError(`--vlb-weight must be ≥ 0, got ${String(o.vlbWeight)}`);
   if (o.vlbWeight && o.component !== 'decoder') throw new TrainArgumentError(`--vlb-weight trains the decoder's learned-range variance; it does not apply to ${o.component}`);
+  if (o.snrGamma !== undefined && !(Number.isFinite(o.snrGamma) && o.snrGamma > 0)) throw new TrainArgumentError(`--snr-gamma must be > 0, got ${String(o.snrGamma)}`);
+  if (o.snrGamma && !['decoder', 'super_res', 'super_res_last'].includes(o.component)) throw new TrainArgumentError(`--snr-gamma weights an ε-prediction loss (decoder, super_res, super_res_last); ${o.component} does not have one`);
   if (o.crop !== undefined) posInt('crop', o.crop);
   if (o.crop !== undefined && o.component !== 'super_res' && o.component !== 'super_res_last') throw new TrainArgumentError(`--crop applies to super_res and super_res_last, not ${o.component}`);
   if (o.maxGradNorm !== undefined && !(Number.isFinite(o.maxGradNorm) && o.maxGradNorm >= 0)) throw new TrainArgumentError(`--max-grad-norm must be ≥ 0, got ${String(o.maxGradNorm)}`);
@@ -323,6 +330,7 @@ interface SetupOptions {
   textProjDir: string;
   textProj: boolean;
   vlbWeight: number;
+  snrGamma?: number;
   crop: number;
 }
 
@@ -362,7 +370,7 @@ function makeSetup(
           return decoderLoss(decoder, scheduler, {
             x0, noise: b.noise as tf.Tensor4D, timesteps: b.timesteps,
             encoderHiddenStates: cc.encoderHiddenStates, classLabels: cc.additiveClipTimeEmbeddings, attentionMask: cc.attentionMask,
-            vlbWeight: so.vlbWeight,
+            vlbWeight: so.vlbWeight, snrGamma: so.snrGamma,
           });
         },
       };
@@ -381,11 +389,11 @@ function makeSetup(
         loss: (b) => {
           const x0 = stack(b.indices.map((i) => pixels()[i]), [3, size, size]) as tf.Tensor4D;
           const lowres = tf.clipByValue(bicubicResize(x0, [low, low], { antialias: true }), -1, 1) as tf.Tensor4D;
-          if (!so.crop) return superResLoss(sr, scheduler, { x0, noise: b.noise as tf.Tensor4D, timesteps: b.timesteps, lowres });
+          if (!so.crop) return superResLoss(sr, scheduler, { x0, noise: b.noise as tf.Tensor4D, timesteps: b.timesteps, lowres, snrGamma: so.snrGamma });
           // The pipeline's upscaled condition at full size, then the same window of it and of x0.
           const up = bicubicResize(lowres, [size, size], { antialias: true });
           const cut = (t: tf.Tensor4D) => tf.concat(b.crops.map(([y, x], r) => tf.slice(t, [r, 0, y, x], [1, -1, c, c])), 0) as tf.Tensor4D;
-          return superResLoss(sr, scheduler, { x0: cut(x0), noise: b.noise as tf.Tensor4D, timesteps: b.timesteps, upscaled: cut(up) });
+          return superResLoss(sr, scheduler, { x0: cut(x0), noise: b.noise as tf.Tensor4D, timesteps: b.timesteps, upscaled: cut(up), snrGamma: so.snrGamma });
         },
       };
     }
@@ -493,7 +501,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     // A resumed --text-proj run continues from the checkpoint's text_proj/.
     const textProjDir = ckpt && o.textProj ? path.join(ckpt.dir, 'text_proj') : folder.dirs.text_proj;
     setup = makeSetup(o.component, module, folder, () => data.pixels, () => cond!,
-      { textProjDir, textProj: !!o.textProj, vlbWeight: o.vlbWeight ?? 0, crop: o.crop ?? 0 });
+      { textProjDir, textProj: !!o.textProj, vlbWeight: o.vlbWeight ?? 0, snrGamma: o.snrGamma, crop: o.crop ?? 0 });
     let vars: Map<string, tf.Variable>;
     if (lora) {
       if (o.train || o.freeze) throw new TrainArgumentError('--train / --freeze select base parameters; with --lora-rank only the adapters train');
@@ -565,7 +573,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
           step, samplesSeen, rng: Buffer.from(gen.toTorchState()).toString('base64'),
           optimizer: { step: opt.step, paramSteps: opt.paramSteps, options: opt.options },
           identity, losses, baseModel: folder.root,
-          settings: { component: o.component, condDrop, textProj: !!o.textProj, vlbWeight: o.vlbWeight ?? 0, crop: o.crop ?? 0, batch: o.batch, gradAccum, lr: o.lr, lrScheduler: o.lrScheduler ?? 'constant', warmupSteps: o.warmupSteps ?? 0, maxGradNorm, seed, steps: o.steps, data: path.resolve(o.data), backend: tf.getBackend() },
+          settings: { component: o.component, condDrop, textProj: !!o.textProj, vlbWeight: o.vlbWeight ?? 0, ...(o.snrGamma ? { snrGamma: o.snrGamma } : {}), crop: o.crop ?? 0, batch: o.batch, gradAccum, lr: o.lr, lrScheduler: o.lrScheduler ?? 'constant', warmupSteps: o.warmupSteps ?? 0, maxGradNorm, seed, steps: o.steps, data: path.resolve(o.data), backend: tf.getBackend() },
         }, weights, opt.tensors, folder);
         checkpoints.push(dir);
         writeLossFiles(lossStem, losses, { title });
