@@ -83,5 +83,20 @@ export { ReportCollector } from './internals/report.js';
 export { compareTraceFiles } from './parity/trace.js';
 export { PARITY_KINDS, type ParityKind, type ParityOptions } from './parity/registry.js';
 
+// Training (README "karlo train"): the loop `karlo train` runs, its optimizer, losses and LoRA. Gradients need
+// registerGradients() once (the Node build of tfjs-core registers none).
+export { registerGradients } from './backend/gradients.js';
+export {
+  train, TrainArgumentError, TRAIN_COMPONENTS,
+  type TrainOptions, type TrainResult, type StepReport, type TrainComponent,
+} from './training/trainer.js';
+export { AdamW, ADAMW_DEFAULTS, type AdamWOptions, type AdamWState } from './training/adamw.js';
+export {
+  decoderLoss, superResLoss, priorLoss, textProjDecoderLoss, mse, weightedMse, minSnrWeights, valueAndGrads,
+  type DecoderBatch, type SuperResBatch, type PriorBatch, type Timesteps,
+} from './training/losses.js';
+export { learnedRangeVlb } from './training/vlb.js';
+export { applyLora, loadLoraFile, Lora, LORA_TARGETS, type LoraOptions } from './training/lora.js';
+
 // Package facts
 export { PACKAGE_VERSION, BUNDLED_MODEL_DIR, DEFAULT_MODEL_DIR } from './package_root.js';

@@ -87,6 +87,13 @@ test('installed tarball: ESM consumer typechecks and runs `import { UnCLIPPipeli
     "export const wrong: number = UnCLIPPipeline.load('x');",
     '// @ts-expect-error: generate takes prompts as string[]',
     "export const wrong2 = (p: UnCLIPPipeline) => p.generate('a frog', { seed: 0 });",
+    "import { train, registerGradients, type TrainOptions } from 'karlo-tfjs';",
+    'export async function fineTune(o: TrainOptions): Promise<string | null> {',
+    '  await registerGradients();',
+    '  return (await train(o)).lastCheckpoint;',
+    '}',
+    '// @ts-expect-error: component is one of the TrainComponent names',
+    "export const wrong3 = (o: TrainOptions) => train({ ...o, component: 'unet' });",
     '',
   ].join('\n'));
   fs.writeFileSync(path.join(consumer, 'tsconfig.json'), JSON.stringify({
@@ -101,10 +108,11 @@ test('installed tarball: ESM consumer typechecks and runs `import { UnCLIPPipeli
   assert.is(tsc.code, 0, `tsc --noEmit on the consumer failed:\n${tsc.stdout}${tsc.stderr}`);
 
   const rt = sh(process.execPath, ['--input-type=module', '-e',
-    "import { UnCLIPPipeline, PACKAGE_VERSION, BUNDLED_MODEL_DIR } from 'karlo-tfjs'; console.log(typeof UnCLIPPipeline.load, PACKAGE_VERSION, BUNDLED_MODEL_DIR)"], { cwd: consumer });
+    "import { UnCLIPPipeline, train, PACKAGE_VERSION, BUNDLED_MODEL_DIR } from 'karlo-tfjs'; console.log(typeof UnCLIPPipeline.load, typeof train, PACKAGE_VERSION, BUNDLED_MODEL_DIR)"], { cwd: consumer });
   assert.is(rt.code, 0, rt.stderr);
-  const [kind, version, bundled] = rt.stdout.trim().split(' ');
+  const [kind, trainKind, version, bundled] = rt.stdout.trim().split(' ');
   assert.is(kind, 'function');
+  assert.is(trainKind, 'function', 'train is exported');
   assert.is(version, JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version);
   assert.is(bundled, path.join(fs.realpathSync(mods), 'karlo-tfjs', 'models', 'karlo-tiny'));
 
