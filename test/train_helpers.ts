@@ -4,7 +4,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { encodePng } from '../src/io/png.js';
 import { createImage, drawLine, fillRect, type RGB } from '../src/io/raster.js';
+import * as assert from 'uvu/assert';
 import { BUNDLED_MODEL_DIR } from '../src/package_root.js';
+import { TrainArgumentError, train, type TrainOptions } from '../src/training/trainer.js';
 
 /** A data folder of n small drawings (PNG) with captions (.txt). */
 export function makeDataFolder(dir: string, n = 3): string {
@@ -29,4 +31,17 @@ export function tinyModelCopy(dir: string, sizes: Partial<Record<'decoder' | 'su
     fs.writeFileSync(f, JSON.stringify({ ...JSON.parse(fs.readFileSync(f, 'utf8')), sample_size: size }));
   }
   return dir;
+}
+
+/** Asserts that train() refuses each option set with a TrainArgumentError whose message matches. */
+export async function expectRefused(base: (o: Partial<TrainOptions>) => TrainOptions, cases: [Partial<TrainOptions>, RegExp][]): Promise<void> {
+  for (const [o, re] of cases) {
+    try {
+      await train(base(o));
+      assert.unreachable(`${JSON.stringify(o)} was accepted`);
+    } catch (e) {
+      assert.instance(e, TrainArgumentError);
+      assert.match((e as Error).message, re);
+    }
+  }
 }

@@ -317,12 +317,11 @@ void softmaxLastAxis(const float* x, float* y, int64_t rows, int64_t cols) {
 
 namespace karlo {
 
-void groupNorm(const float* x, const float* gamma, const float* beta, float* y, int64_t n, int64_t s, int64_t c,
-               int64_t g, float eps, bool silu) {
+// Per (n, group) mean and 1/sqrt(var + eps) of channels-last x [n, s, c] in double: sums and sums of squares over
+// spatial rows with per-thread partials (T threads), combined in thread order. groupNorm and its gradient share it.
+void groupStats(const float* x, int64_t n, int64_t s, int64_t c, int64_t g, float eps, int T, std::vector<double>& mean,
+                std::vector<double>& rstd) {
   const int64_t cg = c / g;
-  const int T = n * s * c < kParallelMin ? 1 : omp_get_max_threads();
-  // Pass 1: per (n, group) sum and sum of squares in double (exact enough for float32 data), split over
-  // spatial rows with per-thread partials.
   std::vector<double> part(static_cast<size_t>(T) * n * g * 2, 0.0);
 #pragma omp parallel num_threads(T)
   {
@@ -347,8 +346,8 @@ void groupNorm(const float* x, const float* gamma, const float* beta, float* y, 
     }
   }
   const double cnt = static_cast<double>(s * cg);
-  // Per (n, channel) scale and shift: y = x * a + b.
-  std::vector<float> scale(n * c), shift(n * c);
+  mean.assign(n * g, 0.0);
+  rstd.assign(n * g, 0.0);
   for (int64_t b = 0; b < n; b++) {
     for (int64_t k = 0; k < g; k++) {
       double sum = 0, sq = 0;
@@ -356,14 +355,29 @@ void groupNorm(const float* x, const float* gamma, const float* beta, float* y, 
         sum += part[(static_cast<size_t>(t) * n * g + b * g + k) * 2];
         sq += part[(static_cast<size_t>(t) * n * g + b * g + k) * 2 + 1];
       }
-      const double mean = sum / cnt;
-      const double var = std::max(0.0, sq / cnt - mean * mean);
-      const double rstd = 1.0 / std::sqrt(var + eps);
+      const double m = sum / cnt;
+      const double var = std::max(0.0, sq / cnt - m * m);
+      mean[b * g + k] = m;
+      rstd[b * g + k] = 1.0 / std::sqrt(var + eps);
+    }
+  }
+}
+
+void groupNorm(const float* x, const float* gamma, const float* beta, float* y, int64_t n, int64_t s, int64_t c,
+               int64_t g, float eps, bool silu) {
+  const int64_t cg = c / g;
+  const int T = n * s * c < kParallelMin ? 1 : omp_get_max_threads();
+  std::vector<double> mean, rstd;
+  groupStats(x, n, s, c, g, eps, T, mean, rstd);
+  // Per (n, channel) scale and shift: y = x * a + b.
+  std::vector<float> scale(n * c), shift(n * c);
+  for (int64_t b = 0; b < n; b++) {
+    for (int64_t k = 0; k < g; k++) {
       for (int64_t j = 0; j < cg; j++) {
         const int64_t ch = k * cg + j;
-        const double a = rstd * (gamma ? gamma[ch] : 1.0);
+        const double a = rstd[b * g + k] * (gamma ? gamma[ch] : 1.0);
         scale[b * c + ch] = static_cast<float>(a);
-        shift[b * c + ch] = static_cast<float>((beta ? beta[ch] : 0.0) - mean * a);
+        shift[b * c + ch] = static_cast<float>((beta ? beta[ch] : 0.0) - mean[b * g + k] * a);
       }
     }
   }
@@ -396,44 +410,9 @@ void groupNormGrad(const float* x, const float* gamma, const float* beta, const 
                    float* dbeta, int64_t n, int64_t s, int64_t c, int64_t g, float eps, bool silu) {
   const int64_t cg = c / g;
   const int T = n * s * c < kParallelMin ? 1 : omp_get_max_threads();
-  // Pass 1: the forward's statistics (same sums, same order as groupNorm above).
-  std::vector<double> part(static_cast<size_t>(T) * n * g * 2, 0.0);
-#pragma omp parallel num_threads(T)
-  {
-    const int t = omp_get_thread_num();
-    double* acc = part.data() + static_cast<size_t>(t) * n * g * 2;
-    for (int64_t b = 0; b < n; b++) {
-      const int64_t r0 = s * t / T, r1 = s * (t + 1) / T;
-      double* ab = acc + b * g * 2;
-      for (int64_t r = r0; r < r1; r++) {
-        const float* row = x + (b * s + r) * c;
-        for (int64_t k = 0; k < g; k++) {
-          double sum = 0, sq = 0;
-          const float* p = row + k * cg;
-          for (int64_t j = 0; j < cg; j++) {
-            sum += p[j];
-            sq += static_cast<double>(p[j]) * p[j];
-          }
-          ab[2 * k] += sum;
-          ab[2 * k + 1] += sq;
-        }
-      }
-    }
-  }
   const double cnt = static_cast<double>(s * cg);
-  std::vector<double> mean(n * g), rstd(n * g);
-  for (int64_t b = 0; b < n; b++) {
-    for (int64_t k = 0; k < g; k++) {
-      double sum = 0, sq = 0;
-      for (int t = 0; t < T; t++) {
-        sum += part[(static_cast<size_t>(t) * n * g + b * g + k) * 2];
-        sq += part[(static_cast<size_t>(t) * n * g + b * g + k) * 2 + 1];
-      }
-      mean[b * g + k] = sum / cnt;
-      const double var = std::max(0.0, sq / cnt - mean[b * g + k] * mean[b * g + k]);
-      rstd[b * g + k] = 1.0 / std::sqrt(var + eps);
-    }
-  }
+  std::vector<double> mean, rstd;
+  groupStats(x, n, s, c, g, eps, T, mean, rstd);  // the forward's statistics
   // Pass 2: dz (kept in dx) and per-(n, channel) Σ dz, Σ dz·x̂, per-thread partials over spatial rows.
   std::vector<double> sums(static_cast<size_t>(T) * n * c * 2, 0.0);
 #pragma omp parallel num_threads(T)
