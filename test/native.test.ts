@@ -274,6 +274,14 @@ if (unavailable) {
     ranNative('SplitV');
   });
 
+  test('concat (the UNet skip connections) on the last, a middle and the first axis, 2 and 3 inputs, equals cpu', async () => {
+    await same('concat channels [64, 32] (NHWC skip concat)', () => tf.concat([T([2, 12, 10, 64], 31), T([2, 12, 10, 32], 32)], 3));
+    await same('concat three on the last axis', () => tf.concat([T([3, 8, 8, 16], 33), T([3, 8, 8, 40], 34), T([3, 8, 8, 8], 35)], -1));
+    await same('concat a middle axis', () => tf.concat([T([4, 30, 5, 40], 36), T([4, 3, 5, 40], 37)], 1));
+    await same('concat the first axis', () => tf.concat([T([6, 20, 40], 38), T([1, 20, 40], 39)], 0));
+    ranNative('Concat');
+  });
+
   test('unary ops, pow by 2, reductions (incl. whole 1-D tensors and GroupNorm moments) and softmax equal cpu', async () => {
     const shape = [2, 24, 24, 16];
     const ops: [string, (x: tf.Tensor) => tf.Tensor, number, number][] = [

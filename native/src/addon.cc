@@ -271,6 +271,24 @@ napi_value Softmax(napi_env env, napi_callback_info info) {
   });
 }
 
+// copyRows(src, rows, inner, dst, dstOffset, dstInner): row r of src (inner floats) to dst[dstOffset + r·dstInner]
+// (one input of a concat along an inner axis).
+napi_value CopyRows(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    Args A(env, info, 6);
+    size_t ls, ld;
+    const float* src = A.f32(0, &ls);
+    const int64_t rows = A.i64(1), inner = A.i64(2);
+    float* dst = A.f32(3, &ld);
+    const int64_t off = A.i64(4), dstInner = A.i64(5);
+    if (inner < 0 || off < 0 || off + inner > dstInner) throw JsError("copyRows: the row does not fit the destination row");
+    need(ls, rows * inner, "copyRows src");
+    need(ld, rows * dstInner, "copyRows dst");
+    karlo::copyRows(src, rows, inner, dst, off, dstInner);
+    return undef(env);
+  });
+}
+
 // groupNorm(x, gamma|null, beta|null, y, n, s, c, groups, eps, silu)
 napi_value GroupNorm(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
@@ -412,6 +430,7 @@ napi_value Init(napi_env env, napi_value exports) {
              {"reduce", Reduce},
              {"softmax", Softmax},
              {"groupNorm", GroupNorm},
+             {"copyRows", CopyRows},
              {"groupNormGrad", GroupNormGrad},
              {"releaseWeights", ReleaseWeights},
              {"weightCache", WeightCache},

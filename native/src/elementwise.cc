@@ -1,5 +1,6 @@
 // Memory-bound kernels (broadcast binary ops, unary maps, reductions, softmax) on both cores: in tfjs's JS
 // these run at 30-120 M elements/s, which at the super-res's 21M-element activations costs as much as the convs.
+#include <cstring>
 #include <omp.h>
 
 #include <algorithm>
@@ -293,6 +294,12 @@ void reduce(int op, int rank, const int64_t* shape, const bool* reduced, const f
   }
   const double scale = op == RED_MEAN ? 1.0 / static_cast<double>(count) : 1.0;
   for (int64_t j = 0; j < outSize; j++) out[j] = static_cast<float>(acc[j] * scale);
+}
+
+void copyRows(const float* src, int64_t rows, int64_t inner, float* dst, int64_t dstOffset, int64_t dstInner) {
+  const int nt = rows * inner < kParallelMin ? 1 : omp_get_max_threads();
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t r = 0; r < rows; r++) std::memcpy(dst + r * dstInner + dstOffset, src + r * inner, sizeof(float) * inner);
 }
 
 void softmaxLastAxis(const float* x, float* y, int64_t rows, int64_t cols) {

@@ -61,6 +61,7 @@ void groupNormGrad(const float* x, const float* gamma, const float* beta, const 
                    float* dbeta, int64_t n, int64_t s, int64_t c, int64_t g, float eps, bool silu);
 // Softmax over the last axis of [rows, cols].
 void softmaxLastAxis(const float* x, float* y, int64_t rows, int64_t cols);
+void copyRows(const float* src, int64_t rows, int64_t inner, float* dst, int64_t dstOffset, int64_t dstInner);
 
 // The float32 FMA peak (peak.cc): `iterations` rounds of independent vector FMA chains on `threads` threads (< 1:
 // getThreads()); flops = 2 · lanes · chains · iterations · threads.

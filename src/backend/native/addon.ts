@@ -39,6 +39,8 @@ export interface NativeAddon {
     c: number, groups: number, eps: number, silu: boolean): void;
   groupNormGrad(x: Float32Array, gamma: Float32Array, beta: Float32Array, dy: Float32Array, dx: Float32Array, dgamma: Float32Array,
     dbeta: Float32Array, n: number, s: number, c: number, groups: number, eps: number, silu: boolean): void;
+  /** Row r of src (inner floats) to dst[dstOffset + r·dstInner], rows in parallel (a concat's input). */
+  copyRows(src: Float32Array, rows: number, inner: number, dst: Float32Array, dstOffset: number, dstInner: number): void;
   setThreads(n: number): void;
   getThreads(): number;
   describe(): string;

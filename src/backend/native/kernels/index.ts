@@ -18,6 +18,7 @@ import { groupNormGradKernel, groupNormKernel } from './GroupNorm.js';
 import { transposeKernel } from './Transpose.js';
 import { resizeNearestNeighborKernel } from './ResizeNearestNeighbor.js';
 import { splitVKernel } from './SplitV.js';
+import { concatKernel } from './Concat.js';
 import { avgPoolGradKernel } from './AvgPoolGrad.js';
 
 export type { NativeKernelOptions } from './context.js';
@@ -39,6 +40,7 @@ export function nativeKernelConfigs(addon: NativeAddon, backendName: string, cpu
     transposeKernel(ctx),
     resizeNearestNeighborKernel(ctx),
     splitVKernel(ctx),
+    concatKernel(ctx),
     avgPoolGradKernel(ctx),
   ];
 }
