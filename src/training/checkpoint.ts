@@ -7,6 +7,8 @@
 //     model_index.json + links              full fine-tuning: the other components link to the base model's folders,
 //                                           so the checkpoint is itself a pipeline folder for `karlo generate --model`
 //     optimizer.safetensors                 AdamW moments: exp_avg.<param>, exp_avg_sq.<param>
+//     training_weights.safetensors          --ema-decay runs: the trained weights (tfjs layout); the component
+//                                           folders then hold the moving averages (what generate should use)
 //     training_state.json                   step, data position, RNG state, per-parameter AdamW steps, loss history,
 //                                           the run's settings (checked on resume)
 //
@@ -19,6 +21,7 @@ import { loadSafetensors, saveSafetensors, type TensorToWrite } from '../io/safe
 import { writeFileAtomic } from '../io/png.js';
 import type { Module } from '../layers/module.js';
 import type { AdamWState } from './adamw.js';
+import type { EmaState } from './ema.js';
 import type { LossPoint } from './plot.js';
 
 export const STATE_FILE = 'training_state.json';
@@ -51,6 +54,8 @@ export interface TrainingState {
   settings: Record<string, unknown>;
   losses: LossPoint[];
   baseModel: string;
+  /** --ema-decay runs: the component folders hold the averages, TRAINING_WEIGHTS_FILE the trained weights. */
+  ema?: EmaState;
 }
 
 export interface CheckpointWeights {
@@ -62,7 +67,12 @@ export interface CheckpointWeights {
   };
   /** LoRA: writes the adapters file (peft names) to the path given. */
   lora?: (file: string) => void;
+  /** More safetensors files at the checkpoint's top level (e.g. the trained weights of an EMA run). */
+  files?: { name: string; tensors: Map<string, TensorToWrite>; format: string }[];
 }
+
+/** An EMA run's trained (not averaged) weights, by trainable-parameter name in tfjs layout: what --resume continues. */
+export const TRAINING_WEIGHTS_FILE = 'training_weights.safetensors';
 
 function pidAlive(pid: number): boolean {
   try {
@@ -158,6 +168,7 @@ export function saveCheckpoint(
       }
     }
     if (weights.lora) weights.lora(path.join(tmp, LORA_FILE));
+    for (const file of weights.files ?? []) saveSafetensors(path.join(tmp, file.name), file.tensors, { format: file.format });
     const opt = new Map<string, TensorToWrite>();
     for (const k of [...optimizerTensors.keys()].sort()) {
       const t = optimizerTensors.get(k)!;

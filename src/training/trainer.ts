@@ -37,10 +37,11 @@ import { lrSchedule, type LrScheduleKind } from './lr_schedule.js';
 import { selectTrainable } from './trainable.js';
 import { applyLora, type Lora } from './lora.js';
 import { ClipPair, clipContrastiveLoss, clipImageDir, clipImageSize, clipNormalise, loadClipPair } from './clip_contrastive.js';
-import { loadSafetensors } from '../io/safetensors.js';
+import { loadSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { describeSkipped, loadImageFolder, scanDataFolder, type DataItem } from './data.js';
 import { prepareConditioning, type Conditioning } from './cond_cache.js';
-import { loadCheckpoint, resolveCheckpoint, saveCheckpoint, type CheckpointWeights, type RunIdentity } from './checkpoint.js';
+import { TRAINING_WEIGHTS_FILE, loadCheckpoint, resolveCheckpoint, saveCheckpoint, type CheckpointWeights, type LoadedCheckpoint, type RunIdentity } from './checkpoint.js';
+import { WeightEma } from './ema.js';
 import { writeLossFiles, type LossPoint } from './plot.js';
 
 export type TrainComponent = 'prior' | 'decoder' | 'super_res' | 'super_res_last' | 'text_encoder' | 'clip';
@@ -96,6 +97,12 @@ export interface TrainOptions {
    * UNet2DModel has no attention, so a crop sees what the full image would). Default: the whole image.
    */
   crop?: number;
+  /**
+   * Keep an exponential moving average of the trained weights (ema.ts; diffusers' --use_ema with this decay, e.g.
+   * 0.999): checkpoints' component folders get the averages, training_weights.safetensors the trained weights
+   * that --resume continues from. Full fine-tuning only. Default: none.
+   */
+  emaDecay?: number;
   /** Global gradient-norm clip (torch clip_grad_norm_); 0 = off. Default 1. */
   maxGradNorm?: number;
   weightDecay?: number;
@@ -256,6 +263,9 @@ function checkOptions(o: TrainOptions): void {
   if (o.textProj && o.loraRank !== undefined) throw new TrainArgumentError('--text-proj trains text_proj fully; it cannot be combined with --lora-rank');
   if (o.vlbWeight !== undefined && !(Number.isFinite(o.vlbWeight) && o.vlbWeight >= 0)) throw new TrainArgumentError(`--vlb-weight must be ≥ 0, got ${String(o.vlbWeight)}`);
   if (o.vlbWeight && o.component !== 'decoder') throw new TrainArgumentError(`--vlb-weight trains the decoder's learned-range variance; it does not apply to ${o.component}`);
+  if (o.emaDecay !== undefined && !(Number.isFinite(o.emaDecay) && o.emaDecay > 0 && o.emaDecay < 1)) throw new TrainArgumentError(`--ema-decay must be in (0, 1), got ${String(o.emaDecay)}`);
+  if (o.emaDecay && o.loraRank) throw new TrainArgumentError('--ema-decay averages fully trained weights; it does not apply with --lora-rank');
+  if (o.emaDecay && o.component === 'clip') throw new TrainArgumentError('--ema-decay does not apply to --component clip (two towers)');
   if (o.snrGamma !== undefined && !(Number.isFinite(o.snrGamma) && o.snrGamma > 0)) throw new TrainArgumentError(`--snr-gamma must be > 0, got ${String(o.snrGamma)}`);
   if (o.snrGamma && !['decoder', 'super_res', 'super_res_last'].includes(o.component)) throw new TrainArgumentError(`--snr-gamma weights an ε-prediction loss (decoder, super_res, super_res_last); ${o.component} does not have one`);
   if (o.crop !== undefined) posInt('crop', o.crop);
@@ -451,6 +461,34 @@ function makeSetup(
 }
 
 /** Runs (or resumes) a training run. Throws TrainArgumentError / DataError / ModelFolderError for user mistakes. */
+/**
+ * The run's weight average (--ema-decay), or null. A resumed EMA run continues its averages from the checkpoint's
+ * component folders (loaded into the parameters) and puts the trained weights of training_weights.safetensors
+ * back into the parameters; an EMA checkpoint resumed without the same --ema-decay, or the reverse, is refused.
+ */
+function setupEma(o: TrainOptions, ckpt: LoadedCheckpoint | null, vars: Map<string, tf.Variable>): WeightEma | null {
+  const saved = ckpt?.state.ema;
+  if (ckpt && (saved?.decay ?? undefined) !== o.emaDecay) {
+    throw new TrainArgumentError(saved
+      ? `--resume ${ckpt.dir}: the checkpoint keeps a weight average with --ema-decay ${saved.decay}; resume with the same --ema-decay`
+      : `--resume ${ckpt.dir}: the checkpoint keeps no weight average; --ema-decay cannot start in the middle of a run`);
+  }
+  if (!o.emaDecay) return null;
+  if (!saved) return new WeightEma(vars, o.emaDecay);
+  const file = path.join(ckpt!.dir, TRAINING_WEIGHTS_FILE);
+  if (!fs.existsSync(file)) throw new Error(`${file}: missing (the trained weights of an --ema-decay checkpoint)`);
+  const shadow = new Map([...vars].map(([k, v]) => [k, (v.dataSync() as Float32Array).slice()]));
+  const raw = loadSafetensors(file);
+  for (const [k, v] of vars) {
+    const t = raw.get(k);
+    if (!t || t.shape.join(',') !== v.shape.join(',')) throw new Error(`${file}: "${k}" ${t ? `has shape [${t.shape}], the parameter [${v.shape}]` : 'is missing'}`);
+    const value = tf.tensor(t.data as Float32Array, v.shape, 'float32');
+    v.assign(value);
+    value.dispose();
+  }
+  return new WeightEma(vars, o.emaDecay, { updates: saved.updates, shadow });
+}
+
 export async function train(o: TrainOptions): Promise<TrainResult> {
   checkOptions(o);
   await registerGradients();
@@ -555,6 +593,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       if (step >= o.steps) log(`note: the checkpoint is at step ${step}, --steps is ${o.steps}: nothing to do`);
     }
     tf.dispose([...(ckpt?.optimizerTensors.values() ?? [])]);
+    const ema = setupEma(o, ckpt, vars);
 
     const checkpoints: string[] = [];
     const lossStem = path.join(out, 'loss');
@@ -567,14 +606,24 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
             extra: [{ module: (module as ClipPair).image_encoder, componentDir: 'image_encoder', baseComponentDir: clipImageDir(folder.root), weightsName: 'model.safetensors' }] } }
           : { full: { module: module!, baseComponentDir: folder.dirs[compDir], weightsName: o.component === 'text_encoder' ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors',
             extra: o.textProj ? [{ module: setup!.extra[0], componentDir: 'text_proj', baseComponentDir: folder.dirs.text_proj, weightsName: 'diffusion_pytorch_model.safetensors' }] : [] } };
+      if (ema) {
+        // The trained weights, copied before the averages take their place for the component folders.
+        const raw = new Map<string, TensorToWrite>([...vars].map(([k, v]) => {
+          const data = (v.dataSync() as Float32Array).slice();
+          return [k, { dtype: 'F32', shape: [...v.shape], data: () => data }];
+        }));
+        weights.files = [{ name: TRAINING_WEIGHTS_FILE, tensors: raw, format: 'karlo-training-weights' }];
+      }
       const opt = optimizer!.state();
       try {
-        const dir = saveCheckpoint(out, {
+        const write = () => saveCheckpoint(out, {
           step, samplesSeen, rng: Buffer.from(gen.toTorchState()).toString('base64'),
           optimizer: { step: opt.step, paramSteps: opt.paramSteps, options: opt.options },
           identity, losses, baseModel: folder.root,
           settings: { component: o.component, condDrop, textProj: !!o.textProj, vlbWeight: o.vlbWeight ?? 0, ...(o.snrGamma ? { snrGamma: o.snrGamma } : {}), crop: o.crop ?? 0, batch: o.batch, gradAccum, lr: o.lr, lrScheduler: o.lrScheduler ?? 'constant', warmupSteps: o.warmupSteps ?? 0, maxGradNorm, seed, steps: o.steps, data: path.resolve(o.data), backend: tf.getBackend() },
+          ...(ema ? { ema: ema.state() } : {}),
         }, weights, opt.tensors, folder);
+        const dir = ema ? ema.withAverages(write) : write();
         checkpoints.push(dir);
         writeLossFiles(lossStem, losses, { title });
         log(`saved ${dir}`);
@@ -629,6 +678,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       let gradNorm = NaN;
       if (maxGradNorm > 0) gradNorm = clipGradNormInPlace(grads, maxGradNorm);
       optimizer.step(grads, lr);
+      ema?.update();
       tf.dispose([...grads.values()]);
       step++;
       const loss = lossSum / gradAccum;

@@ -38,6 +38,7 @@ interface TrainArgs {
   'text-proj'?: boolean;
   'vlb-weight'?: number;
   'snr-gamma'?: number;
+  'ema-decay'?: number;
   crop?: number;
   'cache-dir'?: string;
   backend?: string;
@@ -92,7 +93,7 @@ async function run(argv: ArgumentsCamelCase<TrainArgs>): Promise<void> {
   if (!TRAIN_COMPONENTS.includes(component)) throw new UsageError(`--component must be one of ${TRAIN_COMPONENTS.join(', ')}, got "${component}"`);
   const data = need(argv.data, 'data', 'my_images/');
   const out = need(argv.out, 'out', 'runs/decoder-ft');
-  for (const k of ['steps', 'batch', 'lr', 'lora-rank', 'lora-alpha', 'grad-accum', 'save-every', 'seed', 'warmup-steps', 'max-grad-norm', 'weight-decay', 'cond-drop', 'vlb-weight', 'snr-gamma', 'crop'] as const) checkNumber(k, argv[k]);
+  for (const k of ['steps', 'batch', 'lr', 'lora-rank', 'lora-alpha', 'grad-accum', 'save-every', 'seed', 'warmup-steps', 'max-grad-norm', 'weight-decay', 'cond-drop', 'vlb-weight', 'snr-gamma', 'ema-decay', 'crop'] as const) checkNumber(k, argv[k]);
   const steps = need(argv.steps, 'steps', '1000');
   if (!LR_SCHEDULES.includes(argv['lr-scheduler'] as LrScheduleKind)) throw new UsageError(`--lr-scheduler must be one of ${LR_SCHEDULES.join(', ')}, got "${argv['lr-scheduler']}"`);
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new UsageError(`--out ${out}: exists and is not a folder`);
@@ -131,7 +132,7 @@ async function run(argv: ArgumentsCamelCase<TrainArgs>): Promise<void> {
       gradAccum: argv['grad-accum'], saveEvery: argv['save-every'], resume: argv.resume, seed: argv.seed,
       lrScheduler: argv['lr-scheduler'] as LrScheduleKind, warmupSteps: argv['warmup-steps'],
       maxGradNorm: argv['max-grad-norm'], condDrop: argv['cond-drop'],
-      textProj: argv['text-proj'], vlbWeight: argv['vlb-weight'], snrGamma: argv['snr-gamma'], crop: argv.crop, weightDecay: argv['weight-decay'], cacheDir: argv['cache-dir'],
+      textProj: argv['text-proj'], vlbWeight: argv['vlb-weight'], snrGamma: argv['snr-gamma'], emaDecay: argv['ema-decay'], crop: argv.crop, weightDecay: argv['weight-decay'], cacheDir: argv['cache-dir'],
       log: (line) => progress.log(line),
       onStart: (i) => progress.begin(i.startStep, i.totalSteps),
       onStep: (p) => progress.update(p),
@@ -192,6 +193,7 @@ const command: CommandModule<object, TrainArgs> = {
     .option('weight-decay', { type: 'number', default: 1e-2, describe: 'AdamW decoupled weight decay' })
     .option('cond-drop', { type: 'number', default: 0, describe: 'decoder/prior: train this fraction of samples unconditionally ("" caption, null image embedding) so classifier-free guidance keeps working (unCLIP used 0.1)' })
     .option('text-proj', { type: 'boolean', describe: 'decoder: train text_proj with it (saved as text_proj/ in each checkpoint)' })
+    .option('ema-decay', { type: 'number', describe: 'keep a moving average of the weights with this decay (diffusers --use_ema, e.g. 0.999): checkpoints hold the average, --resume continues the trained weights' })
     .option('snr-gamma', { type: 'number', describe: 'decoder, super-res: Min-SNR-gamma weighting of the noise-prediction loss (diffusers --snr_gamma; 5 is the usual value)' })
     .option('vlb-weight', { type: 'number', describe: "decoder: add this weight x the variational-bound term that trains the learned-range variance channels (Improved DDPM's hybrid loss: 1)" })
     .option('crop', { type: 'number', describe: 'super_res / super_res_last: train on random crops of this size (e.g. 64 of 128)' })
