@@ -96,6 +96,7 @@ export {
   type DecoderBatch, type SuperResBatch, type PriorBatch, type Timesteps,
 } from './training/losses.js';
 export { learnedRangeVlb } from './training/vlb.js';
+export { WeightEma, emaDecayAt, type EmaState } from './training/ema.js';
 export { applyLora, loadLoraFile, Lora, LORA_TARGETS, type LoraOptions } from './training/lora.js';
 
 // Package facts
