@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend/index.js';
 import { checkBenchArgs } from './args.js';
-import { loadAddon, describeNative, gemmLibrary, nativeBufferPool, openblasForcedBelowCpu } from '../src/backend/native/index.js';
+import { loadAddon, CONV_ALGO, convAlgo, describeNative, gemmLibrary, nativeBufferPool, openblasForcedBelowCpu } from '../src/backend/native/index.js';
 
 interface Shape {
   name: string;
@@ -35,6 +35,8 @@ const SHAPES: Shape[] = [
   { name: 'decoder attention AV [16,1024,1024]x[16,1024,64]', kind: 'bmm', b: 16, m: 1024, k: 1024, n: 64 },
   { name: 'SR conv3x3 320->320 256x256 b1', kind: 'conv', batch: 1, hw: 256, cin: 320, cout: 320, ksize: 3 },
   { name: 'SR conv3x3 3->320 256x256 b1', kind: 'conv', batch: 1, hw: 256, cin: 3, cout: 320, ksize: 3 },
+  { name: 'SR conv3x3 640->640 128x128 b1', kind: 'conv', batch: 1, hw: 128, cin: 640, cout: 640, ksize: 3 },
+  { name: 'SR conv3x3 960->960 64x64 b1', kind: 'conv', batch: 1, hw: 64, cin: 960, cout: 960, ksize: 3 },
   { name: 'SR conv1x1 320->640 128x128 b1', kind: 'conv', batch: 1, hw: 128, cin: 320, cout: 640, ksize: 1 },
   { name: 'decoder conv3x3 640->640 64x64 b2', kind: 'conv', batch: 2, hw: 64, cin: 640, cout: 640, ksize: 3 },
   { name: 'decoder conv3x3 1920->1920 16x16 b2', kind: 'conv', batch: 2, hw: 16, cin: 1920, cout: 1920, ksize: 3 },
@@ -219,7 +221,20 @@ function rawRunners(s: Shape, d: ShapeData, out: () => Float32Array): { name: st
   if (s.kind === 'conv') {
     const p = (s.ksize! - 1) >> 1;
     const shape = [s.batch!, s.hw!, s.hw!, s.cin!, s.ksize!, s.ksize!, s.cout!, s.hw!, s.hw!, 1, 1, 1, 1, p, p, s.ksize! - 1 - p, s.ksize! - 1 - p];
-    return [{ name: 'oneDNN conv', run: () => addon.conv2d(d.a, d.w, d.bias, out(), shape, 0, 0, RAW_WEIGHTS_ID) }];
+    // Each forward algorithm (KARLO_NATIVE_CONV_ALGO) as its own raw call: direct, and Winograd for 3x3 convs
+    // (effective GFLOP/s: the direct conv's FLOPs over the time).
+    const withAlgo = (algo: number) => () => {
+      const prev = addon.convAlgo();
+      addon.convAlgo(algo);
+      try {
+        addon.conv2d(d.a, d.w, d.bias, out(), shape, 0, 0, RAW_WEIGHTS_ID);
+      } finally {
+        addon.convAlgo(prev);
+      }
+    };
+    const runners = [{ name: 'oneDNN conv', run: withAlgo(CONV_ALGO.direct) }];
+    if (s.ksize === 3) runners.push({ name: 'oneDNN Winograd', run: withAlgo(CONV_ALGO.winograd) });
+    return runners;
   }
   const b = s.b ?? 1;
   const transB = s.kind === 'linear' ? true : !!s.transB;
@@ -330,7 +345,7 @@ async function main() {
   const row = (name: string, who: string, g: number, note = '') =>
     log(`${name.padEnd(52)} ${who.padEnd(14)} ${g.toFixed(1).padStart(7)} GFLOP/s${note}`);
   const forced = openblasForcedBelowCpu();
-  log(`native: ${describeNative()}; GEMM through ${gemmLibrary()}${forced ? ` (${forced}: OpenBLAS not used)` : ''}`);
+  log(`native: ${describeNative()}; GEMM through ${gemmLibrary()}${forced ? ` (${forced}: OpenBLAS not used)` : ''}; convs ${convAlgo()}`);
   let peak: Peak | undefined;
   try {
     peak = await measurePeak();

@@ -359,6 +359,45 @@ napi_value WeightCache(napi_env env, napi_callback_info info) {
   });
 }
 
+// convAlgo(algo?, winogradBudgetBytes?) → the forward conv algorithm (0 direct, 1 winograd, 2 auto), after setting
+// it (and auto's Winograd scratch budget) when given
+napi_value ConvAlgo(napi_env env, napi_callback_info info) {
+  return guard(env, [&] {
+    size_t argc = 2;
+    napi_value v[2];
+    NAPI_OK(napi_get_cb_info(env, info, &argc, v, nullptr, nullptr));
+    for (size_t i = 0; i < argc && i < 2; i++) {
+      napi_valuetype t;
+      NAPI_OK(napi_typeof(env, v[i], &t));
+      if (t == napi_number) {
+        double d;
+        NAPI_OK(napi_get_value_double(env, v[i], &d));
+        if (i == 0) karlo::setConvAlgo(static_cast<int>(d));
+        else karlo::setWinogradBudget(static_cast<size_t>(d < 0 ? 0 : d));
+      }
+    }
+    napi_value r;
+    NAPI_OK(napi_create_int32(env, karlo::getConvAlgo(), &r));
+    return r;
+  });
+}
+
+// convRuns() → { direct, winograd, lastImpl }: forward convs run with each algorithm so far, the last one's oneDNN impl
+napi_value ConvRuns(napi_env env, napi_callback_info) {
+  return guard(env, [&] {
+    const karlo::ConvRuns c = karlo::convRuns();
+    napi_value r, v;
+    NAPI_OK(napi_create_object(env, &r));
+    NAPI_OK(napi_create_double(env, static_cast<double>(c.direct), &v));
+    NAPI_OK(napi_set_named_property(env, r, "direct", v));
+    NAPI_OK(napi_create_double(env, static_cast<double>(c.winograd), &v));
+    NAPI_OK(napi_set_named_property(env, r, "winograd", v));
+    NAPI_OK(napi_create_string_utf8(env, c.lastImpl.c_str(), c.lastImpl.size(), &v));
+    NAPI_OK(napi_set_named_property(env, r, "lastImpl", v));
+    return r;
+  });
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Args A(env, info, 1);
@@ -434,6 +473,8 @@ napi_value Init(napi_env env, napi_value exports) {
              {"groupNormGrad", GroupNormGrad},
              {"releaseWeights", ReleaseWeights},
              {"weightCache", WeightCache},
+             {"convAlgo", ConvAlgo},
+             {"convRuns", ConvRuns},
              {"setThreads", SetThreads},
              {"getThreads", GetThreads},
              {"describe", Describe},

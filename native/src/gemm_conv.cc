@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <list>
 #include <cstring>
@@ -12,6 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
+
+#include <sys/mman.h>
 
 #include "dnnl.hpp"
 #include "kernels.h"
@@ -55,6 +58,32 @@ struct Scratch {
   }
 };
 Scratch g_wscratch;
+// Scratch mapped straight from the OS (grows only, unmapped on release): the Winograd buffers reach hundreds of MB,
+// and from the heap (the addon turns glibc's mmap threshold off) each growth would leave its predecessor behind as a
+// hole that only a tensor of that size could reuse.
+struct MappedScratch {
+  float* p = nullptr;
+  size_t bytes = 0;
+  float* get(size_t need) {
+    if (need > bytes) {
+      release();
+      const size_t len = (need + 4095) / 4096 * 4096;
+      void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED) throw std::runtime_error("out of memory mapping " + std::to_string(need) + " bytes of scratch");
+      p = static_cast<float*>(m);
+      bytes = len;
+    }
+    return p;
+  }
+  void release() {
+    if (p) munmap(p, bytes);
+    p = nullptr;
+    bytes = 0;
+  }
+};
+// Around a Winograd conv: the activations in its blocked layout, and oneDNN's scratchpad (the transformed tiles:
+// 170-770 MB per super-res conv at 128x128-256x256), one of each shared by every Winograd primitive.
+MappedScratch g_srcScratch, g_dstScratch, g_padScratch;
 
 // Reordered (packed) conv weights, by the caller's id for the weights array (immutable while the id lives) and the
 // layout the primitive wants, within a byte budget; the caller releases an id when its array is collected.
@@ -158,6 +187,12 @@ struct ConvFwdEntry {
   memory::desc userW;
   bool reorderW;
   reorder wReorder;
+  bool winograd;
+  std::string impl;  // oneDNN's implementation name, e.g. "jit_wino_4x3:avx512_core"
+  // Winograd wants blocked activations (nChw16c): x is reordered from NHWC before, y back to NHWC after.
+  memory::desc userSrc, userDst;
+  bool reorderSrc, reorderDst;
+  reorder srcReorder, dstReorder;
 };
 struct ConvBwdDataEntry {
   convolution_backward_data::primitive_desc pd;
@@ -211,10 +246,50 @@ ConvDescs convDescs(const ConvShape& s, bool withBias) {
   return d;
 }
 
-convolution_forward::primitive_desc convFwdPd(const ConvDescs& d, prop_kind pk, const primitive_attr& attr) {
-  auto desc = convolution_forward::desc(pk, algorithm::convolution_direct, d.src, d.wAny, d.bias, d.dst, d.strides,
-                                        d.dil, d.padL, d.padR);
+convolution_forward::primitive_desc convFwdPd(const ConvDescs& d, prop_kind pk, const primitive_attr& attr,
+                                              algorithm alg = algorithm::convolution_direct) {
+  auto desc = convolution_forward::desc(pk, alg, d.src, d.wAny, d.bias, d.dst, d.strides, d.dil, d.padL, d.padR);
   return convolution_forward::primitive_desc(desc, attr, eng());
+}
+
+// The algorithm of forward (inference) convolutions: CONV_DIRECT everywhere, or Winograd F(4x4,3x3) for 3x3 stride-1
+// undilated convs (CONV_WINOGRAD: every such conv oneDNN accepts; CONV_AUTO: those where it measured faster here,
+// winogradPays). A conv oneDNN refuses Winograd for runs direct. Gradients always run direct.
+int g_convAlgo = CONV_DIRECT;
+uint64_t g_convRuns[2] = {0, 0};  // forward executions: direct, winograd
+std::string g_lastConvImpl;
+
+bool winogradShape(const ConvShape& s) {
+  return s.kh == 3 && s.kw == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1;
+}
+
+// CONV_AUTO's rule, from `bench kernels` and a probe of Karlo's 3x3 shapes here (oneDNN 2.6, Zen 5): Winograd
+// F(4x4,3x3), with the activation reorders and the filter transform, is 1.2-1.5x direct at 64-128 channels and
+// 1.7-2.9x at Karlo's 320-1280, and slower (0.2-0.9x) with 3-16 input or output channels. Its filter transform is
+// 4x the size of the filter (6x6 tiles for 3x3) and costs about as much as a direct conv over ~8192 output pixels:
+// from 16384 output pixels per call on it is amortised on every call (the backend caches no filter there,
+// PACK_BELOW_PIXELS in Conv2D.ts); below, Winograd pays only with the transform cached, where it would take four
+// times the cache room of a direct packing, so auto leaves those convs (all of the decoder's at batch 2, the
+// super-res UNets' 64x64 and 32x32 levels) direct; `winograd` runs them too. Auto also bounds the scratch
+// (g_winogradBudget).
+const int64_t kWinogradAutoPixels = 16384;
+bool winogradPays(const ConvShape& s) { return s.c >= 64 && s.o >= 64 && s.n * s.oh * s.ow >= kWinogradAutoPixels; }
+
+// auto's memory bound: a Winograd conv whose blocked activations and scratchpad (shared by all of them, kept between
+// calls) would pass this many bytes runs direct (KARLO_NATIVE_WINOGRAD_MB).
+size_t g_winogradBudget = size_t(512) << 20;
+
+bool tryWinograd(const ConvShape& s) {
+  if (g_convAlgo == CONV_DIRECT || !winogradShape(s)) return false;
+  return g_convAlgo == CONV_WINOGRAD || winogradPays(s);
+}
+
+bool debugOn() {
+  static const bool on = [] {
+    const char* v = std::getenv("KARLO_NATIVE_DEBUG");
+    return v && *v && std::string(v) != "0";
+  }();
+  return on;
 }
 
 }  // namespace
@@ -283,43 +358,103 @@ void matmulBlas(const MatmulArgs& p) {
   }
 }
 
-void conv2dForward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int act,
-                   float alpha, uint64_t weightsId) {
-  ThreadScope ts(convFlops(s));
+namespace {
+
+// The forward entry (primitive, reorders) of a problem, created on first use. wino asks for Winograd; the entry
+// says whether it got it (oneDNN may refuse: then it is the direct one).
+ConvFwdEntry& convFwdEntry(const ConvShape& s, bool withBias, int act, float alpha, int threads, bool wino) {
   std::ostringstream k;
-  k << ts.threads() << ':' << convKey(s) << ',' << (bias != nullptr) << ',' << act << ',' << alpha;
+  k << threads << ':' << convKey(s) << ',' << withBias << ',' << act << ',' << alpha << ',' << wino;
+  if (wino && g_convAlgo == CONV_AUTO) k << ',' << g_winogradBudget;
   const std::string key = k.str();
   auto it = g_convFwd.find(key);
   if (it == g_convFwd.end()) {
     bound(g_convFwd);
-    ConvDescs d = convDescs(s, bias != nullptr);
+    ConvDescs d = convDescs(s, withBias);
     primitive_attr attr;
     attr.set_post_ops(actPostOps(act, alpha));
-    auto pd = convFwdPd(d, prop_kind::forward_inference, attr);
+    convolution_forward::primitive_desc pd;
+    bool isWino = false;
+    if (wino) {
+      try {
+        // oneDNN's Winograd takes only blocked activations: let it choose their layout.
+        ConvDescs blocked = d;
+        blocked.src = memory::desc(d.src.dims(), dt::f32, tag::any);
+        blocked.dst = memory::desc(d.dst.dims(), dt::f32, tag::any);
+        primitive_attr winoAttr;  // (a copy of attr would share its handle)
+        winoAttr.set_post_ops(actPostOps(act, alpha));
+        winoAttr.set_scratchpad_mode(scratchpad_mode::user);
+        pd = convFwdPd(blocked, prop_kind::forward_inference, winoAttr, algorithm::convolution_winograd);
+        isWino = true;
+        const size_t scratch =
+            pd.scratchpad_desc().get_size() + pd.src_desc().get_size() + pd.dst_desc().get_size();
+        if (g_convAlgo == CONV_AUTO && scratch > g_winogradBudget) {
+          if (debugOn())
+            std::fprintf(stderr, "native conv2d: auto: winograd for [%s] would need %.1f MB of scratch (over %.1f): direct\n",
+                         convKey(s).c_str(), scratch / 1048576.0, g_winogradBudget / 1048576.0);
+          isWino = false;
+        }
+      } catch (const dnnl::error& err) {
+        if (debugOn())
+          std::fprintf(stderr, "native conv2d: oneDNN rejects winograd for [%s] (%s): running direct\n",
+                       convKey(s).c_str(), err.what());
+      }
+    }
+    if (!isWino) pd = convFwdPd(d, prop_kind::forward_inference, attr);
+    if (isWino && debugOn())
+      std::fprintf(stderr, "native conv2d: winograd for [%s]: %s, scratchpad %.1f MB, filter transform %.1f MB\n",
+                   convKey(s).c_str(), pd.impl_info_str(), pd.scratchpad_desc().get_size() / 1048576.0,
+                   pd.weights_desc().get_size() / 1048576.0);
     bool re = pd.weights_desc() != d.wUser;
+    bool reSrc = pd.src_desc() != d.src, reDst = pd.dst_desc() != d.dst;
     auto e = std::unique_ptr<ConvFwdEntry>(new ConvFwdEntry{
         pd, convolution_forward(pd), d.wUser, re,
-        re ? reorder(reorder::primitive_desc(eng(), d.wUser, eng(), pd.weights_desc())) : reorder()});
+        re ? reorder(reorder::primitive_desc(eng(), d.wUser, eng(), pd.weights_desc())) : reorder(), isWino,
+        pd.impl_info_str(), d.src, d.dst, reSrc, reDst,
+        reSrc ? reorder(reorder::primitive_desc(eng(), d.src, eng(), pd.src_desc())) : reorder(),
+        reDst ? reorder(reorder::primitive_desc(eng(), pd.dst_desc(), eng(), d.dst)) : reorder()});
     it = g_convFwd.emplace(key, std::move(e)).first;
   }
-  ConvFwdEntry& e = *it->second;
-  memory wUser(e.userW, eng(), const_cast<float*>(w));
+  return *it->second;
+}
+
+}  // namespace
+
+void conv2dForward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int act,
+                   float alpha, uint64_t weightsId) {
+  ThreadScope ts(convFlops(s));
+  const int64_t pixels = s.n * s.oh * s.ow;
+  ConvFwdEntry* const e = &convFwdEntry(s, bias != nullptr, act, alpha, ts.threads(), tryWinograd(s));
+  g_convRuns[e->winograd ? 1 : 0]++;
+  g_lastConvImpl = e->impl;
+  memory wUser(e->userW, eng(), const_cast<float*>(w));
   memory wM = wUser;
-  if (e.reorderW) {
+  if (e->reorderW) {
     float* packed =
-        weightsId ? packedWeights(weightsId, e.pd.weights_desc(), s.n * s.oh * s.ow, e.wReorder, wUser) : nullptr;
+        weightsId ? packedWeights(weightsId, e->pd.weights_desc(), pixels, e->wReorder, wUser) : nullptr;
     if (packed) {
-      wM = memory(e.pd.weights_desc(), eng(), packed);
+      wM = memory(e->pd.weights_desc(), eng(), packed);
     } else {
-      wM = memory(e.pd.weights_desc(), eng(), g_wscratch.get(e.pd.weights_desc().get_size()));
-      e.wReorder.execute(strm(), wUser, wM);
+      wM = memory(e->pd.weights_desc(), eng(), g_wscratch.get(e->pd.weights_desc().get_size()));
+      e->wReorder.execute(strm(), wUser, wM);
     }
   }
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(e.pd.src_desc(), eng(), const_cast<float*>(x))},
-                                       {DNNL_ARG_WEIGHTS, wM},
-                                       {DNNL_ARG_DST, memory(e.pd.dst_desc(), eng(), y)}};
-  if (bias) args.emplace(DNNL_ARG_BIAS, memory(e.pd.bias_desc(), eng(), const_cast<float*>(bias)));
-  e.prim.execute(strm(), args);
+  memory xM(e->userSrc, eng(), const_cast<float*>(x)), yM(e->userDst, eng(), y);
+  if (e->reorderSrc) {
+    memory blocked(e->pd.src_desc(), eng(), g_srcScratch.get(e->pd.src_desc().get_size()));
+    e->srcReorder.execute(strm(), xM, blocked);
+    xM = blocked;
+  }
+  memory yUser = yM;
+  if (e->reorderDst) yM = memory(e->pd.dst_desc(), eng(), g_dstScratch.get(e->pd.dst_desc().get_size()));
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xM}, {DNNL_ARG_WEIGHTS, wM}, {DNNL_ARG_DST, yM}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, memory(e->pd.bias_desc(), eng(), const_cast<float*>(bias)));
+  if (e->winograd) {
+    const memory::desc pad = e->pd.scratchpad_desc();
+    if (pad.get_size()) args.emplace(DNNL_ARG_SCRATCHPAD, memory(pad, eng(), g_padScratch.get(pad.get_size())));
+  }
+  e->prim.execute(strm(), args);
+  if (e->reorderDst) e->dstReorder.execute(strm(), yM, yUser);
   strm().wait();
 }
 
@@ -381,6 +516,15 @@ void conv2dBackwardFilter(const ConvShape& s, const float* x, const float* dy, f
   strm().wait();
 }
 
+void setConvAlgo(int algo) {
+  if (algo != CONV_DIRECT && algo != CONV_WINOGRAD && algo != CONV_AUTO)
+    throw std::runtime_error("conv algorithm must be 0 (direct), 1 (winograd) or 2 (auto), got " + std::to_string(algo));
+  g_convAlgo = algo;
+}
+int getConvAlgo() { return g_convAlgo; }
+void setWinogradBudget(size_t bytes) { g_winogradBudget = bytes; }
+ConvRuns convRuns() { return ConvRuns{g_convRuns[0], g_convRuns[1], g_lastConvImpl}; }
+
 void releaseWeights(uint64_t id) {
   for (auto it = g_packed.begin(); it != g_packed.end();) {
     auto next = std::next(it);
@@ -424,6 +568,9 @@ void clearCache() {
   g_convBwdData.clear();
   g_convBwdWeights.clear();
   g_wscratch.release();
+  g_srcScratch.release();
+  g_dstScratch.release();
+  g_padScratch.release();
   while (!g_packed.empty()) dropPacked(g_packed.begin());
 }
 

@@ -32,6 +32,19 @@ void matmulBlas(const MatmulArgs& p);
 // weightsId != 0: the caller guarantees `w` is immutable while that id lives, so its packed form may be cached.
 void conv2dForward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, int act, float alpha,
                    uint64_t weightsId);
+// Forward conv algorithm (gradients always run direct): direct; Winograd for every 3x3 stride-1 conv oneDNN accepts;
+// auto: Winograd where it measured faster. A conv oneDNN refuses Winograd for runs direct.
+enum ConvAlgo { CONV_DIRECT = 0, CONV_WINOGRAD = 1, CONV_AUTO = 2 };
+void setConvAlgo(int algo);
+int getConvAlgo();
+// auto runs direct where Winograd's scratch (blocked activations + oneDNN's scratchpad) would pass this many bytes.
+void setWinogradBudget(size_t bytes);
+// Forward convs executed so far with each algorithm, and the oneDNN implementation of the last one.
+struct ConvRuns {
+  uint64_t direct, winograd;
+  std::string lastImpl;
+};
+ConvRuns convRuns();
 void releaseWeights(uint64_t id);
 void setWeightCacheBudget(size_t bytes);
 size_t weightCacheBytes();

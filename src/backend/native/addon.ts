@@ -26,6 +26,13 @@ export interface NativeAddon {
   conv2d(x: Float32Array, w: Float32Array, bias: Float32Array | null, y: Float32Array, shape: number[], act: number,
     alpha: number, weightsId: number): void;
   releaseWeights(id: number): void;
+  /**
+   * Sets the forward conv algorithm (CONV_ALGO ids) and auto's Winograd scratch budget in bytes when given; returns
+   * the algorithm in effect.
+   */
+  convAlgo(algo?: number, winogradBudgetBytes?: number): number;
+  /** Forward convs run so far with each algorithm, and oneDNN's name for the last one's implementation. */
+  convRuns(): { direct: number; winograd: number; lastImpl: string };
   /** Sets the packed-weights cache budget in bytes (when given); returns the bytes it holds. */
   weightCache(budgetBytes?: number): number;
   conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, shape: number[]): void;
@@ -92,12 +99,43 @@ export function loadAddon(): NativeAddon {
     const addon = createRequire(import.meta.url)(file) as NativeAddon;
     addon.setThreads(threadCount());
     addon.weightCache(weightCacheMB() * 2 ** 20);
+    if (typeof addon.convAlgo === 'function') addon.convAlgo(CONV_ALGO[convAlgo()], winogradMB() * 2 ** 20);
     cached = addon;
     return addon;
   } catch (e) {
     failure = `the addon ${file} failed to load (${(e as Error).message.split('\n')[0]}); ${HOW_TO_FIX}`;
     throw new Error(failure);
   }
+}
+
+/** Forward conv algorithm ids of the addon's convAlgo (native/src/kernels.h ConvAlgo). */
+export const CONV_ALGO = { direct: 0, winograd: 1, auto: 2 } as const;
+export type ConvAlgoName = keyof typeof CONV_ALGO;
+
+/**
+ * KARLO_NATIVE_CONV_ALGO=direct|winograd|auto: the algorithm of float32 forward convolutions (gradients always run
+ * direct). direct: oneDNN's direct kernels. winograd: oneDNN's Winograd F(4x4,3x3) for every 3x3 stride-1 undilated
+ * conv it accepts (activations reordered to its blocked layout and back). auto: Winograd where it measured faster
+ * (native/src/gemm_conv.cc winogradPays: >= 64 input and output channels, >= 16384 output pixels per call, scratch
+ * within KARLO_NATIVE_WINOGRAD_MB). Default: auto (README, Native backend: every parity fixture passes with winograd
+ * on every conv; Karlo's heavy 3x3 shapes run 2.2-2.8x direct's effective GFLOP/s, max |winograd - direct| <= 3.3e-6
+ * of max |direct|).
+ */
+export const DEFAULT_CONV_ALGO: ConvAlgoName = 'auto';
+export function convAlgo(env: NodeJS.ProcessEnv = process.env): ConvAlgoName {
+  const v = (env.KARLO_NATIVE_CONV_ALGO ?? '').toLowerCase();
+  if (v === '') return DEFAULT_CONV_ALGO;
+  if (v in CONV_ALGO) return v as ConvAlgoName;
+  throw new Error(`KARLO_NATIVE_CONV_ALGO=${env.KARLO_NATIVE_CONV_ALGO}: expected direct, winograd or auto`);
+}
+
+/**
+ * KARLO_NATIVE_WINOGRAD_MB (default 512): under KARLO_NATIVE_CONV_ALGO=auto, a conv whose Winograd scratch (its
+ * blocked input and output and oneDNN's scratchpad, one buffer each shared by all Winograd convs and kept between
+ * calls) would pass this runs direct. Super-res at 256x256 needs 540-1090 MB there, at 128x128 230-510 MB.
+ */
+export function winogradMB(): number {
+  return envMB('KARLO_NATIVE_WINOGRAD_MB', 512);
 }
 
 /** KARLO_NATIVE_WEIGHT_CACHE_MB (default 1024): packed conv filters kept between calls (0 disables). */

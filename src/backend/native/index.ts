@@ -12,7 +12,7 @@ import { BufferPool, PooledCPUBackend } from './buffer_pool.js';
 import { nativeKernelConfigs } from './kernels/index.js';
 import { GROUP_NORM_GRAD_KERNEL, GROUP_NORM_KERNEL } from '../../ops/group_norm.js';
 
-export { loadAddon, threadCount, poolBudgetMB, type NativeAddon } from './addon.js';
+export { loadAddon, threadCount, poolBudgetMB, convAlgo, CONV_ALGO, type ConvAlgoName, type NativeAddon } from './addon.js';
 export { BufferPool, PooledCPUBackend } from './buffer_pool.js';
 
 export const NATIVE_BACKEND = 'native';
