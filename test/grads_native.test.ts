@@ -12,22 +12,13 @@ import { registerGradients } from '../src/backend/gradients.js';
 import { enableNativeStats, nativeStats } from '../src/backend/native/index.js';
 import { groupNorm } from '../src/ops/group_norm.js';
 import { avgPool2x, nearestUpsample2x } from '../src/layers/resnet.js';
-import { nativeUnavailableTest, registerNativeOrWhy } from './helpers.js';
+import { nativeUnavailableTest, registerNativeOrWhy, xorshiftUniform } from './helpers.js';
 
 await registerGradients();
 const unavailable = await registerNativeOrWhy();
 const REL = 1e-5;
 
-function rand(shape: number[], seed: number, lo = -1, hi = 1): Float32Array {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = lo + ((s >>> 8) / 16777216) * (hi - lo);
-  }
-  return out;
-}
+const rand = xorshiftUniform;
 
 interface Input { shape: number[]; lo?: number; hi?: number }
 

@@ -8,21 +8,12 @@ import { availableBackends } from '../src/backend/index.js';
 import { registerGradients } from '../src/backend/gradients.js';
 import { runDecoderGrads, runSuperResGrads } from '../src/parity/grads.js';
 import { check, type GradsCase } from './grads_helpers.js';
-import { useBackend } from './helpers.js';
+import { useBackend, xorshiftUniform } from './helpers.js';
 
 await registerGradients();
 const wasm = (await availableBackends(['wasm'])).length > 0;
 
-function rand(shape: number[], seed: number): Float32Array {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = (s >>> 8) / 16777216 * 2 - 1;
-  }
-  return out;
-}
+const rand = (shape: number[], seed: number) => xorshiftUniform(shape, seed);
 
 if (!wasm) {
   test('wasm backend unavailable', () => { throw new Error('@tensorflow/tfjs-backend-wasm did not initialise'); });

@@ -79,3 +79,15 @@ export function assertClose(
   if (!c.ok) throw new Error(`${name}: max abs err ${c.maxAbs.toExponential(3)} > allowed ${c.allowed.toExponential(3)} (max |ref| ${c.maxRef.toExponential(3)}, at index ${c.argmax})`);
   return c;
 }
+
+/** Deterministic uniform [lo, hi) values (xorshift32 from the seed), so a failing comparison reproduces. */
+export function xorshiftUniform(shape: number[], seed: number, lo = -1, hi = 1): Float32Array {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(n);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    out[i] = lo + ((s >>> 8) / 16777216) * (hi - lo);
+  }
+  return out;
+}

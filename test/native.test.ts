@@ -10,7 +10,7 @@ import { registerGradients } from '../src/backend/gradients.js';
 import { enableNativeStats, nativeStats, loadAddon } from '../src/backend/native/index.js';
 import { groupNorm, groupNormComposite } from '../src/ops/group_norm.js';
 import { weightCacheMB } from '../src/backend/native/addon.js';
-import { nativeUnavailableTest, registerNativeOrWhy } from './helpers.js';
+import { nativeUnavailableTest, registerNativeOrWhy, xorshiftUniform } from './helpers.js';
 
 // Native vs cpu: max |native − cpu| ≤ 1e-5 · max(1, max |cpu|) (float32 sums in another order).
 const TOL = 1e-5;
@@ -18,19 +18,7 @@ const TOL = 1e-5;
 await registerGradients();
 const unavailable = await registerNativeOrWhy();
 
-/** Deterministic uniform(-1, 1) values (xorshift), so a failure reproduces. */
-function rand(shape: number[], seed: number, lo = -1, hi = 1): Float32Array {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    out[i] = lo + ((s >>> 8) / 16777216) * (hi - lo);
-  }
-  return out;
-}
+const rand = xorshiftUniform;
 
 /** Runs f on cpu and on native with the same inputs; asserts the outputs agree; returns the max error seen. */
 async function same(name: string, f: () => tf.Tensor | tf.Tensor[], tol = TOL, ref = f): Promise<number> {

@@ -11,7 +11,7 @@ import { compareArrays } from '../src/parity/compare.js';
 import { registerGradients } from '../src/backend/gradients.js';
 import { CONV_ALGO, convAlgo, loadAddon, type ConvAlgoName } from '../src/backend/native/index.js';
 import { winogradMB } from '../src/backend/native/addon.js';
-import { nativeUnavailableTest, registerNativeOrWhy } from './helpers.js';
+import { nativeUnavailableTest, registerNativeOrWhy, xorshiftUniform } from './helpers.js';
 
 // Direct vs cpu: the tolerance of test/native.test.ts (float32 sums in another order).
 const TOL = 1e-5;
@@ -25,19 +25,7 @@ const WINO_TOL = 2e-5;
 await registerGradients();
 const unavailable = await registerNativeOrWhy();
 
-/** Deterministic uniform(-scale, scale) values (xorshift). */
-function rand(shape: number[], seed: number, scale = 1): tf.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const out = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    out[i] = ((s >>> 8) / 16777216 * 2 - 1) * scale;
-  }
-  return tf.tensor(out, shape);
-}
+const rand = (shape: number[], seed: number, scale = 1) => tf.tensor(xorshiftUniform(shape, seed, -scale, scale), shape);
 
 interface Conv { x: number[]; f: number[]; s?: number; pad?: 'same' | 'valid'; d?: number; act?: 'relu' | 'linear' }
 const name = (c: Conv) => `x${c.x} f${c.f} s${c.s ?? 1} ${c.pad ?? 'same'} d${c.d ?? 1} ${c.act ?? 'linear'}`;
