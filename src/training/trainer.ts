@@ -460,7 +460,6 @@ function makeSetup(
   }
 }
 
-/** Runs (or resumes) a training run. Throws TrainArgumentError / DataError / ModelFolderError for user mistakes. */
 /**
  * The run's weight average (--ema-decay), or null. A resumed EMA run continues its averages from the checkpoint's
  * component folders (loaded into the parameters) and puts the trained weights of training_weights.safetensors
@@ -489,6 +488,7 @@ function setupEma(o: TrainOptions, ckpt: LoadedCheckpoint | null, vars: Map<stri
   return new WeightEma(vars, o.emaDecay, { updates: saved.updates, shadow });
 }
 
+/** Runs (or resumes) a training run. Throws TrainArgumentError / DataError / ModelFolderError for user mistakes. */
 export async function train(o: TrainOptions): Promise<TrainResult> {
   checkOptions(o);
   await registerGradients();
