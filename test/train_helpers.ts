@@ -45,3 +45,12 @@ export async function expectRefused(base: (o: Partial<TrainOptions>) => TrainOpt
     }
   }
 }
+
+/** Deterministic pseudo-random floats in [lo, hi) (a 32-bit LCG from the seed), in float64. */
+export function lcgFloats(n: number, seed: number, lo = -1, hi = 1): Float64Array {
+  let s = seed >>> 0;
+  return Float64Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return lo + ((hi - lo) * s) / 2 ** 32;
+  });
+}

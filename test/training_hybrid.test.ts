@@ -24,7 +24,7 @@ import { sampleIndices, train, type TrainOptions } from '../src/training/trainer
 import { learnedRangeVlb } from '../src/training/vlb.js';
 import { BUNDLED_MODEL_DIR } from '../src/package_root.js';
 import { useBackend } from './helpers.js';
-import { expectRefused, makeDataFolder, tinyModelCopy } from './train_helpers.js';
+import { expectRefused, lcgFloats, makeDataFolder, tinyModelCopy } from './train_helpers.js';
 import { loadComponent } from '../src/loading/load_component.js';
 
 // The suite runner imports every test file before running any: set the backend when this file's tests start.
@@ -35,14 +35,7 @@ await registerGradients();
 const scheduler = UnCLIPScheduler.fromDir(path.join(BUNDLED_MODEL_DIR, 'decoder_scheduler'));
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-hybrid-'));
 
-/** Deterministic pseudo-random floats in [lo, hi). */
-function floats(n: number, seed: number, lo = -1, hi = 1): Float64Array {
-  let s = seed >>> 0;
-  return Float64Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return lo + ((hi - lo) * s) / 2 ** 32;
-  });
-}
+const floats = lcgFloats;
 
 /** Improved DDPM's per-sample VLB in float64, written from the formulas (not from vlb.ts). */
 function vlbReference(x0: Float64Array, xt: Float64Array, eps: Float64Array, v: Float64Array, ts: number[], per: number): number {

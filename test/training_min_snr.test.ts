@@ -18,7 +18,7 @@ import { learnedRangeVlb } from '../src/training/vlb.js';
 import { BUNDLED_MODEL_DIR } from '../src/package_root.js';
 import { loadComponent } from '../src/loading/load_component.js';
 import { useBackend } from './helpers.js';
-import { expectRefused, makeDataFolder, tinyModelCopy } from './train_helpers.js';
+import { expectRefused, lcgFloats, makeDataFolder, tinyModelCopy } from './train_helpers.js';
 
 test.before(async () => {
   await useBackend('native').catch(() => useBackend('cpu'));
@@ -27,13 +27,7 @@ await registerGradients();
 const scheduler = UnCLIPScheduler.fromDir(path.join(BUNDLED_MODEL_DIR, 'decoder_scheduler'));
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'karlo-minsnr-'));
 
-function floats(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  let s = seed >>> 0;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return lo + ((hi - lo) * s) / 2 ** 32;
-  });
-}
+const floats = (n: number, seed: number, lo = -1, hi = 1) => Float32Array.from(lcgFloats(n, seed, lo, hi));
 const weight64 = (t: number, gamma: number) => {
   const ac = Number(scheduler.alphasCumprod[t]);
   const snr = ac / (1 - ac);
